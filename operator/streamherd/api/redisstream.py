@@ -1,0 +1,123 @@
+"""RedisStream: a stream key (or a family of keys) on a Redis endpoint."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from streamherd.api.base import (
+    ApiModel,
+    LocalObjectReference,
+    ObjectName,
+    RedisKey,
+    Rule,
+    SecretKeyReference,
+    exactly_one,
+)
+from streamherd.api.status import StatusModel
+
+# A password inside the URL would end up in etcd, in `kubectl get -o yaml` and in logs.
+_URL_PATTERN = r"^rediss?://[^\s]+$"
+_URL_WITH_PASSWORD_CEL = r"^rediss?://[^/@]*:[^/@]*@"
+
+
+class RedisMode(StrEnum):
+    STANDALONE = "Standalone"
+    CLUSTER = "Cluster"
+
+
+class DeletionPolicy(StrEnum):
+    RETAIN = "Retain"
+    """Deleting the resource leaves Redis as it is."""
+    DELETE = "Delete"
+    """Deleting the resource deletes what it manages in Redis (the stream, or the group)."""
+
+
+class ClientCertificateReference(ApiModel):
+    """A Secret of type kubernetes.io/tls holding the client certificate and key."""
+
+    name: ObjectName
+    """Name of the Secret; its keys tls.crt and tls.key are used."""
+
+
+class TLSConfig(ApiModel):
+    """TLS to Redis. A rediss:// URL turns TLS on too."""
+
+    enabled: bool = True
+    """Connect with TLS."""
+    ca_secret_ref: SecretKeyReference | None = None
+    """CA bundle (PEM) to verify the server with; the system CAs when unset."""
+    client_certificate_secret_ref: ClientCertificateReference | None = None
+    """Client certificate and key for mutual TLS."""
+    insecure_skip_verify: bool = False
+    """Do not verify the server's certificate. For tests only."""
+
+
+class RedisEndpoint(ApiModel):
+    """How to reach Redis. Credentials only ever come from Secrets."""
+
+    rules = (
+        exactly_one("url", "urlSecretRef", "set exactly one of url or urlSecretRef"),
+        Rule(
+            cel=f"!has(self.url) || !self.url.matches('{_URL_WITH_PASSWORD_CEL}')",
+            message="url must not contain a password: use passwordSecretRef, or urlSecretRef",
+            check=lambda m: m.url is None or not _has_password(m.url),
+        ),
+    )
+
+    url: Annotated[str | None, Field(max_length=1024, pattern=_URL_PATTERN)] = None
+    """redis:// or rediss:// URL, optionally with a database number: redis://redis.db:6379/0."""
+    url_secret_ref: SecretKeyReference | None = None
+    """A Secret key holding the whole URL (it may include credentials)."""
+    username: Annotated[str | None, Field(max_length=256)] = None
+    """ACL user name."""
+    password_secret_ref: SecretKeyReference | None = None
+    """A Secret key holding the password."""
+    tls: TLSConfig | None = None
+    """TLS settings."""
+    mode: RedisMode = RedisMode.STANDALONE
+    """Standalone (including a primary behind a Service) or Cluster."""
+
+
+def _has_password(url: str) -> bool:
+    return re.match(_URL_WITH_PASSWORD_CEL, url) is not None
+
+
+class RedisStreamSpec(ApiModel):
+    """Desired state of a RedisStream."""
+
+    rules = (exactly_one("key", "keyPattern", "set exactly one of key or keyPattern"),)
+
+    redis: RedisEndpoint
+    """The Redis endpoint holding the stream."""
+    key: RedisKey | None = None
+    """The stream's key."""
+    key_pattern: RedisKey | None = None
+    """A glob (SCAN MATCH syntax) for a family of streams, such as conv:* for one stream per call."""
+    create_if_missing: bool = True
+    """Create the stream (MKSTREAM) when a consumer group is created on a missing key."""
+    retention_policy_ref: LocalObjectReference | None = None
+    """A RetentionPolicy in the same namespace that bounds this stream's history."""
+    deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
+    """What deleting this resource does to the stream in Redis."""
+
+
+class RedisStreamStatus(StatusModel):
+    """Observed state of a RedisStream."""
+
+    length: Annotated[int | None, Field(ge=0)] = None
+    """Entries in the stream (summed over matched keys for a pattern)."""
+    first_entry_id: Annotated[str | None, Field(max_length=64)] = None
+    """Oldest entry id (single key only)."""
+    last_entry_id: Annotated[str | None, Field(max_length=64)] = None
+    """Last generated entry id (single key only)."""
+    groups: Annotated[int | None, Field(ge=0)] = None
+    """Consumer groups on the stream (for a pattern, the most on any matched key)."""
+    matched_keys: Annotated[int | None, Field(ge=0)] = None
+    """Stream keys matching keyPattern."""
+    last_polled: datetime | None = None
+    """When Redis was last read."""

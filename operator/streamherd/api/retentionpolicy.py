@@ -1,0 +1,67 @@
+"""RetentionPolicy: how much history the streams that reference it keep."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
+
+from streamherd.api.base import ApiModel, Rule, at_least
+from streamherd.api.durations import Duration, duration
+from streamherd.api.status import StatusModel
+
+
+class RetentionPolicySpec(ApiModel):
+    """Desired retention. Streams opt in with spec.retentionPolicyRef."""
+
+    rules = (
+        Rule(
+            cel=(
+                "has(self.maxLength) || has(self.maxAge) || has(self.hardMaxLength)"
+                " || has(self.deleteIdleStreamsAfter)"
+            ),
+            message=(
+                "set at least one of maxLength, maxAge, hardMaxLength or deleteIdleStreamsAfter"
+            ),
+            check=lambda m: any(
+                v is not None
+                for v in (m.max_length, m.max_age, m.hard_max_length, m.delete_idle_streams_after)
+            ),
+        ),
+        Rule(
+            cel="!has(self.hardMaxLength) || !has(self.maxLength) || self.hardMaxLength >= self.maxLength",
+            message="hardMaxLength must be at least maxLength",
+            check=lambda m: m.hard_max_length is None
+            or m.max_length is None
+            or m.hard_max_length >= m.max_length,
+        ),
+    )
+
+    max_length: Annotated[int | None, Field(ge=0)] = None
+    """Keep at most this many entries (XTRIM MAXLEN)."""
+    max_age: Annotated[Duration, at_least("1s")] | None = None
+    """Keep entries younger than this (XTRIM MINID from the entry id's time)."""
+    approximate: bool = True
+    """Trim with ~: whole macro-nodes only, much cheaper; never trims more than asked."""
+    respect_consumer_groups: bool = True
+    """Never trim entries a consumer group has not yet read or acknowledged."""
+    hard_max_length: Annotated[int | None, Field(ge=1)] = None
+    """Emergency cap applied even when a stuck group holds history back."""
+    delete_idle_streams_after: Annotated[Duration, at_least("1m")] | None = None
+    """For key patterns: delete streams that received nothing for this long."""
+    interval: Annotated[Duration, at_least("1s")] = duration("1m")
+    """How often retention runs."""
+
+
+class RetentionPolicyStatus(StatusModel):
+    """Observed state of a RetentionPolicy."""
+
+    streams: Annotated[int | None, Field(ge=0)] = None
+    """Streams this policy applies to."""
+    trimmed_entries: Annotated[int | None, Field(ge=0)] = None
+    """Entries trimmed (total)."""
+    deleted_streams: Annotated[int | None, Field(ge=0)] = None
+    """Idle streams deleted (total)."""
+    last_run: datetime | None = None
+    """When retention last ran."""

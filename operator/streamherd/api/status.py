@@ -1,0 +1,82 @@
+"""Status vocabulary shared by the kinds: conditions and their closed set of reasons."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import ConfigDict, Field
+
+from streamherd.api.base import ApiModel
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    """Everything the spec asks for is in place and observed."""
+    PAUSED = "Paused"
+    """The ``streamherd.io/paused`` annotation stops all actions."""
+    SCALING_ACTIVE = "ScalingActive"
+    """The autoscaler can read its metric and act on the Deployment."""
+
+
+class Reason(StrEnum):
+    """Why a condition is what it is. A closed set: alerts and scripts may match on it."""
+
+    RECONCILED = "Reconciled"
+    PAUSED = "Paused"
+    RESUMED = "Resumed"
+    INVALID_SPEC = "InvalidSpec"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    REDIS_UNAVAILABLE = "RedisUnavailable"
+    AUTHENTICATION_FAILED = "AuthenticationFailed"
+    TLS_FAILED = "TLSFailed"
+    WRONG_KEY_TYPE = "WrongKeyType"
+    STREAM_NOT_FOUND = "StreamNotFound"
+    GROUP_NOT_FOUND = "GroupNotFound"
+    STREAM_NOT_READY = "StreamNotReady"
+    GROUP_CONFLICT = "GroupConflict"
+    SCALER_CONFLICT = "ScalerConflict"
+    DEPLOYMENT_NOT_FOUND = "DeploymentNotFound"
+    CROSS_SLOT = "CrossSlot"
+    METRIC_UNKNOWN = "MetricUnknown"
+    SCALING = "Scaling"
+    INTERNAL_ERROR = "InternalError"
+
+
+class Condition(ApiModel):
+    """The state of one aspect of the resource, as Kubernetes API conventions define it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Annotated[str, Field(max_length=64)]
+    """Type of condition, such as Ready."""
+    status: ConditionStatus
+    """True, False or Unknown."""
+    reason: Annotated[
+        str, Field(max_length=64, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    ]
+    """A CamelCase word a program can match on."""
+    message: Annotated[str, Field(max_length=4096)] = ""
+    """What happened and, when something is wrong, what to do about it."""
+    last_transition_time: datetime
+    """When the status last changed."""
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+    """The .metadata.generation this condition was computed from."""
+
+
+class StatusModel(ApiModel):
+    """Base of the status models: lenient on read, so an upgrade never breaks parsing."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+    """The .metadata.generation the operator last acted on."""
+    conditions: Annotated[list[Condition], Field(max_length=16)] = []
+    """Latest observations of the resource's state."""
