@@ -91,15 +91,31 @@ class RedisServer:
 
     def _config(self) -> list[str]:
         args = [
-            "--bind", self.host, "--save", "", "--appendonly", "no",
-            "--dir", str(self.workdir), "--protected-mode", "no",
+            "--bind",
+            self.host,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--protected-mode",
+            "no",
         ]
         if self.tls:
             args += [
-                "--port", "0", "--tls-port", str(self.port),
-                "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
-                "--tls-ca-cert-file", str(self.tls.ca),
-                "--tls-auth-clients", "yes" if self.tls.require_client_cert else "no",
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.tls.cert),
+                "--tls-key-file",
+                str(self.tls.key),
+                "--tls-ca-cert-file",
+                str(self.tls.ca),
+                "--tls-auth-clients",
+                "yes" if self.tls.require_client_cert else "no",
             ]
         else:
             args += ["--port", str(self.port)]
@@ -118,7 +134,10 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"redis-server exited: {self.log_tail()}")
-            with contextlib.suppress(OSError), socket.create_connection((self.host, self.port), 0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), 0.2),
+            ):
                 return self
             time.sleep(0.02)
         raise RuntimeError(f"redis-server did not listen on {self.port}: {self.log_tail()}")
@@ -144,13 +163,19 @@ class RedisServer:
 
     def log_tail(self, lines: int = 20) -> str:
         path = Path(str(self.workdir)) / "redis.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        return (
+            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            if path.exists()
+            else ""
+        )
 
     def cli(self, *args: str) -> str:
         """Run redis-cli against this server (no TLS/auth); for test set-up."""
         done = subprocess.run(
             [redis_cli_binary(), "-h", self.host, "-p", str(self.port), *args],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return done.stdout
 
@@ -181,9 +206,16 @@ class RedisCluster:
             node.extra = [*node.extra, ("cluster-config-file", f"{node.workdir}/nodes.conf")]
             self.nodes.append(node.start())
         subprocess.run(
-            [redis_cli_binary(), "--cluster", "create",
-             *(f"{n.host}:{n.port}" for n in self.nodes), "--cluster-yes"],
-            capture_output=True, text=True, check=True,
+            [
+                redis_cli_binary(),
+                "--cluster",
+                "create",
+                *(f"{n.host}:{n.port}" for n in self.nodes),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

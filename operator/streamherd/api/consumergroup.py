@@ -13,8 +13,8 @@ from streamherd.api.base import (
     LocalObjectReference,
     RedisKey,
     Rule,
-    exactly_one,
     at_least,
+    exactly_one,
     immutable,
     unchanged,
 )
@@ -185,13 +185,13 @@ class Recovery(ApiModel):
 class ConsumerGroupSpec(ApiModel):
     """Desired state of a ConsumerGroup."""
 
-    rules = (
-        immutable("groupName", "groupName is immutable: create a new ConsumerGroup instead"),
-    )
+    rules = (immutable("groupName", "groupName is immutable: create a new ConsumerGroup instead"),)
 
     stream_ref: Annotated[LocalObjectReference, unchanged("streamRef is immutable")]
     """The RedisStream (same namespace) the group reads."""
-    group_name: Annotated[str | None, Field(min_length=1, max_length=256, pattern=GROUP_NAME_PATTERN)] = None
+    group_name: Annotated[
+        str | None, Field(min_length=1, max_length=256, pattern=GROUP_NAME_PATTERN)
+    ] = None
     """Consumer group name in Redis; defaults to metadata.name."""
     start_id: Annotated[str, Field(max_length=48, pattern=START_ID_PATTERN)] = "$"
     """Where a new group starts: $ (new entries only), 0 (whole stream), or an entry id."""

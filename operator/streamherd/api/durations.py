@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
@@ -39,12 +38,29 @@ def parse_seconds(text: str) -> float:
 
 
 @functools.total_ordering
-@dataclass(frozen=True, slots=True)
 class Duration:
-    """A duration as written by the user (``text``) and its value in ``seconds``."""
+    """A duration as written by the user (``text``) and its value in ``seconds``.
 
-    text: str
-    seconds: float
+    Deliberately not a dataclass: pydantic would then encode defaults in the JSON schema
+    as objects instead of through this type's own serializer.
+    """
+
+    __slots__ = ("seconds", "text")
+
+    def __init__(self, text: str, seconds: float) -> None:
+        self.text = text
+        self.seconds = seconds
+
+    def __repr__(self) -> str:
+        return f"Duration({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Duration):
+            return NotImplemented
+        return self.seconds == other.seconds
+
+    def __hash__(self) -> int:
+        return hash(self.seconds)
 
     @classmethod
     def parse(cls, value: Duration | str) -> Duration:
@@ -68,9 +84,7 @@ class Duration:
             if isinstance(value, Duration):
                 return value
             if not isinstance(value, str):
-                raise PydanticCustomError(
-                    "duration_type", "must be a string such as 2s, 5m or 24h"
-                )
+                raise PydanticCustomError("duration_type", "must be a string such as 2s, 5m or 24h")
             try:
                 return cls.parse(value)
             except DurationError as exc:

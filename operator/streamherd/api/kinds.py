@@ -18,7 +18,9 @@ CATEGORY = "streamherd"
 _READY = '.status.conditions[?(@.type=="Ready")]'
 
 
-def _column(name: str, path: str, type_: str = "string", priority: int = 0, **extra: str) -> dict[str, Any]:
+def _column(
+    name: str, path: str, type_: str = "string", priority: int = 0, **extra: str
+) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name, "type": type_, "jsonPath": path}
     if priority:
         out["priority"] = priority

@@ -32,9 +32,11 @@ class RetentionPolicySpec(ApiModel):
         Rule(
             cel="!has(self.hardMaxLength) || !has(self.maxLength) || self.hardMaxLength >= self.maxLength",
             message="hardMaxLength must be at least maxLength",
-            check=lambda m: m.hard_max_length is None
-            or m.max_length is None
-            or m.hard_max_length >= m.max_length,
+            check=lambda m: (
+                m.hard_max_length is None
+                or m.max_length is None
+                or m.hard_max_length >= m.max_length
+            ),
         ),
     )
 
