@@ -30,6 +30,19 @@ CAUSE_REASONS = {
 
 _NO_VALUE: Any = object()
 
+# How field.ErrorType prints (field.Error.Error()), back to the type names above.
+_KIND_TYPES = {
+    "Invalid value": "Invalid",
+    "Required value": "Required",
+    "Forbidden": "Forbidden",
+    "Unsupported value": "NotSupported",
+    "Duplicate value": "Duplicate",
+    "Too long": "TooLong",
+    "Too many": "TooMany",
+    "Not found": "NotFound",
+    "Internal error": "Internal",
+}
+
 
 def format_value(value: Any) -> str:
     """Render a bad value roughly the way apimachinery does: quoted strings, bare numbers."""
@@ -51,6 +64,7 @@ class FieldError:
     type: str = "Invalid"
     value: Any = _NO_VALUE
     supported: tuple[str, ...] = ()  # for type="NotSupported"
+    rendered: str | None = None  # the body as another validator already printed it
 
     @property
     def reason(self) -> str:
@@ -58,6 +72,8 @@ class FieldError:
 
     def body(self) -> str:
         """The message without the field (what Status.details.causes[].message holds)."""
+        if self.rendered is not None:
+            return self.rendered
         value = "" if self.value is _NO_VALUE else format_value(self.value)
         if self.type == "Invalid":
             text = f"Invalid value: {value or 'null'}"
@@ -96,14 +112,19 @@ class FieldError:
             return cls(**kwargs)
         if isinstance(item, tuple | list) and len(item) == 2:
             return cls(field=str(item[0]), message=str(item[1]))
-        # Duck typing for other validators' error classes.
+        # Duck typing for other validators' error classes, e.g. crd_validation.FieldError
+        # (field, kind="Invalid value"|"Required value"|..., detail, value; str() = the line).
         field = getattr(item, "field", None)
         if field is not None:
+            kind = str(getattr(item, "type", None) or getattr(item, "kind", None) or "Invalid")
+            text = str(item)
+            prefix = f"{field}: "
             return cls(
                 field=str(field),
-                message=str(getattr(item, "message", getattr(item, "detail", ""))),
-                type=str(getattr(item, "type", "Invalid")),
+                message=str(getattr(item, "message", None) or getattr(item, "detail", "") or ""),
+                type=_KIND_TYPES.get(kind, kind if kind in CAUSE_REASONS else "Invalid"),
                 value=getattr(item, "value", _NO_VALUE),
+                rendered=text[len(prefix):] if text.startswith(prefix) else None,
             )
         raise TypeError(f"not a field error: {item!r}")
 
