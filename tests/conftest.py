@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["e2e.cluster.fixtures"]
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]

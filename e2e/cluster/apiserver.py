@@ -1037,6 +1037,8 @@ class ApiServer(kmock.KubernetesEmulator):
         method = request.method.value
         if raw.path in ("/healthz", "/readyz", "/livez"):
             return aiohttp.web.Response(text="ok")
+        if raw.path.startswith("/openapi/v3") and method == "GET":
+            return aiohttp.web.json_response(self._openapi_v3(raw.path))
         if route.kind != "resource":
             if method != "GET":
                 raise ApiError.method_not_allowed()
@@ -1383,6 +1385,42 @@ class ApiServer(kmock.KubernetesEmulator):
                     "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23",
                     "compiler": "gc", "platform": "linux/amd64"}
         raise ApiError.no_route()
+
+    def _openapi_v3(self, path: str) -> dict[str, Any]:
+        """A skeleton OpenAPI v3: paths and operations, no schemas.
+
+        Enough for kubectl to see that PATCH/POST accept ``fieldValidation`` (so it leaves
+        validation to the server instead of downloading schemas); nothing validates them here.
+        """
+        gvs = sorted({(t.group, v) for t in self._types.values() for v in t.versions})
+
+        def gv_path(group: str, version: str) -> str:
+            return f"apis/{group}/{version}" if group else f"api/{version}"
+        if path.rstrip("/") == "/openapi/v3":
+            return {"paths": {gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{gv_path(g, v)}"
+                                              f"?hash={self._rv:016X}"} for g, v in gvs}}
+        wanted = path.removeprefix("/openapi/v3/").strip("/")
+        match = [(g, v) for g, v in gvs if gv_path(g, v) == wanted]
+        if not match:
+            raise ApiError.no_route()
+        group, version = match[0]
+        query = [{"name": name, "in": "query", "schema": {"type": "string"}}
+                 for name in ("dryRun", "fieldManager", "fieldValidation")]
+        paths: dict[str, Any] = {}
+        for t in self._types.values():
+            if t.group != group or version not in t.versions:
+                continue
+            gvk = {"group": group, "version": version, "kind": t.kind}
+            base = "/" + gv_path(group, version) + (
+                "/namespaces/{namespace}" if t.namespaced else "") + f"/{t.plural}"
+            op = {"x-kubernetes-group-version-kind": gvk, "parameters": query,
+                  "responses": {"200": {"description": "OK"}}}
+            paths[base] = {"get": {**op, "parameters": []}, "post": op}
+            paths[base + "/{name}"] = {"get": {**op, "parameters": []}, "put": op, "patch": op,
+                                       "delete": {**op, "parameters": []}}
+        return {"openapi": "3.0.0", "info": {"title": "Kubernetes (streamherd emulator)",
+                                             "version": f"v{'.'.join(self.server_version)}.0"},
+                "paths": paths, "components": {"schemas": {}}}
 
     def _group(self, group: str) -> dict[str, Any]:
         versions: list[str] = []
