@@ -29,7 +29,7 @@ import re
 import secrets
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -546,6 +546,7 @@ class ApiServer(kmock.KubernetesEmulator):
             meta.pop(field, None)
         if "status" in rtype.subresources:
             obj.pop("status", None)  # status is reset on create (PrepareForCreate)
+        _drop_empty_metadata(meta)
         self._normalize(rtype, obj, None)
         obj = self._admit(rtype, obj, None)
         meta = obj["metadata"]
@@ -620,8 +621,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 raise ApiError.invalid(rtype, name, [_field_error(
                     "metadata.finalizers", "no new finalizers can be added if the object is "
                     f"being deleted, found new finalizers {sorted(added)}", type_="Forbidden")])
-        if not meta.get("finalizers"):
-            meta.pop("finalizers", None)
+        _drop_empty_metadata(meta)
         if subresource != "status":
             self._normalize(rtype, result, current)
         result = self._admit(rtype, result, current)
@@ -928,12 +928,7 @@ class ApiServer(kmock.KubernetesEmulator):
         """Apply every YAML document of a file, or of every *.yaml file of a folder."""
         path = Path(source)
         files = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
-        results = []
-        for file in files:
-            for doc in yaml.safe_load_all(file.read_text()):
-                if doc:
-                    results.append(self.apply(doc))
-        return results
+        return [self.apply(doc) for file in files for doc in _yaml_documents(file)]
 
     @_threadsafe
     def events_since(self, rv: int) -> list[WatchEvent]:
@@ -955,7 +950,7 @@ class ApiServer(kmock.KubernetesEmulator):
             server = aiohttp.web.Server(self, handler_cancellation=True)
             runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1.0)
             await runner.setup()
-            site = aiohttp.web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+            site = aiohttp.web.TCPSite(runner, host, port)
             await site.start()
             actual_port = runner.addresses[0][1]
             self._url = f"http://{host}:{actual_port}"
@@ -1435,6 +1430,13 @@ class ApiServer(kmock.KubernetesEmulator):
                 "preferredVersion": {"groupVersion": f"{group}/{preferred}", "version": preferred}}
 
 
+def _drop_empty_metadata(meta: dict[str, Any]) -> None:
+    """ObjectMeta's maps and lists are omitempty: empty ones vanish from the stored object."""
+    for key in ("labels", "annotations", "finalizers", "ownerReferences", "managedFields"):
+        if key in meta and not meta[key]:
+            del meta[key]
+
+
 def _default_pod_spec(spec: dict[str, Any]) -> None:
     spec.setdefault("restartPolicy", "Always")
     spec.setdefault("terminationGracePeriodSeconds", 30)
@@ -1485,5 +1487,13 @@ def _set_path(obj: dict[str, Any], path: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def iter_docs(text: str) -> Iterable[dict[str, Any]]:
-    return (doc for doc in yaml.safe_load_all(text) if doc)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_yaml_cache: dict[tuple[str, float], list[dict[str, Any]]] = {}
+
+
+def _yaml_documents(path: Path) -> list[dict[str, Any]]:
+    """Parsed YAML documents of a file, cached by mtime (CRD files are parsed once per run)."""
+    key = (str(path.resolve()), path.stat().st_mtime)
+    if key not in _yaml_cache:
+        _yaml_cache[key] = [d for d in yaml.load_all(path.read_text(), Loader=_YAML_LOADER) if d]
+    return copy.deepcopy(_yaml_cache[key])
