@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import shlex
 import shutil
 import socket
 import subprocess
@@ -51,6 +53,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster-bus twin (port + 10000) is free too, so at most 55535."""
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @dataclass
@@ -119,8 +139,10 @@ class RedisServer:
             ]
         else:
             args += ["--port", str(self.port)]
+        # Each argv is one config word to redis-server (it quotes those with spaces itself),
+        # so a value is split shell-style: "user app on >pw ~*" is several words, '"a b"' one.
         for name, value in self.extra:
-            args += [f"--{name}", *value.split(" ")] if name != "user" else [f"--{name}", value]
+            args += [f"--{name}", *shlex.split(value)]
         return args
 
     def start(self, timeout: float = 10.0) -> RedisServer:
@@ -201,6 +223,7 @@ class RedisCluster:
         for _ in range(self.primaries):
             node = RedisServer(
                 version=self.version,
+                port=free_cluster_port(),
                 extra=[("cluster-enabled", "yes"), ("cluster-node-timeout", "2000")],
             )
             node.extra = [*node.extra, ("cluster-config-file", f"{node.workdir}/nodes.conf")]

@@ -1,0 +1,49 @@
+"""How many entries a group has not yet been delivered, and how sure we are.
+
+Redis reports ``lag`` in XINFO GROUPS, but (redis-streams.md):
+- it is null after a mid-stream create/SETID without ENTRIESREAD, or when an XDEL
+  tombstone lies after last-delivered-id: then we count (bounded) instead;
+- on 7.x it can stay > 0 after XDEL/trim ahead of the group (redis/redis #13337, #13473):
+  a group at the tail has lag 0, and no group lags by more than the stream holds.
+"""
+
+from __future__ import annotations
+
+from streamherd.observations import Exactness, Reading
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    """An entry id as a comparable pair; "5" means "5-0"."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def effective_lag(
+    *,
+    reported: int | None,
+    counted: int | None,
+    count_cap: int,
+    length: int,
+    at_tail: bool | None,
+) -> Reading:
+    """The group's lag.
+
+    reported: XINFO GROUPS lag (None when Redis says null).
+    counted: entries after last-delivered-id counted with XRANGE ... COUNT count_cap
+        (only when reported is None).
+    length: XLEN. at_tail: whether no entry lies after the group's last-delivered-id,
+        when Redis may report a stale lag (7.x); None when not checked.
+    """
+    if reported is None:
+        if counted is None:
+            return Reading.unknown()
+        if counted >= count_cap:
+            return Reading(counted, Exactness.LOWER_BOUND)
+        return Reading.exact(counted)
+    if reported == 0:
+        return Reading.exact(0)
+    if at_tail:
+        return Reading(0, Exactness.CLAMPED)  # nothing after the group: a stale 7.x lag
+    if reported > length:
+        return Reading(length, Exactness.CLAMPED)
+    return Reading.exact(reported)

@@ -1,0 +1,528 @@
+"""The one place that talks to Redis: connections, group lifecycle, key discovery, observation.
+
+Every Redis command and Lua script the operator runs goes through ``RedisGateway``. One
+gateway serves one endpoint and is shared by every resource on it (see ``pool``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from importlib import resources
+from typing import Any
+
+from redis import exceptions as rx
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.crc import key_slot
+
+from streamherd.decisions.lag import effective_lag
+from streamherd.gateway.endpoint import Endpoint
+from streamherd.gateway.errors import GatewayError, classify
+from streamherd.observations import (
+    EndpointProblem,
+    Exactness,
+    GroupState,
+    Observation,
+    Reading,
+    StreamState,
+    StreamStatus,
+)
+
+CLIENT_NAME = "streamherd"
+
+
+class Script:
+    """A Lua script shipped in ``gateway/scripts``, called by SHA."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = resources.files(__package__).joinpath(f"scripts/{name}.lua").read_text()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+OBSERVE = Script("observe")
+ENSURE_GROUP = Script("ensure_group")
+SCRIPTS = (OBSERVE, ENSURE_GROUP)
+
+
+class GroupOutcome(StrEnum):
+    CREATED = "Created"
+    ADOPTED = "Adopted"
+
+
+@dataclass(frozen=True)
+class EnsuredGroup:
+    key: str
+    group: str
+    outcome: GroupOutcome
+    last_delivered_id: str
+    entries_read: int | None
+
+
+@dataclass
+class ScanState:
+    """Incremental SCAN over every primary: a cursor per node, kept between polls."""
+
+    pattern: str
+    cursors: dict[str, int]
+    seen: set[str]
+    found: set[str]
+    """Keys of the last completed pass plus those seen in the current one."""
+    complete_passes: int = 0
+
+    @classmethod
+    def start(cls, pattern: str) -> ScanState:
+        return cls(pattern=pattern, cursors={}, seen=set(), found=set())
+
+
+class RedisGateway:
+    """All Redis I/O for one endpoint."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        streams_per_script: int = 10,
+        lag_count_cap: int = 1000,
+        connect_timeout: float = 3.0,
+        command_timeout: float = 10.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.streams_per_script = streams_per_script
+        self.lag_count_cap = lag_count_cap
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._client: Redis | RedisCluster | None = None
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._connect_lock = asyncio.Lock()
+        self.server_version: tuple[int, int, int] | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    @property
+    def where(self) -> str:
+        return self.endpoint.display
+
+    def _classify(self, exc: BaseException) -> GatewayError:
+        return classify(exc, self.endpoint)
+
+    @property
+    def stale_lag_possible(self) -> bool:
+        """Redis before 8.0 can report lag > 0 for a group at the tail (#13337, #13473)."""
+        return self.server_version is None or self.server_version < (8, 0, 0)
+
+    async def connect(self) -> None:
+        """Connect, learn the server version and load the scripts. Idempotent."""
+        async with self._connect_lock:
+            if self._client is not None:
+                return
+            client = self._make_client()
+            try:
+                # One deadline for the whole handshake: a peer that accepts and never answers
+                # must fail as fast as a refused port, not after socket timeouts and retries.
+                async with asyncio.timeout(self._connect_timeout * 2):
+                    if isinstance(client, RedisCluster):
+                        await client.initialize()
+                    info = await client.info("server")
+                if isinstance(client, RedisCluster):  # one answer per node: take any
+                    info = next(iter(info.values())) if _per_node(info) else info
+                self.server_version = _version(str(info.get("redis_version", "0.0.0")))
+                self._client = client
+                await self._load_scripts()
+            except BaseException as exc:
+                self._client = None
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+                self._cleanup_tls()
+                raise self._classify(exc) from exc
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        self._cleanup_tls()
+
+    async def ping(self) -> None:
+        await self._call(lambda c: c.ping())
+
+    def _make_client(self) -> Redis | RedisCluster:
+        endpoint = self.endpoint
+        options: dict[str, Any] = {
+            "username": endpoint.username,
+            "password": endpoint.password,
+            "decode_responses": True,
+            "socket_connect_timeout": self._connect_timeout,
+            "socket_timeout": self._command_timeout,
+            "client_name": CLIENT_NAME,
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
+        }
+        options.update(self._tls_options())
+        if endpoint.cluster:
+            options.pop("retry")  # RedisCluster retries across nodes by itself
+            return RedisCluster.from_url(endpoint.url, **options)
+        return Redis.from_url(endpoint.url, **options)
+
+    def _tls_options(self) -> dict[str, Any]:
+        tls = self.endpoint.tls
+        if tls is None:
+            return {}
+        options: dict[str, Any] = {"ssl_cert_reqs": "required" if tls.verify else "none"}
+        if not tls.verify:
+            options["ssl_check_hostname"] = False
+        if tls.ca_pem:
+            options["ssl_ca_data"] = tls.ca_pem.decode()
+        if tls.client_cert_pem and tls.client_key_pem:
+            # ssl.load_cert_chain only takes files: private ones, removed on close.
+            self._tls_dir = tempfile.TemporaryDirectory(prefix="streamherd-tls-")
+            cert = os.path.join(self._tls_dir.name, "tls.crt")
+            key = os.path.join(self._tls_dir.name, "tls.key")
+            for path, data in ((cert, tls.client_cert_pem), (key, tls.client_key_pem)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+            options["ssl_certfile"], options["ssl_keyfile"] = cert, key
+        return options
+
+    def _cleanup_tls(self) -> None:
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+            self._tls_dir = None
+
+    async def _load_scripts(self) -> None:
+        client = self._require()
+        for script in SCRIPTS:
+            await client.script_load(script.source)  # in a cluster, redis-py loads on every primary
+
+    def _require(self) -> Redis | RedisCluster:
+        if self._client is None:
+            raise GatewayError(EndpointProblem.UNREACHABLE, f"not connected to {self.where}")
+        return self._client
+
+    async def _call(self, fn: Any) -> Any:
+        """Run one command (connecting first if needed); failures become GatewayError."""
+        await self.connect()
+        try:
+            return await fn(self._require())
+        except rx.NoScriptError:
+            await self._load_scripts()  # Redis restarted or flushed its scripts
+            try:
+                return await fn(self._require())
+            except Exception as exc:
+                raise self._classify(exc) from exc
+        except Exception as exc:
+            raise self._classify(exc) from exc
+
+    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Run commands in one non-transactional pipeline (one per node in a cluster).
+        Per-command errors come back as exceptions in the list; connection failures raise."""
+        await self.connect()
+
+        async def run() -> list[Any]:
+            pipe = self._require().pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(await pipe.execute(raise_on_error=False))
+
+        try:
+            results = await run()
+            if any(isinstance(r, rx.NoScriptError) for r in results):
+                await self._load_scripts()
+                results = await run()
+        except Exception as exc:
+            raise self._classify(exc) from exc
+        return results
+
+    # ------------------------------------------------------------------ groups and keys
+
+    async def ensure_group(
+        self, key: str, group: str, start_id: str, *, create_stream: bool
+    ) -> EnsuredGroup:
+        """Create the group at ``start_id`` or adopt the existing one (never reset it).
+
+        Raises GatewayError STREAM_MISSING / WRONG_TYPE when there is no stream to put it on.
+        """
+        (result,) = await self.ensure_groups([key], group, start_id, create_stream=create_stream)
+        if isinstance(result, GatewayError):
+            raise result
+        return result
+
+    async def ensure_groups(
+        self, keys: Sequence[str], group: str, start_id: str, *, create_stream: bool
+    ) -> list[EnsuredGroup | GatewayError]:
+        """ensure_group for many keys in one pipeline (a key pattern's streams)."""
+        mk = "1" if create_stream else "0"
+        commands = [
+            ("EVALSHA", ENSURE_GROUP.sha, 1, key, group, start_id, mk, self.lag_count_cap)
+            for key in keys
+        ]
+        replies = await self._pipeline(commands)
+        return [self._ensured(key, group, reply) for key, reply in zip(keys, replies, strict=True)]
+
+    def _ensured(self, key: str, group: str, reply: Any) -> EnsuredGroup | GatewayError:
+        if isinstance(reply, Exception):
+            return self._classify(reply)
+        status = reply[0]
+        if status == "missing":
+            return GatewayError(
+                EndpointProblem.STREAM_MISSING,
+                f"stream {key!r} does not exist on {self.where} and createIfMissing is false",
+            )
+        if status == "wrongtype":
+            return GatewayError(
+                EndpointProblem.WRONG_TYPE,
+                f"key {key!r} on {self.where} is a {reply[1]}, not a stream",
+            )
+        entries_read = int(reply[2])
+        return EnsuredGroup(
+            key=key,
+            group=group,
+            outcome=GroupOutcome.CREATED if status == "created" else GroupOutcome.ADOPTED,
+            last_delivered_id=str(reply[1]),
+            entries_read=None if entries_read < 0 else entries_read,
+        )
+
+    async def destroy_group(self, key: str, group: str) -> bool:
+        """Destroy the group; False when it (or the stream) was already gone."""
+        try:
+            return bool(await self._call(lambda c: c.xgroup_destroy(key, group)))
+        except GatewayError as exc:
+            if "no such key" in exc.message or "requires the key to exist" in exc.message:
+                return False
+            raise
+
+    async def delete_stream(self, key: str) -> bool:
+        """Delete the stream key; False when it was already gone. Refuses other types."""
+        kind = await self._call(lambda c: c.type(key))
+        if kind == "none":
+            return False
+        if kind != "stream":
+            raise GatewayError(
+                EndpointProblem.WRONG_TYPE, f"key {key!r} is a {kind}, not a stream: not deleted"
+            )
+        return bool(await self._call(lambda c: c.delete(key)))
+
+    async def scan_streams(self, state: ScanState, *, budget: int = 10_000) -> bool:
+        """Advance discovery of stream keys matching ``state.pattern`` by about ``budget``
+        keys examined. Returns True when a full pass over the keyspace has just completed
+        (``state.found`` then holds exactly the keys seen in that pass)."""
+        await self.connect()
+        client = self._require()
+        nodes = (
+            [n.name for n in client.get_primaries()] if isinstance(client, RedisCluster) else ["-"]
+        )
+        step = max(100, budget // max(1, len(nodes)))
+        pass_done = True
+        for node in nodes:
+            cursor = state.cursors.get(node, 0)
+            if cursor == -1:
+                continue
+            try:
+                if isinstance(client, RedisCluster):
+                    target = client.get_node(node_name=node)
+                    cursor, keys = await _scan_node(client, target, cursor, state.pattern, step)
+                else:
+                    cursor, found = await client.scan(
+                        cursor, match=state.pattern, count=step, _type="stream"
+                    )
+                    keys = [str(k) for k in found]
+            except Exception as exc:
+                raise self._classify(exc) from exc
+            state.seen.update(keys)
+            state.found.update(keys)
+            state.cursors[node] = -1 if cursor == 0 else cursor
+            if cursor != 0:
+                pass_done = False
+        if pass_done:
+            state.found = set(state.seen)
+            state.seen = set()
+            state.cursors = {}
+            state.complete_passes += 1
+        return pass_done
+
+    # ------------------------------------------------------------------ observation
+
+    async def observe(
+        self,
+        keys: Iterable[str],
+        *,
+        ages_for: Collection[str] | None = None,
+        details_for: Collection[str] = (),
+    ) -> Observation:
+        """One poll of ``keys`` and all their groups, in one pipeline (per cluster node).
+
+        ages_for: keys whose groups' oldest pending idle time is measured (None: all).
+        details_for: keys that also get XINFO STREAM (first/last entry ids).
+        Never raises for Redis trouble: the Observation then carries the problem, and every
+        number in it is unknown rather than zero.
+        """
+        started, wall = time.monotonic(), datetime.now(UTC)
+        keys = list(dict.fromkeys(keys))
+        stale = "1" if self.stale_lag_possible else "0"
+        batches = self._batches(keys)
+        calls = [
+            (
+                batch,
+                (
+                    "EVALSHA",
+                    OBSERVE.sha,
+                    len(batch),
+                    *batch,
+                    self.lag_count_cap,
+                    stale,
+                    "".join("1" if ages_for is None or k in ages_for else "0" for k in batch),
+                ),
+            )
+            for batch in batches
+        ]
+        detail_keys = [k for k in keys if k in details_for]
+        commands = [command for _, command in calls]
+        commands += [("XINFO", "STREAM", key) for key in detail_keys]
+        try:
+            replies = await self._pipeline(commands) if commands else []
+        except GatewayError as exc:
+            return Observation(
+                taken_at=started,
+                wall_time=wall,
+                problem=exc.problem,
+                message=exc.message,
+                duration_s=time.monotonic() - started,
+            )
+        streams: dict[str, StreamState] = {}
+        for (batch, _), reply in zip(calls, replies, strict=False):
+            if isinstance(reply, Exception):
+                error = self._classify(reply)
+                for key in batch:
+                    streams[key] = StreamState(key, StreamStatus.ERROR, error=error.message)
+            else:
+                self._parse_observe(batch, reply, ages_for, streams)
+        for key, info in zip(detail_keys, replies[len(calls) :], strict=True):
+            if not isinstance(info, Exception) and key in streams:
+                _add_details(streams[key], info)
+        return Observation(
+            taken_at=started, wall_time=wall, streams=streams, duration_s=time.monotonic() - started
+        )
+
+    def _batches(self, keys: Sequence[str]) -> list[list[str]]:
+        """Keys in script-sized batches; in a cluster, each batch within one hash slot."""
+        size = self.streams_per_script
+        if not self.endpoint.cluster:
+            return [list(keys[i : i + size]) for i in range(0, len(keys), size)]
+        by_slot: dict[int, list[str]] = {}
+        for key in keys:
+            by_slot.setdefault(key_slot(key.encode()), []).append(key)
+        return [same[i : i + size] for same in by_slot.values() for i in range(0, len(same), size)]
+
+    def _parse_observe(
+        self,
+        batch: Sequence[str],
+        reply: list[Any],
+        ages_for: Collection[str] | None,
+        out: dict[str, StreamState],
+    ) -> None:
+        # The hot loop of a poll (10,000 groups on a large endpoint): five values a group,
+        # index access, shared Readings for small exact lags; rare cases go through extras.
+        pos = 0
+        for key in batch:
+            status = reply[pos]
+            if status != "ok":
+                out[key] = _failed_stream(key, str(status))
+                pos += 1
+                continue
+            length, count, extras = reply[pos + 1], reply[pos + 2], reply[pos + 3]
+            pos += 4
+            aged = ages_for is None or key in ages_for
+            states: list[GroupState] = []
+            for _ in range(count):
+                pending, entries_read, lag = reply[pos + 2], reply[pos + 3], reply[pos + 4]
+                if 0 <= lag <= length:
+                    reading = _EXACT[lag] if lag < _SHARED else Reading(lag, Exactness.EXACT)
+                else:  # null (counted below) or beyond the stream (#13473)
+                    reading = effective_lag(
+                        reported=None if lag < 0 else lag,
+                        counted=None,
+                        count_cap=self.lag_count_cap,
+                        length=length,
+                        at_tail=None,
+                    )
+                states.append(
+                    GroupState(
+                        reply[pos],
+                        reply[pos + 1],
+                        pending,
+                        None if entries_read < 0 else entries_read,
+                        reading,
+                        None,
+                        aged or pending == 0,
+                    )
+                )
+                pos += 5
+            for _ in range(extras):
+                state, kind, value = states[reply[pos] - 1], reply[pos + 1], reply[pos + 2]
+                pos += 3
+                if kind == "i":
+                    state.oldest_pending_idle_ms = value
+                else:
+                    state.lag = effective_lag(
+                        reported=state.lag.value if kind == "t" else None,
+                        counted=value if kind == "c" else None,
+                        count_cap=self.lag_count_cap,
+                        length=length,
+                        at_tail=kind == "t",
+                    )
+            out[key] = StreamState(
+                key, StreamStatus.OK, length=length, groups={g.name: g for g in states}
+            )
+
+
+# Readings are immutable: the common small exact lags are shared, not built 10,000 times.
+_SHARED = 1024
+_EXACT = [Reading(i, Exactness.EXACT) for i in range(_SHARED)]
+
+
+def _failed_stream(key: str, error: str) -> StreamState:
+    if "no such key" in error:
+        return StreamState(key, StreamStatus.MISSING)
+    if error.startswith("WRONGTYPE"):
+        return StreamState(key, StreamStatus.WRONG_TYPE, error=f"key {key!r} is not a stream")
+    return StreamState(key, StreamStatus.ERROR, error=error)
+
+
+def _add_details(stream: StreamState, info: Mapping[str, Any] | list[Any]) -> None:
+    fields = info if isinstance(info, Mapping) else dict(zip(info[::2], info[1::2], strict=False))
+    first, last = fields.get("first-entry"), fields.get("last-entry")
+    stream.first_entry_id = first[0] if first else None
+    stream.last_entry_id = last[0] if last else None
+    stream.last_generated_id = fields.get("last-generated-id")
+
+
+async def _scan_node(
+    client: RedisCluster, node: Any, cursor: int, pattern: str, count: int
+) -> tuple[int, list[str]]:
+    # redis-py's cluster SCAN answers ({node name: next cursor}, keys).
+    reply: Any = await client.scan(
+        cursor, match=pattern, count=count, _type="stream", target_nodes=node
+    )
+    cursors, keys = reply
+    return int(cursors[node.name]), [str(k) for k in keys]
+
+
+def _per_node(info: Mapping[str, Any]) -> bool:
+    return bool(info) and all(isinstance(v, Mapping) for v in info.values())
+
+
+def _version(text: str) -> tuple[int, int, int]:
+    parts = [int(p) for p in text.split(".")[:3] if p.isdigit()]
+    major, minor, patch = [*parts, 0, 0, 0][:3]
+    return major, minor, patch

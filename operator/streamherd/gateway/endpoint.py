@@ -1,0 +1,112 @@
+"""A Redis endpoint with its credentials resolved: everything needed to connect, nothing else.
+
+Built without I/O from a RedisStream's ``spec.redis`` and the Secret values the caller has
+read. It never prints a credential: ``display`` is host, port and database only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from streamherd.api.redisstream import RedisEndpoint, RedisMode
+
+
+class SecretMissing(LookupError):
+    """A referenced Secret or key does not exist (yet)."""
+
+    def __init__(self, secret: str, key: str | None = None) -> None:
+        self.secret, self.key = secret, key
+        what = f"key {key!r} in Secret {secret!r}" if key else f"Secret {secret!r}"
+        super().__init__(f"{what} not found")
+
+
+SecretReader = Callable[[str, str], bytes]
+"""(secret name, key) -> value; raises SecretMissing."""
+
+
+@dataclass(frozen=True)
+class TLSMaterial:
+    ca_pem: bytes | None = None
+    client_cert_pem: bytes | None = field(default=None, repr=False)
+    client_key_pem: bytes | None = field(default=None, repr=False)
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str = field(repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: TLSMaterial | None = None
+    cluster: bool = False
+
+    @property
+    def display(self) -> str:
+        """host:port/db, safe for logs, events and conditions."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or "?"
+        port = parts.port or 6379
+        db = parts.path.strip("/") or "0"
+        return f"{parts.scheme}://{host}:{port}/{db}"
+
+    @property
+    def identity(self) -> str:
+        """Equal for endpoints that can share one client (credentials included, hashed)."""
+        digest = hashlib.sha256()
+        for part in (
+            self.url,
+            self.username or "",
+            self.password or "",
+            repr(self.cluster),
+            *(_tls_parts(self.tls)),
+        ):
+            digest.update(part.encode() if isinstance(part, str) else part)
+            digest.update(b"\0")
+        return digest.hexdigest()
+
+
+def _tls_parts(tls: TLSMaterial | None) -> list[bytes | str]:
+    if tls is None:
+        return ["no-tls"]
+    return [
+        tls.ca_pem or b"",
+        tls.client_cert_pem or b"",
+        tls.client_key_pem or b"",
+        repr(tls.verify),
+    ]
+
+
+def resolve_endpoint(spec: RedisEndpoint, read_secret: SecretReader) -> Endpoint:
+    """The endpoint described by ``spec``; Secret values come from ``read_secret``."""
+    if spec.url_secret_ref is not None:
+        url = read_secret(spec.url_secret_ref.name, spec.url_secret_ref.key).decode().strip()
+    else:
+        assert spec.url is not None  # the model's exactly-one rule
+        url = spec.url
+    password = None
+    if spec.password_secret_ref is not None:
+        ref = spec.password_secret_ref
+        password = read_secret(ref.name, ref.key).decode().rstrip("\n")
+    tls = None
+    if (spec.tls is not None and spec.tls.enabled) or url.startswith("rediss://"):
+        tls_spec = spec.tls
+        ca = cert = key = None
+        if tls_spec is not None and tls_spec.ca_secret_ref is not None:
+            ca = read_secret(tls_spec.ca_secret_ref.name, tls_spec.ca_secret_ref.key)
+        if tls_spec is not None and tls_spec.client_certificate_secret_ref is not None:
+            name = tls_spec.client_certificate_secret_ref.name
+            cert, key = read_secret(name, "tls.crt"), read_secret(name, "tls.key")
+        verify = not (tls_spec is not None and tls_spec.insecure_skip_verify)
+        tls = TLSMaterial(ca_pem=ca, client_cert_pem=cert, client_key_pem=key, verify=verify)
+        if url.startswith("redis://"):
+            url = "rediss://" + url.removeprefix("redis://")
+    return Endpoint(
+        url=url,
+        username=spec.username,
+        password=password,
+        tls=tls,
+        cluster=spec.mode is RedisMode.CLUSTER,
+    )

@@ -1,0 +1,143 @@
+"""What the operator knows about Redis at one moment: plain data, no I/O.
+
+Every number carries how far it can be trusted (``Exactness``), because a number that
+cannot be read is not zero: zero scales a real backlog away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from streamherd.api.consumergroup import LagExactness as Exactness
+
+__all__ = [
+    "EndpointProblem",
+    "Exactness",
+    "GroupState",
+    "Observation",
+    "Reading",
+    "StreamState",
+    "StreamStatus",
+]
+
+
+# GroupState is built ~10,000 times per poll of a large endpoint: plain slotted dataclasses
+# build 5x faster than frozen ones (0.26 vs 1.3 us here); the gateway fills it in, then it is
+# treated as immutable. Readings are frozen: the gateway shares them between groups.
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A count and how exact it is. ``value`` is None only when ``exactness`` is Unknown;
+    for LowerBound it is the count reached before the cap."""
+
+    value: int | None
+    exactness: Exactness
+
+    @classmethod
+    def exact(cls, value: int) -> Reading:
+        return cls(value, Exactness.EXACT)
+
+    @classmethod
+    def unknown(cls) -> Reading:
+        return cls(None, Exactness.UNKNOWN)
+
+    @property
+    def known(self) -> bool:
+        return self.value is not None
+
+    def display(self) -> str:
+        if self.value is None:
+            return "unknown"
+        if self.exactness is Exactness.LOWER_BOUND:
+            return f">={self.value}"
+        return str(self.value)
+
+    def __add__(self, other: Reading) -> Reading:
+        """The sum is as weak as its weakest part."""
+        if self.value is None or other.value is None:
+            return Reading.unknown()
+        return Reading(self.value + other.value, _weakest(self.exactness, other.exactness))
+
+
+_STRENGTH = [Exactness.EXACT, Exactness.CLAMPED, Exactness.LOWER_BOUND, Exactness.UNKNOWN]
+
+
+def _weakest(a: Exactness, b: Exactness) -> Exactness:
+    return max(a, b, key=_STRENGTH.index)
+
+
+@dataclass(slots=True)
+class GroupState:
+    """One consumer group on one stream."""
+
+    name: str
+    consumers: int
+    pending: int
+    entries_read: int | None
+    lag: Reading
+    oldest_pending_idle_ms: int | None = None
+    """Idle time of the lowest-id pending entry; None when nothing is pending or it was not
+    measured in this poll (see ``oldest_pending_measured``)."""
+    oldest_pending_measured: bool = False
+
+    @property
+    def backlog(self) -> Reading:
+        """lag + pending: everything the group has not finished."""
+        return self.lag + Reading.exact(self.pending)
+
+
+class StreamStatus(StrEnum):
+    OK = "Ok"
+    MISSING = "Missing"
+    WRONG_TYPE = "WrongType"
+    ERROR = "Error"
+
+
+@dataclass(slots=True)
+class StreamState:
+    """One stream key and its groups."""
+
+    key: str
+    status: StreamStatus
+    length: int | None = None
+    groups: Mapping[str, GroupState] = field(default_factory=dict)
+    error: str | None = None
+    first_entry_id: str | None = None
+    last_entry_id: str | None = None
+    last_generated_id: str | None = None
+
+
+class EndpointProblem(StrEnum):
+    """Why a whole endpoint (or one key on it) could not be read."""
+
+    UNREACHABLE = "Unreachable"
+    AUTH_FAILED = "AuthFailed"
+    PERMISSION_DENIED = "PermissionDenied"
+    TLS_FAILED = "TLSFailed"
+    WRONG_TYPE = "WrongType"
+    STREAM_MISSING = "StreamMissing"
+    GROUP_MISSING = "GroupMissing"
+    CROSS_SLOT = "CrossSlot"
+    UNEXPECTED = "Unexpected"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One poll of an endpoint. When ``problem`` is set, nothing could be read: every
+    stream is unknown (not empty)."""
+
+    taken_at: float
+    """time.monotonic() when the poll started: for rates."""
+    wall_time: datetime
+    streams: Mapping[str, StreamState] = field(default_factory=dict)
+    problem: EndpointProblem | None = None
+    message: str | None = None
+    duration_s: float = 0.0
+
+    def group(self, key: str, group: str) -> GroupState | None:
+        stream = self.streams.get(key)
+        return stream.groups.get(group) if stream else None

@@ -1,0 +1,93 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamherd.decisions.lag import effective_lag, parse_id
+from streamherd.observations import Exactness, Reading
+
+
+def lag(**kw: object) -> Reading:
+    base: dict[str, object] = dict(
+        reported=5, counted=None, count_cap=1000, length=10, at_tail=None
+    )
+    base.update(kw)
+    return effective_lag(**base)  # type: ignore[arg-type]
+
+
+def test_a_reported_lag_within_the_stream_is_exact() -> None:
+    assert lag() == Reading(5, Exactness.EXACT)
+
+
+def test_zero_is_exact_whatever_else() -> None:
+    assert lag(reported=0, at_tail=True, length=0) == Reading(0, Exactness.EXACT)
+
+
+def test_stale_lag_at_the_tail_reads_zero() -> None:
+    # redis/redis #13337: XDEL after the group; 7.x keeps lag > 0 with the group at the end
+    assert lag(reported=3, at_tail=True) == Reading(0, Exactness.CLAMPED)
+
+
+def test_group_before_the_tail_keeps_its_lag() -> None:
+    assert lag(reported=3, at_tail=False) == Reading(3, Exactness.EXACT)
+
+
+def test_empty_stream_tail_means_nothing_to_deliver() -> None:
+    assert lag(reported=4, length=0, at_tail=True) == Reading(0, Exactness.CLAMPED)
+
+
+def test_lag_larger_than_the_stream_is_clamped_to_its_length() -> None:
+    # redis/redis #13473: trimmed ahead of the group
+    assert lag(reported=50, length=10) == Reading(10, Exactness.CLAMPED)
+
+
+def test_null_lag_counted_below_the_cap_is_exact() -> None:
+    assert lag(reported=None, counted=42) == Reading(42, Exactness.EXACT)
+
+
+def test_null_lag_counted_to_the_cap_is_a_lower_bound() -> None:
+    reading = lag(reported=None, counted=1000)
+    assert reading == Reading(1000, Exactness.LOWER_BOUND)
+    assert reading.display() == ">=1000"
+
+
+def test_null_lag_not_counted_is_unknown_never_zero() -> None:
+    reading = lag(reported=None, counted=None)
+    assert reading.value is None and reading.exactness is Exactness.UNKNOWN
+    assert reading.display() == "unknown"
+
+
+def test_backlog_is_as_weak_as_its_weakest_part() -> None:
+    assert Reading(3, Exactness.LOWER_BOUND) + Reading.exact(2) == Reading(5, Exactness.LOWER_BOUND)
+    assert Reading(3, Exactness.CLAMPED) + Reading.exact(2) == Reading(5, Exactness.CLAMPED)
+    assert (Reading.unknown() + Reading.exact(2)).value is None
+
+
+@pytest.mark.parametrize(("text", "pair"), [("5", (5, 0)), ("5-3", (5, 3)), ("0-0", (0, 0))])
+def test_ids_compare_numerically(text: str, pair: tuple[int, int]) -> None:
+    assert parse_id(text) == pair
+    assert parse_id("10-0") > parse_id("9-99")
+
+
+@given(
+    reported=st.one_of(st.none(), st.integers(0, 10**6)),
+    counted=st.one_of(st.none(), st.integers(0, 2000)),
+    length=st.integers(0, 10**6),
+    at_tail=st.one_of(st.none(), st.booleans()),
+)
+def test_never_more_than_the_stream_holds_and_unknown_only_when_unmeasured(
+    reported: int | None, counted: int | None, length: int, at_tail: bool | None
+) -> None:
+    counted = None if reported is not None else counted
+    reading = effective_lag(
+        reported=reported,
+        counted=counted,
+        count_cap=1000,
+        length=length,
+        at_tail=at_tail,
+    )
+    if reported is None and counted is None:
+        assert reading.exactness is Exactness.UNKNOWN
+        return
+    assert reading.value is not None and reading.value >= 0
+    if reported is not None:
+        assert reading.value <= length or reading.value == 0

@@ -1,0 +1,230 @@
+"""Observation against a real redis-server: every lag trap in redis-streams.md is a test."""
+
+import asyncio
+import time
+
+import redis.asyncio as aredis
+from e2e.cluster.redis import RedisServer
+from tests.gateway.test_groups import fill
+
+from streamherd.gateway import Endpoint, RedisGateway
+from streamherd.observations import EndpointProblem, Exactness, StreamStatus
+
+
+async def raw_lag(r: aredis.Redis, key: str, group: str) -> object:
+    return {g["name"]: g for g in await r.xinfo_groups(key)}[group]["lag"]
+
+
+async def test_numbers_match_what_redis_reports(gateway: RedisGateway, r: aredis.Redis) -> None:
+    await fill(r, "orders", 20)
+    await r.xgroup_create("orders", "g", "0")
+    await r.xreadgroup("g", "alice", {"orders": ">"}, count=7)
+    await r.xreadgroup("g", "bob", {"orders": ">"}, count=3)
+    delivered = await r.xrange("orders", count=10)
+    await r.xack("orders", "g", *[e[0] for e in delivered[:4]])
+
+    state = (await gateway.observe(["orders"])).group("orders", "g")
+    assert state is not None
+    assert state.pending == 6 and state.consumers == 2
+    assert state.lag.value == 10 and state.lag.exactness is Exactness.EXACT
+    assert state.backlog.value == 16
+    assert state.entries_read == 10
+
+
+async def test_null_lag_after_mid_stream_create_is_counted(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    ids = await fill(r, "orders", 10)
+    await r.xgroup_create("orders", "g", ids[5])  # no ENTRIESREAD: Redis cannot know
+    await r.xdel("orders", ids[2])  # and a tombstone before the group
+    assert await raw_lag(r, "orders", "g") is None
+    state = (await gateway.observe(["orders"])).group("orders", "g")
+    assert state is not None
+    assert state.lag.value == 4 and state.lag.exactness is Exactness.EXACT
+
+
+async def test_null_lag_after_xdel_ahead_of_the_group_is_counted(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    ids = await fill(r, "orders", 10)
+    await r.xgroup_create("orders", "g", "0")
+    await r.xreadgroup("g", "c", {"orders": ">"}, count=3)
+    await r.xdel("orders", ids[6])
+    assert await raw_lag(r, "orders", "g") is None
+    state = (await gateway.observe(["orders"])).group("orders", "g")
+    assert state is not None and state.lag.value == 6 and state.lag.exactness is Exactness.EXACT
+
+
+async def test_counting_stops_at_the_cap_and_says_lower_bound(
+    server: RedisServer, r: aredis.Redis
+) -> None:
+    ids = await fill(r, "orders", 300)
+    await r.xgroup_create("orders", "g", ids[10])
+    gateway = RedisGateway(Endpoint(url=server.url), lag_count_cap=100)
+    try:
+        state = (await gateway.observe(["orders"])).group("orders", "g")
+    finally:
+        await gateway.close()
+    assert state is not None
+    assert state.lag.value == 100 and state.lag.exactness is Exactness.LOWER_BOUND
+    assert state.lag.display() == ">=100"
+    assert state.backlog.exactness is Exactness.LOWER_BOUND
+
+
+async def test_group_at_the_tail_after_xdel_behind_it_reads_zero(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    # redis/redis #13337: delete the entries after a group, then read to the end
+    ids = await fill(r, "orders", 10)
+    await r.xgroup_create("orders", "g", "0")
+    await r.xreadgroup("g", "c", {"orders": ">"}, count=10)
+    await r.xdel("orders", ids[3], ids[4])
+    await r.xadd("orders", {"n": "late"})
+    await r.xreadgroup("g", "c", {"orders": ">"})
+    reported = await raw_lag(r, "orders", "g")
+    state = (await gateway.observe(["orders"])).group("orders", "g")
+    assert state is not None and state.lag.value == 0
+    expected = Exactness.EXACT if reported == 0 else Exactness.CLAMPED
+    assert state.lag.exactness is expected
+
+
+async def test_stale_lag_at_the_tail_after_trim_reads_zero(
+    gateway: RedisGateway, r: aredis.Redis, server: RedisServer
+) -> None:
+    """redis/redis #13337: on 7.x, trimming ahead of a group and then reading to the end
+    leaves Redis reporting lag > 0 for a group with nothing left to read (fixed in 8.0)."""
+    await fill(r, "orders", 10)
+    await r.xgroup_create("orders", "g", "0")
+    await r.xreadgroup("g", "c", {"orders": ">"}, count=1)
+    await r.xtrim("orders", maxlen=2, approximate=False)
+    await r.xreadgroup("g", "c", {"orders": ">"})
+    reported = await raw_lag(r, "orders", "g")
+    state = (await gateway.observe(["orders"])).group("orders", "g")
+    assert state is not None and state.lag.value == 0
+    if server.version == "7.0":
+        assert reported == 7, "the 7.0 bug this clamp exists for"
+        assert state.lag.exactness is Exactness.CLAMPED
+    else:
+        assert reported == 0 and state.lag.exactness is Exactness.EXACT
+
+
+async def test_stale_lag_beyond_the_stream_length_is_clamped(
+    gateway: RedisGateway, r: aredis.Redis, server: RedisServer
+) -> None:
+    """redis/redis #13473: on 7.x, trimming ahead of a group leaves a lag larger than the
+    stream: a group can never lag by more than XLEN."""
+    await fill(r, "orders", 10)
+    await r.xgroup_create("orders", "g", "0")
+    await r.xreadgroup("g", "c", {"orders": ">"}, count=1)
+    await r.xtrim("orders", maxlen=2, approximate=False)
+    reported = await raw_lag(r, "orders", "g")
+    state = (await gateway.observe(["orders"])).group("orders", "g")
+    assert state is not None and state.lag.value == 2
+    if server.version == "7.0":
+        assert reported == 9
+        assert state.lag.exactness is Exactness.CLAMPED
+    else:
+        assert reported == 2 and state.lag.exactness is Exactness.EXACT
+
+
+async def test_oldest_pending_idle_only_where_pending_and_asked(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    for key in ("a", "b"):
+        await fill(r, key, 5)
+        await r.xgroup_create(key, "busy", "0")
+        await r.xgroup_create(key, "idle", "$")
+        await r.xreadgroup("busy", "c", {key: ">"}, count=2)
+    await asyncio.sleep(0.12)
+    observed = await gateway.observe(["a", "b"], ages_for={"a"})
+    busy_a, idle_a, busy_b = (
+        observed.group("a", "busy"),
+        observed.group("a", "idle"),
+        observed.group("b", "busy"),
+    )
+    assert busy_a is not None and busy_a.oldest_pending_idle_ms is not None
+    assert busy_a.oldest_pending_idle_ms >= 100 and busy_a.oldest_pending_measured
+    assert (
+        idle_a is not None
+        and idle_a.oldest_pending_idle_ms is None
+        and idle_a.oldest_pending_measured
+    )
+    assert (
+        busy_b is not None
+        and busy_b.oldest_pending_idle_ms is None
+        and not busy_b.oldest_pending_measured
+    )
+
+
+async def test_missing_stream_wrong_type_and_missing_group_are_explicit(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    await r.set("str", "x")
+    await fill(r, "orders", 1)
+    observed = await gateway.observe(["nope", "str", "orders"])
+    assert observed.streams["nope"].status is StreamStatus.MISSING
+    assert observed.streams["str"].status is StreamStatus.WRONG_TYPE
+    assert observed.streams["orders"].status is StreamStatus.OK
+    assert observed.group("orders", "nogroup") is None
+
+
+async def test_details_give_first_and_last_entry(gateway: RedisGateway, r: aredis.Redis) -> None:
+    ids = await fill(r, "orders", 4)
+    stream = (await gateway.observe(["orders"], details_for={"orders"})).streams["orders"]
+    assert (stream.first_entry_id, stream.last_entry_id, stream.last_generated_id) == (
+        ids[0],
+        ids[-1],
+        ids[-1],
+    )
+    assert stream.length == 4
+
+
+async def test_many_streams_span_many_script_calls_and_stay_in_order(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    pipe = r.pipeline(transaction=False)
+    for i in range(95):
+        for _ in range(i % 7):
+            pipe.xadd(f"s:{i}", {"x": 1})
+        pipe.xgroup_create(f"s:{i}", "g", "0", mkstream=True)
+    await pipe.execute()
+    observed = await gateway.observe([f"s:{i}" for i in range(95)])
+    for i in range(95):
+        state = observed.group(f"s:{i}", "g")
+        assert state is not None and state.lag.value == i % 7
+
+
+async def test_scripts_flushed_under_us_are_reloaded(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    await fill(r, "orders", 2)
+    await r.xgroup_create("orders", "g", "0")
+    assert (await gateway.observe(["orders"])).group("orders", "g") is not None
+    await r.script_flush()
+    state = (await gateway.observe(["orders"])).group("orders", "g")
+    assert state is not None and state.lag.value == 2
+
+
+async def test_redis_down_is_unknown_not_zero_and_recovers(r: aredis.Redis) -> None:
+    own = RedisServer(version="7.0").start()
+    gateway = RedisGateway(Endpoint(url=own.url), connect_timeout=1.0, command_timeout=2.0)
+    try:
+        client = aredis.Redis.from_url(own.url)
+        await client.xadd("orders", {"x": 1})
+        await client.xgroup_create("orders", "g", "0")
+        await client.aclose()
+        assert (await gateway.observe(["orders"])).group("orders", "g") is not None
+        own.stop()
+        started = time.monotonic()
+        observed = await gateway.observe(["orders"])
+        assert time.monotonic() - started < 3
+        assert observed.problem is EndpointProblem.UNREACHABLE
+        assert observed.streams == {} and observed.group("orders", "g") is None
+        assert own.url.split("//")[1] in (observed.message or "")
+        own.start()  # a fresh server: empty, and without our scripts
+        observed = await gateway.observe(["orders"])
+        assert observed.problem is None
+        assert observed.streams["orders"].status is StreamStatus.MISSING
+    finally:
+        await gateway.close()
+        own.cleanup()
