@@ -113,7 +113,8 @@ def kubelet(request: pytest.FixtureRequest) -> Any:
     if real is not None:
         return RealClusterKubelet(real)
     cluster: LocalCluster = request.getfixturevalue("local_cluster")
-    return cluster.start_kubelet(log_dir=request.getfixturevalue("tmp_path") / "pods")
+    return cluster.start_kubelet(log_dir=request.getfixturevalue("tmp_path") / "pods",
+                                 stop_grace=0.5)
 
 
 @pytest.fixture

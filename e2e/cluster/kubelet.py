@@ -104,7 +104,7 @@ class Kubelet:
                  extra_env: Mapping[str, str] | None = None,
                  entrypoints: Mapping[str, Sequence[str]] | None = None,
                  backoff_initial: float = 0.1, backoff_max: float = 2.0,
-                 backoff_reset: float = 10.0) -> None:
+                 backoff_reset: float = 10.0, stop_grace: float = 2.0) -> None:
         self.api = api
         self.node_name = node_name
         self._own_log_dir = log_dir is None
@@ -114,6 +114,7 @@ class Kubelet:
         self.entrypoints = {k: list(v) for k, v in (entrypoints or {}).items()}
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self.backoff_reset = backoff_reset
+        self.stop_grace = stop_grace  # SIGTERM-to-SIGKILL time when the kubelet itself stops
         self.venv_bin = str(Path(sys.executable).parent)
         self.runtimes: dict[tuple[str, str], PodRuntime] = {}
         self.internal_errors: list[BaseException] = []
@@ -144,8 +145,9 @@ class Kubelet:
             }}, subresource="status")
         self._task = asyncio.create_task(self._main(), name="kubelet")
 
-    async def stop(self, grace: float = 2.0) -> None:
+    async def stop(self, grace: float | None = None) -> None:
         """Stop all processes (SIGTERM, SIGKILL after ``grace``); pods stay in the API."""
+        grace = self.stop_grace if grace is None else grace
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
