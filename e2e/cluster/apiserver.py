@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import collections
 import concurrent.futures
 import contextlib
@@ -924,15 +925,25 @@ class ApiServer(kmock.KubernetesEmulator):
             rtype, meta.get("namespace") or "default", meta["name"],
             lambda cur: patching.merge_patch(cur, {k: v for k, v in obj.items() if k != "status"})))
 
-    def load(self, source: str | Path) -> list[dict[str, Any]]:
+    def load(self, source: str | Path) -> builtins.list[dict[str, Any]]:
         """Apply every YAML document of a file, or of every *.yaml file of a folder."""
         path = Path(source)
         files = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
         return [self.apply(doc) for file in files for doc in _yaml_documents(file)]
 
     @_threadsafe
-    def events_since(self, rv: int) -> list[WatchEvent]:
-        return [e for e in self._log if e.rv > rv]
+    def events_since(self, rv: int) -> builtins.list[WatchEvent]:
+        return self._events_after(rv)
+
+    def _events_after(self, rv: int) -> builtins.list[WatchEvent]:
+        """Logged events newer than ``rv``, oldest first (scans only the new tail)."""
+        newer = []
+        for event in reversed(self._log):
+            if event.rv <= rv:
+                break
+            newer.append(event)
+        newer.reverse()
+        return newer
 
     # ------------------------------------------------------------------ HTTP serving
 
@@ -1055,9 +1066,9 @@ class ApiServer(kmock.KubernetesEmulator):
             return aiohttp.web.json_response(self._present(rtype, obj, version), status=status)
 
         if method == "GET" and (request.action == enums.action.WATCH):
-            return await self._serve_watch(raw, rtype, version, namespace, name, params)
+            return await self._api_watch(raw, rtype, version, namespace, name, params)
         if method == "GET" and name is None:
-            return aiohttp.web.json_response(self._serve_list(rtype, version, namespace, params))
+            return aiohttp.web.json_response(self._api_list(rtype, version, namespace, params))
         if method == "GET" and sub == "log":
             return self._serve_log(rtype, namespace, name or "", params)
         if method == "GET" and sub == "scale":
@@ -1134,7 +1145,7 @@ class ApiServer(kmock.KubernetesEmulator):
         except selectors.SelectorError as exc:
             raise ApiError.bad_request(str(exc)) from exc
 
-    def _serve_list(self, rtype: ResourceType, version: str, namespace: str | None,
+    def _api_list(self, rtype: ResourceType, version: str, namespace: str | None,
                     params: Mapping[str, str]) -> dict[str, Any]:
         label_sel, field_sel = self._selectors(params)
         items = self._list(rtype, namespace, label_sel, field_sel)
@@ -1234,7 +1245,7 @@ class ApiServer(kmock.KubernetesEmulator):
 
     # ------------------------------------------------------------------ watch
 
-    async def _serve_watch(self, raw: aiohttp.web.BaseRequest, rtype: ResourceType,
+    async def _api_watch(self, raw: aiohttp.web.BaseRequest, rtype: ResourceType,
                            version: str, namespace: str | None, name: str | None,
                            params: Mapping[str, str]) -> aiohttp.web.StreamResponse:
         label_sel, field_sel = self._selectors(params)
@@ -1292,8 +1303,7 @@ class ApiServer(kmock.KubernetesEmulator):
                     await send("ERROR", ApiError.gone(
                         f"too old resource version: {cursor} ({self._compacted})").status())
                     return response
-                pending = [e for e in self._log if e.rv > cursor]
-                for event in pending:
+                for event in self._events_after(cursor):
                     if event.rtype_key == rtype.key:
                         translated = _translate(event, match)
                         if translated is not None:

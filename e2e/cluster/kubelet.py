@@ -441,14 +441,12 @@ class Kubelet:
             source = var["valueFrom"]
             if "fieldRef" in source:
                 env[name] = self._field_ref(pod, source["fieldRef"]["fieldPath"])
-            elif "secretKeyRef" in source:
-                value = self._key_ref("secrets", namespace, source["secretKeyRef"])
-                if value is not None:
-                    env[name] = value
-            elif "configMapKeyRef" in source:
-                value = self._key_ref("configmaps", namespace, source["configMapKeyRef"])
-                if value is not None:
-                    env[name] = value
+            elif "secretKeyRef" in source or "configMapKeyRef" in source:
+                kind, ref = (("secrets", source["secretKeyRef"]) if "secretKeyRef" in source
+                             else ("configmaps", source["configMapKeyRef"]))
+                found = self._key_ref(kind, namespace, ref)
+                if found is not None:
+                    env[name] = found
             elif "resourceFieldRef" in source:
                 resource = source["resourceFieldRef"].get("resource", "")
                 kind, _, what = resource.partition(".")
@@ -646,7 +644,7 @@ class Kubelet:
     def _create_pod(self, pods_t: Any, rs: Mapping[str, Any], template: Mapping[str, Any]) -> None:
         meta = rs["metadata"]
         tmeta = template.get("metadata") or {}
-        pod = {
+        pod: dict[str, Any] = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {
                 "name": f"{meta['name']}-{random_suffix(5)}",
@@ -712,7 +710,7 @@ class Kubelet:
                 "pod-template-hash"] = tmpl_hash
             selector = copy.deepcopy(spec.get("selector") or {})
             selector.setdefault("matchLabels", {})["pod-template-hash"] = tmpl_hash
-            rs = {
+            rs_body: dict[str, Any] = {
                 "apiVersion": "apps/v1", "kind": "ReplicaSet",
                 "metadata": {
                     "name": rs_name, "namespace": namespace,
@@ -727,7 +725,7 @@ class Kubelet:
                          "selector": selector, "template": rs_template},
             }
             try:
-                new_rs = self.api._create(rs_t, namespace, rs)
+                new_rs = self.api._create(rs_t, namespace, rs_body)
             except ApiError as exc:
                 log.warning("cannot create ReplicaSet %s: %s", rs_name, exc.message)
                 return
