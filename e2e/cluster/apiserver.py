@@ -41,7 +41,7 @@ import kmock
 import yaml
 from kmock._internal import apps, enums, rendering  # kmock's request model (no public export)
 
-from e2e.cluster import patching, selectors
+from e2e.cluster import patching, selectors, tables
 from e2e.cluster.admission import errors_of
 from e2e.cluster.resources import (
     STANDARD_VERBS,
@@ -1067,15 +1067,26 @@ class ApiServer(kmock.KubernetesEmulator):
 
         if method == "GET" and (request.action == enums.action.WATCH):
             return await self._api_watch(raw, rtype, version, namespace, name, params)
+        as_table = tables.wants_table(request.headers.get("Accept", ""))
         if method == "GET" and name is None:
-            return aiohttp.web.json_response(self._api_list(rtype, version, namespace, params))
+            listing = self._api_list(rtype, version, namespace, params)
+            if as_table:
+                return aiohttp.web.json_response(tables.table(
+                    rtype, listing["items"], listing["metadata"]["resourceVersion"],
+                    params.get("includeObject", "PartialObjectMetadata")))
+            return aiohttp.web.json_response(listing)
         if method == "GET" and sub == "log":
             return self._serve_log(rtype, namespace, name or "", params)
         if method == "GET" and sub == "scale":
             return aiohttp.web.json_response(self._scale_of(rtype, self._get_or_404(
                 rtype, namespace, name or "")))
         if method == "GET":
-            return out(self._get_or_404(rtype, namespace, name or ""))
+            obj = self._get_or_404(rtype, namespace, name or "")
+            if as_table:
+                return aiohttp.web.json_response(tables.table(
+                    rtype, [self._present(rtype, obj, version)], obj["metadata"]["resourceVersion"],
+                    params.get("includeObject", "PartialObjectMetadata")))
+            return out(obj)
         dry_run = bool(params.get("dryRun"))
         if method == "POST" and name is None:
             if rtype.namespaced and namespace is None:
@@ -1273,7 +1284,12 @@ class ApiServer(kmock.KubernetesEmulator):
         deadline = loop.time() + timeout if timeout is not None else None
         api_version = rtype.api_version(version)
 
+        as_table = tables.wants_table(raw.headers.get("Accept", ""))
+
         async def send(event_type: str, obj: Mapping[str, Any]) -> None:
+            if as_table and event_type in ("ADDED", "MODIFIED", "DELETED"):
+                obj = tables.table(rtype, [obj], obj["metadata"]["resourceVersion"],
+                                   params.get("includeObject", "PartialObjectMetadata"))
             await response.write(json.dumps({"type": event_type, "object": obj}).encode() + b"\n")
 
         async def bookmark(annotations: Mapping[str, str] | None = None) -> None:

@@ -22,6 +22,12 @@ WIDGET_CRD: dict[str, Any] = {
             "name": "v1", "served": True, "storage": True,
             "schema": {"openAPIV3Schema": {"type": "object",
                                            "x-kubernetes-preserve-unknown-fields": True}},
+            "additionalPrinterColumns": [
+                {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+                {"name": "Ready", "type": "string",
+                 "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+                {"name": "Colour", "type": "string", "jsonPath": ".spec.colour", "priority": 1},
+            ],
             "subresources": {
                 "status": {},
                 "scale": {"specReplicasPath": ".spec.replicas",

@@ -101,6 +101,40 @@ def test_kubectl_get_and_apply(kubeconfig: Path, kube_api: Any) -> None:
     assert kube_api.get("consumergroups", "default", "order-fulfilment") is None
 
 
+def test_kubectl_prints_server_side_columns(kubeconfig: Path, http: KubeHTTP,
+                                            widgets: str) -> None:
+    """kubectl asks for Tables: a CRD's additionalPrinterColumns (JSONPath, priority 1 only
+    with -o wide) and the familiar columns of built-ins."""
+    http.post(widgets, widget("w1", size=3, colour="red"))
+    http.patch(f"{widgets}/w1/status", {"status": {"conditions": [
+        {"type": "Synced", "status": "False"}, {"type": "Ready", "status": "True"}]}})
+    lines = _kubectl(kubeconfig, "get", "widgets").splitlines()
+    assert lines[0].split() == ["NAME", "SIZE", "READY", "AGE"]
+    assert lines[1].split()[:3] == ["w1", "3", "True"]
+    wide = _kubectl(kubeconfig, "get", "widgets", "-o", "wide").splitlines()
+    assert wide[0].split() == ["NAME", "SIZE", "READY", "COLOUR", "AGE"]
+    assert _kubectl(kubeconfig, "get", "deployments").strip() == ""  # "No resources found"
+    http.post("/apis/apps/v1/namespaces/default/deployments", {
+        "metadata": {"name": "d"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"a": "b"}},
+                                            "template": {"metadata": {"labels": {"a": "b"}},
+                                                         "spec": {"containers": []}}}})
+    lines = _kubectl(kubeconfig, "get", "deployments").splitlines()
+    assert lines[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert lines[1].split()[:4] == ["d", "0/2", "0", "0"]
+
+
+def test_table_jsonpath_and_ages() -> None:
+    from e2e.cluster import tables
+
+    obj = {"status": {"conditions": [{"type": "A", "status": "x"}, {"type": "Ready", "status": "y"}],
+                      "items": [{"n": 1}, {"n": 2}]}}
+    assert tables.jsonpath(obj, '.status.conditions[?(@.type=="Ready")].status') == "y"
+    assert tables.jsonpath(obj, ".status.items[1].n") == 2
+    assert tables.jsonpath(obj, ".status.missing") is None
+    assert tables.age("2000-01-01T00:00:00Z").endswith("d")
+    assert tables.age(None) == "<unknown>"
+
+
 async def test_plain_aiohttp_client(kube_api: Any) -> None:
     """A bare aiohttp client: JSON lists and a line-delimited JSON watch stream."""
     base = kube_api.url

@@ -317,8 +317,9 @@ def test_deleting_a_deployment_stops_everything(kube_api: Any, kubelet: Any) -> 
     assert kubelet.processes() == {}
 
 
-def test_kubectl_reads_pod_logs(kube_api: Any, kubelet: Any, kubeconfig: Path) -> None:
-    """Pod logs are served by the API (pods/log), so `kubectl logs` works."""
+def test_kubectl_reads_pod_logs_and_lists_pods(kube_api: Any, kubelet: Any, kubeconfig: Path) -> None:
+    """Pod logs are served by the API (pods/log), so `kubectl logs` works; `kubectl get pods`
+    shows readiness, status and restarts."""
     kube_api.create(deployment("talk", SLEEPER))
     (pod,) = wait_until(lambda: pods(kube_api, "talk"))
     name = pod["metadata"]["name"]
@@ -327,6 +328,9 @@ def test_kubectl_reads_pod_logs(kube_api: Any, kubelet: Any, kubeconfig: Path) -
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"up {name}\n"
+    listed = subprocess.run([f"{VENV_BIN}/kubectl", "--kubeconfig", str(kubeconfig), "get",
+                             "pods"], capture_output=True, text=True, timeout=30).stdout
+    assert listed.splitlines()[1].split()[:4] == [name, "1/1", "Running", "0"]
 
 
 def test_a_consumer_pod_reads_from_a_real_redis(kube_api: Any, kubelet: Any,
