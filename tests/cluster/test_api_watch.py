@@ -122,6 +122,24 @@ def test_a_watch_falling_behind_the_history_window_gets_410(http: KubeHTTP, kube
     assert [(e["type"], e["object"]["code"]) for e in events] == [("ERROR", 410)]
 
 
+def test_an_open_watch_that_falls_behind_is_ended_with_410(
+        http: KubeHTTP, kube_api: Any, local_cluster: Any, widgets: str) -> None:
+    """A watcher too slow for the history window (here: more writes in one go than the window
+    holds) is ended with a 410 ERROR instead of silently missing changes."""
+    http.post(widgets, widget("w1"))
+    stream = http.watch(widgets)
+    assert _brief(next(stream)) == ("ADDED", "w1")
+    kube_api.history_limit = 2
+
+    async def burst() -> None:  # no await in between: the watcher cannot keep up
+        for size in range(5):
+            kube_api.patch("widgets", "default", "w1", {"spec": {"size": size}})
+    local_cluster.run(burst())
+    event = next(stream)
+    assert (event["type"], event["object"]["code"]) == ("ERROR", 410)
+    assert list(stream) == []
+
+
 def test_timeout_seconds_ends_the_stream(http: KubeHTTP, widgets: str) -> None:
     """timeoutSeconds closes the stream server-side (clients then resume from their last rv)."""
     started = time.monotonic()
