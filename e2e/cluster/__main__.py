@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    cluster = LocalCluster(crds=args.crds or [DEFAULT_CRDS], port=args.port).start()
+    cluster = LocalCluster(crds=args.crds or [DEFAULT_CRDS], port=args.port,
+                           record_requests=False, keep_history=False).start()
     try:
         if args.namespace != "default":
             cluster.api.apply({"apiVersion": "v1", "kind": "Namespace",

@@ -249,6 +249,9 @@ class ApiServer(kmock.KubernetesEmulator):
     bookmark_interval: float = 5.0  # real servers: about a minute
     history_limit: int = 20000  # watch events kept for resumption (etcd compaction: 5 minutes)
     server_version: tuple[str, str] = ("1", "33")
+    # Test conveniences that grow without bound; a long-running demo turns them off.
+    record_requests: bool = True  # kmock's request log (kube_api["post"], ...)
+    keep_history: bool = True  # every version of every object in kube_api.objects
 
     def __attrs_post_init__(self) -> None:
         # NB: not calling kmock's __attrs_post_init__: its fallback reactions would serve
@@ -356,12 +359,14 @@ class ApiServer(kmock.KubernetesEmulator):
         if event_type == "DELETED":
             store.pop(key, None)
             self._uids.pop(meta.get("uid", ""), None)
-            if kkey in self._objects:
+            if kkey in self._objects and self.keep_history:
                 self._objects[kkey].delete()
+            elif kkey in self._objects:
+                del self._objects[kkey]
         else:
             store[key] = new
             self._uids[meta["uid"]] = (rtype.key, key[0], key[1])
-            if kkey in self._objects:
+            if kkey in self._objects and self.keep_history:
                 self._objects[kkey].create(copy.deepcopy(new))
             else:
                 self._objects[kkey] = copy.deepcopy(new)
@@ -980,7 +985,8 @@ class ApiServer(kmock.KubernetesEmulator):
         body = await raw_request.read()
         try:
             request = self._parse_request(raw_request, body)
-            self._requests.append(request)
+            if self.record_requests:
+                self._requests.append(request)
             return await self._handle(request)
         except ApiError as exc:
             return aiohttp.web.json_response(exc.status(), status=exc.code)
