@@ -41,7 +41,7 @@ import kmock
 import yaml
 from kmock._internal import apps, enums, rendering  # kmock's request model (no public export)
 
-from e2e.cluster import patching, selectors, tables
+from e2e.cluster import crd_validation, patching, selectors, tables
 from e2e.cluster.admission import errors_of
 from e2e.cluster.resources import (
     STANDARD_VERBS,
@@ -485,6 +485,12 @@ class ApiServer(kmock.KubernetesEmulator):
         errors = self._validate(rtype, obj, old)
         if errors:
             raise ApiError.invalid(rtype, name, errors)
+        if rtype.custom and rtype.schema is not None:
+            # A CRD's schema: defaulting, pruning, OpenAPI and CEL validation (crd_validation).
+            try:
+                obj = crd_validation.admit(dict(rtype.schema), obj, old)
+            except crd_validation.Invalid as exc:
+                raise ApiError.invalid(rtype, name, errors_of(exc) or []) from exc
         for fn in list(self._admission.get(rtype.key, ())):
             try:
                 result = fn(copy.deepcopy(obj), copy.deepcopy(old) if old is not None else None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import kmock
@@ -49,6 +49,8 @@ class ResourceType:
     scale: ScalePaths | None = None
     field_selectors: tuple[str, ...] = ()
     printer_columns: tuple[Mapping[str, Any], ...] = ()
+    # The storage version's openAPIV3Schema: enforced on every write, like kube-apiserver.
+    schema: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         self.singular = self.singular or self.kind.lower()
@@ -165,6 +167,7 @@ def type_from_crd(crd: Mapping[str, Any]) -> ResourceType:
         field_selectors=tuple(
             f["jsonPath"].lstrip(".") for f in storage.get("selectableFields") or ()),
         printer_columns=tuple(storage.get("additionalPrinterColumns") or ()),
+        schema=(storage.get("schema") or {}).get("openAPIV3Schema"),
     )
 
 

@@ -35,3 +35,90 @@ def crds(output_dir: Path | None) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     for kind in KINDS:
         (output_dir / f"{kind.crd_name}.yaml").write_text(crd_yaml(kind))
+
+
+@main.command()
+@click.option(
+    "-n",
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    envvar="STREAMHERD_NAMESPACES",
+    help="Watch only this namespace (repeat for more; globs allowed). Default: all namespaces.",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=8080,
+    show_default=True,
+    envvar="STREAMHERD_METRICS_PORT",
+    help="Serve Prometheus metrics on this port (/metrics); 0 turns it off.",
+)
+@click.option(
+    "--health-port",
+    type=int,
+    default=8081,
+    show_default=True,
+    envvar="STREAMHERD_HEALTH_PORT",
+    help="Serve the liveness probe on this port (/healthz); 0 turns it off.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    envvar="STREAMHERD_LOG_LEVEL",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    envvar="STREAMHERD_LOG_FORMAT",
+)
+@click.option(
+    "--peering",
+    default=None,
+    envvar="STREAMHERD_PEERING",
+    help="Run several replicas with kopf peering under this name (one active at a time). "
+    "Default: standalone, for the single replica the chart installs.",
+)
+def run(
+    namespaces: tuple[str, ...],
+    metrics_port: int,
+    health_port: int,
+    log_level: str,
+    log_format: str,
+    peering: str | None,
+) -> None:
+    """Run the operator (credentials: in-cluster service account, or $KUBECONFIG)."""
+    import asyncio
+    import logging
+
+    import kopf
+
+    from streamherd import main as operator
+
+    namespaces = tuple(n for item in namespaces for n in item.split(",") if n)
+    level = log_level.upper()
+    kopf.configure(
+        debug=level == "DEBUG",
+        verbose=level in ("DEBUG", "INFO"),
+        quiet=level in ("WARNING", "ERROR"),
+        log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger().setLevel(level)
+    settings = kopf.OperatorSettings()
+    operator.configure(settings, peering=peering)
+    operator.Runtime.metrics_port = metrics_port or None
+    asyncio.run(
+        kopf.operator(
+            registry=operator.registry,
+            settings=settings,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=peering is None,
+            peering_name=peering,
+            liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
+        )
+    )

@@ -21,6 +21,7 @@ __all__ = [
     "Reading",
     "StreamState",
     "StreamStatus",
+    "weakest",
 ]
 
 
@@ -60,13 +61,14 @@ class Reading:
         """The sum is as weak as its weakest part."""
         if self.value is None or other.value is None:
             return Reading.unknown()
-        return Reading(self.value + other.value, _weakest(self.exactness, other.exactness))
+        return Reading(self.value + other.value, weakest(self.exactness, other.exactness))
 
 
 _STRENGTH = [Exactness.EXACT, Exactness.CLAMPED, Exactness.LOWER_BOUND, Exactness.UNKNOWN]
 
 
-def _weakest(a: Exactness, b: Exactness) -> Exactness:
+def weakest(a: Exactness, b: Exactness) -> Exactness:
+    """The less trustworthy of two exactnesses."""
     return max(a, b, key=_STRENGTH.index)
 
 

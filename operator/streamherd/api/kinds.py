@@ -69,7 +69,7 @@ class Kind:
                 "kind": {"type": "string"},
                 "metadata": {"type": "object"},
                 "spec": structural_schema(self.spec),
-                "status": structural_schema(self.status),
+                "status": structural_schema(self.status, defaults=False),
             },
         }
         return {

@@ -14,22 +14,25 @@ from pydantic import BaseModel
 _DROP = frozenset({"title", "additionalProperties"})
 
 
-def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
+def structural_schema(model: type[BaseModel], *, defaults: bool = True) -> dict[str, Any]:
+    """``defaults=False`` for status: only the operator writes it, defaults there are noise."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     definitions = raw.pop("$defs", {})
-    return _convert(raw, definitions)
+    return _convert(raw, definitions, _DROP if defaults else _DROP | {"default"})
 
 
-def _convert(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
+def _convert(
+    node: dict[str, Any], definitions: dict[str, Any], drop: frozenset[str] = _DROP
+) -> dict[str, Any]:
     node = _inline(node, definitions)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in _DROP:
+        if key in drop:
             continue
         if key == "properties":
-            out[key] = {name: _convert(sub, definitions) for name, sub in value.items()}
+            out[key] = {name: _convert(sub, definitions, drop) for name, sub in value.items()}
         elif key == "items":
-            out[key] = _convert(value, definitions)
+            out[key] = _convert(value, definitions, drop)
         else:
             out[key] = value
     if out.get("default", ...) is None:

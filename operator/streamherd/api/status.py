@@ -36,6 +36,7 @@ class Reason(StrEnum):
     SECRET_NOT_FOUND = "SecretNotFound"
     REDIS_UNAVAILABLE = "RedisUnavailable"
     AUTHENTICATION_FAILED = "AuthenticationFailed"
+    PERMISSION_DENIED = "PermissionDenied"
     TLS_FAILED = "TLSFailed"
     WRONG_KEY_TYPE = "WrongKeyType"
     STREAM_NOT_FOUND = "StreamNotFound"
@@ -47,6 +48,7 @@ class Reason(StrEnum):
     CROSS_SLOT = "CrossSlot"
     METRIC_UNKNOWN = "MetricUnknown"
     SCALING = "Scaling"
+    REDIS_ERROR = "RedisError"
     INTERNAL_ERROR = "InternalError"
 
 

@@ -110,3 +110,14 @@ def resolve_endpoint(spec: RedisEndpoint, read_secret: SecretReader) -> Endpoint
         tls=tls,
         cluster=spec.mode is RedisMode.CLUSTER,
     )
+
+
+def referenced_secrets(spec: RedisEndpoint) -> set[str]:
+    """Names of the Secrets ``spec`` reads: fetch these, then resolve_endpoint."""
+    names = {ref.name for ref in (spec.url_secret_ref, spec.password_secret_ref) if ref is not None}
+    if spec.tls is not None:
+        if spec.tls.ca_secret_ref is not None:
+            names.add(spec.tls.ca_secret_ref.name)
+        if spec.tls.client_certificate_secret_ref is not None:
+            names.add(spec.tls.client_certificate_secret_ref.name)
+    return names

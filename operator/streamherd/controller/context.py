@@ -1,0 +1,133 @@
+"""What every reconcile loop shares: clients, pollers, the streams known so far, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamherd.api.redisstream import RedisEndpoint
+from streamherd.controller.polling import Endpoints, Poller, Source
+from streamherd.decisions.conditions import Verdict
+from streamherd.gateway.endpoint import (
+    Endpoint,
+    SecretMissing,
+    referenced_secrets,
+    resolve_endpoint,
+)
+from streamherd.kube import KubeClient
+from streamherd.kube import requests as rq
+from streamherd.metrics import Metrics
+
+
+@dataclass
+class StreamBinding:
+    """A RedisStream as the operator currently knows it: where it lives, or why it can't be
+    used. ConsumerGroups find their stream here."""
+
+    namespace: str
+    name: str
+    source: Source | None = None
+    create_if_missing: bool = True
+    poller: Poller | None = None
+    problem: Verdict | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.poller is not None and self.problem is None
+
+
+class SecretCache:
+    """Secret values by (namespace, name), re-read after ``ttl`` seconds: a Secret that
+    appears or changes is picked up without a restart, without a GET per poll."""
+
+    def __init__(self, kube: KubeClient, ttl: float = 5.0) -> None:
+        self._kube = kube
+        self._ttl = ttl
+        self._cache: dict[tuple[str, str], tuple[float, dict[str, bytes] | None]] = {}
+
+    async def get(self, namespace: str, name: str) -> dict[str, bytes] | None:
+        now = time.monotonic()
+        hit = self._cache.get((namespace, name))
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        body = await self._kube.get(rq.SECRETS, namespace, name)
+        data = None
+        if body is not None:
+            data = {k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()}
+            data.update({k: v.encode() for k, v in (body.get("stringData") or {}).items()})
+        self._cache[(namespace, name)] = (now, data)
+        return data
+
+    async def resolve(self, namespace: str, spec: RedisEndpoint) -> Endpoint:
+        """The endpoint with its Secrets read; raises SecretMissing naming what is missing."""
+        secrets: dict[str, dict[str, bytes] | None] = {}
+        for name in referenced_secrets(spec):
+            secrets[name] = await self.get(namespace, name)
+
+        def read(name: str, key: str) -> bytes:
+            data = secrets.get(name)
+            if data is None:
+                raise SecretMissing(name)
+            if key not in data:
+                raise SecretMissing(name, key)
+            return data[key]
+
+        return resolve_endpoint(spec, read)
+
+
+class GroupClaims:
+    """Two ConsumerGroups naming one group on one stream: the oldest wins (creation time,
+    then namespace/name), the other is told who manages it."""
+
+    def __init__(self) -> None:
+        self._claims: dict[tuple[str, ...], dict[str, str]] = defaultdict(dict)
+
+    def claim(self, target: tuple[str, ...], who: str, created: str) -> str:
+        claimants = self._claims[target]
+        claimants[who] = created
+        return min(claimants, key=lambda name: (claimants[name], name))
+
+    def release(self, who: str) -> None:
+        for claimants in self._claims.values():
+            claimants.pop(who, None)
+
+
+@dataclass
+class Context:
+    kube: KubeClient
+    metrics: Metrics
+    endpoints: Endpoints
+    secrets: SecretCache
+    streams: dict[tuple[str, str], StreamBinding] = field(default_factory=dict)
+    claims: GroupClaims = field(default_factory=GroupClaims)
+    wakeups: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+    started_at: float = field(default_factory=time.monotonic)
+    startup_grace: float = 30.0
+
+    @classmethod
+    def create(
+        cls, kube: KubeClient, metrics: Metrics | None = None, **gateway_options: Any
+    ) -> Context:
+        metrics = metrics or Metrics()
+        return cls(
+            kube=kube,
+            metrics=metrics,
+            endpoints=Endpoints(metrics, **gateway_options),
+            secrets=SecretCache(kube),
+        )
+
+    def young(self) -> bool:
+        """Within the start-up grace: resources may still be waiting for their loops."""
+        return time.monotonic() - self.started_at < self.startup_grace
+
+    def wake(self, who: str) -> None:
+        """Tell a resource's loop its object changed: act now, not at the next poll."""
+        self.wakeups[who].set()
+
+    async def close(self) -> None:
+        await self.endpoints.close()
+        await self.kube.close()

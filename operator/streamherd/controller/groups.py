@@ -1,0 +1,312 @@
+"""The ConsumerGroup loop: keep the group on its stream(s), measure it with every poll of its
+endpoint, and report. Autoscaling and recovery plug in here (their own issues)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from streamherd.api import CONSUMER_GROUP, SpecError, is_managed, is_paused, parse
+from streamherd.api.consumergroup import ConsumerGroupSpec
+from streamherd.api.redisstream import DeletionPolicy
+from streamherd.api.status import ConditionStatus, ConditionType, Reason
+from streamherd.controller.context import Context, StreamBinding
+from streamherd.controller.polling import DEFAULT_INTERVAL, Poller, PollResult
+from streamherd.controller.reporting import StatusWriter
+from streamherd.controller.streams import RETRY_SECONDS, Stopped, report, sleep
+from streamherd.decisions.conditions import Verdict
+from streamherd.decisions.streams import problem_verdict
+from streamherd.decisions.totals import GroupTotals, group_totals
+from streamherd.gateway import EnsuredGroup, GatewayError, GroupOutcome, ScanState
+from streamherd.kube import requests as rq
+
+logger = logging.getLogger(__name__)
+
+STARTING_RETRY_SECONDS = 0.2
+
+GROUP_FIELDS = (
+    "stream",
+    "group",
+    "streams",
+    "pending",
+    "lag",
+    "lagExactness",
+    "lagDisplay",
+    "backlog",
+    "consumers",
+    "oldestPendingAgeSeconds",
+)
+
+
+def who(body: Mapping[str, Any]) -> str:
+    return f"{CONSUMER_GROUP.kind}:{body['metadata']['namespace']}/{body['metadata']['name']}"
+
+
+class GroupLoop:
+    """The state one ConsumerGroup's loop keeps between polls."""
+
+    def __init__(self, ctx: Context, body: Mapping[str, Any]) -> None:
+        self.ctx = ctx
+        self.body = body
+        meta = body["metadata"]
+        self.namespace, self.name, self.me = meta["namespace"], meta["name"], who(body)
+        self.writer = StatusWriter(ctx.kube, rq.CONSUMER_GROUPS, body)
+        self.poller: Poller | None = None
+        self.seq = 0
+        self.announced: set[str] = set()
+        self.ensured_at: dict[str, float] = {}
+        """When we last created the group on a key: a poll taken before that still shows it
+        missing, and must not make us "adopt" what we just created."""
+
+    async def run(self, stopped: Stopped) -> None:
+        wake = self.ctx.wakeups[self.me]
+        try:
+            while not stopped:
+                wake.clear()
+                delay = await self.step()
+                await sleep(stopped, wake, delay)
+        finally:
+            self.unsubscribe()
+            self.ctx.claims.release(self.me)
+
+    def unsubscribe(self) -> None:
+        if self.poller is not None:
+            self.poller.unsubscribe(self.me)
+            self.poller = None
+
+    async def step(self) -> float:
+        """One pass; returns how long to wait before the next (0: the next poll paces it)."""
+        meta = self.body["metadata"]
+        generation = meta.get("generation")
+        if is_paused(meta):
+            self.unsubscribe()
+            paused = Verdict(
+                ConditionType.PAUSED, ConditionStatus.TRUE, Reason.PAUSED, "no actions are taken"
+            )
+            await self.report(
+                [
+                    Verdict.not_ready(
+                        Reason.PAUSED, "paused by the streamherd.io/paused annotation"
+                    ),
+                    paused,
+                ],
+                generation,
+                None,
+            )
+            return RETRY_SECONDS
+        try:
+            spec = parse(ConsumerGroupSpec, self.body.get("spec"))
+        except SpecError as exc:
+            return await self.fail(Verdict.not_ready(Reason.INVALID_SPEC, str(exc)), generation)
+        group = spec.group_name or self.name
+        binding = self.ctx.streams.get((self.namespace, spec.stream_ref.name))
+        if (
+            binding is None
+            or not binding.usable
+            or binding.poller is None
+            or binding.source is None
+        ):
+            return await self.fail(self.stream_not_ready(spec.stream_ref.name, binding), generation)
+        target = (binding.poller.gateway.endpoint.display, binding.source.text, group)
+        owner = self.ctx.claims.claim(target, self.me, meta.get("creationTimestamp") or "")
+        if owner != self.me:
+            self.unsubscribe()
+            manager = owner.split(":", 1)[1]
+            return await self.fail(
+                Verdict.not_ready(
+                    Reason.GROUP_CONFLICT,
+                    f"group {group!r} on {binding.source.text!r} is managed by {manager}",
+                ),
+                generation,
+            )
+        if self.poller is not binding.poller:
+            self.unsubscribe()
+            self.poller, self.seq = binding.poller, 0
+        interval = spec.autoscaling.poll_interval.seconds if spec.autoscaling else DEFAULT_INTERVAL
+        self.poller.subscribe(self.me, binding.source, interval)
+        result = await self.poller.next_result(self.seq, within=interval + 15)
+        if result is None:
+            return 0
+        self.seq = result.seq
+        totals = group_totals(result.observation, result.keys_of(binding.source), group)
+        verdict = await self.ensure(spec, group, binding, result, totals)
+        fields = self.fields(binding, group, totals)
+        self.ctx.metrics.set_group(self.namespace, self.name, group, totals)
+        if verdict.status is ConditionStatus.FALSE:
+            self.ctx.metrics.reconcile_errors.labels(CONSUMER_GROUP.kind, verdict.reason).inc()
+        await self.report([verdict], generation, fields)
+        return 0
+
+    async def ensure(
+        self,
+        spec: ConsumerGroupSpec,
+        group: str,
+        binding: StreamBinding,
+        result: PollResult,
+        totals: GroupTotals,
+    ) -> Verdict:
+        """Create (or adopt) the group where it is missing; the verdict for this poll."""
+        observation = result.observation
+        if observation.problem is not None:
+            return problem_verdict(observation.problem, observation.message)
+        assert binding.source is not None and binding.poller is not None
+        key = binding.source.key
+        fresh = {k for k, at in self.ensured_at.items() if at > observation.taken_at}
+        missing = [k for k in totals.missing_group_on if k not in fresh]
+        if key is not None and key in totals.missing_streams and key not in fresh:
+            if not binding.create_if_missing:
+                return Verdict.not_ready(
+                    Reason.STREAM_NOT_FOUND,
+                    f"stream {key!r} does not exist and its RedisStream has createIfMissing: false",
+                )
+            missing.append(key)
+        if missing:
+            try:
+                outcomes = await binding.poller.gateway.ensure_groups(
+                    missing, group, spec.start_id, create_stream=binding.create_if_missing
+                )
+            except GatewayError as exc:
+                return problem_verdict(exc.problem, exc.message)
+            done_at = time.monotonic()
+            self.ensured_at = {
+                k: at for k, at in self.ensured_at.items() if at > observation.taken_at
+            }
+            failures = [o for o in outcomes if isinstance(o, GatewayError)]
+            for outcome in outcomes:
+                if isinstance(outcome, EnsuredGroup):
+                    self.ensured_at[outcome.key] = done_at
+                    await self.announce(outcome, spec, key is None)
+            if failures:
+                return problem_verdict(failures[0].problem, failures[0].message)
+            self.ctx.wake(self.me)  # measure the new group(s) at the next poll
+        where = binding.source.text
+        return Verdict.ready(f"group {group!r} on {where!r}: backlog {totals.backlog.display()}")
+
+    async def announce(self, ensured: EnsuredGroup, spec: ConsumerGroupSpec, pattern: bool) -> None:
+        """An Event when the group is created or adopted on a single stream; for a key pattern
+        (one stream per call), only the first time, not once per new stream."""
+        if pattern:
+            if "pattern" in self.announced:
+                return
+            self.announced.add("pattern")
+            await self.writer.event(
+                "Normal",
+                "GroupCreated",
+                f"group {ensured.group!r} is being created on every stream that matches",
+            )
+            return
+        if ensured.outcome is GroupOutcome.CREATED:
+            await self.writer.event(
+                "Normal",
+                "GroupCreated",
+                f"created group {ensured.group!r} on {ensured.key!r} at {spec.start_id}",
+            )
+        else:
+            note = (
+                ""
+                if spec.start_id == "$"
+                else f"; startId {spec.start_id} only applies to new groups"
+            )
+            await self.writer.event(
+                "Normal",
+                "GroupAdopted",
+                f"adopted existing group {ensured.group!r} on {ensured.key!r} at last-delivered-id {ensured.last_delivered_id}{note}",
+            )
+
+    async def stream_starting(self, name: str, binding: StreamBinding | None) -> bool:
+        """The RedisStream exists but its loop has not connected yet (operator start-up)."""
+        if binding is not None:
+            return binding.problem is None
+        return (
+            await self.ctx.kube.get(rq.REDIS_STREAMS, self.namespace, name) is not None
+            and self.ctx.young()
+        )
+
+    def stream_not_ready(self, name: str, binding: StreamBinding | None) -> Verdict:
+        if binding is None:
+            return Verdict.not_ready(
+                Reason.STREAM_NOT_READY,
+                f"RedisStream {name!r} not found in namespace {self.namespace!r}: waiting for it",
+            )
+        problem = binding.problem
+        detail = f"{problem.reason}: {problem.message}" if problem else "not connected yet"
+        return Verdict.not_ready(
+            Reason.STREAM_NOT_READY, f"RedisStream {name!r} is not ready ({detail})"
+        )
+
+    def fields(self, binding: StreamBinding, group: str, totals: GroupTotals) -> dict[str, Any]:
+        assert binding.source is not None
+        lag, backlog = totals.lag, totals.backlog
+        age = totals.oldest_pending_idle_ms
+        return {
+            "stream": binding.source.text,
+            "group": group,
+            "streams": totals.streams if totals.known else None,
+            "pending": totals.pending,
+            "lag": lag.value,
+            "lagExactness": str(lag.exactness),
+            "lagDisplay": lag.display(),
+            "backlog": backlog.value,
+            "consumers": totals.consumers,
+            "oldestPendingAgeSeconds": round(age / 1000, 3) if age is not None else None,
+        }
+
+    async def fail(self, verdict: Verdict, generation: int | None) -> float:
+        self.ctx.metrics.reconcile_errors.labels(CONSUMER_GROUP.kind, verdict.reason).inc()
+        unknown = dict.fromkeys(GROUP_FIELDS)
+        unknown.update(lagExactness="Unknown", lagDisplay="unknown")
+        await self.report([verdict], generation, unknown)
+        return RETRY_SECONDS
+
+    async def report(
+        self, verdicts: list[Verdict], generation: int | None, fields: dict[str, Any] | None
+    ) -> None:
+        await report(self.writer, verdicts, generation, fields)
+
+
+async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
+    await GroupLoop(ctx, body).run(stopped)
+
+
+async def delete(ctx: Context, body: Mapping[str, Any]) -> None:
+    """On deletion (the finalizer): with deletionPolicy Delete, destroy the group in Redis.
+    "Already gone" is success; so is a RedisStream that no longer exists (nothing to reach)."""
+    meta = body["metadata"]
+    ctx.metrics.forget_group(
+        meta["namespace"], meta["name"], (body.get("spec") or {}).get("groupName") or meta["name"]
+    )
+    if not is_managed(meta) or is_paused(meta):
+        return
+    try:
+        spec = parse(ConsumerGroupSpec, body.get("spec"))
+    except SpecError:
+        return
+    if spec.deletion_policy is not DeletionPolicy.DELETE:
+        return
+    group = spec.group_name or meta["name"]
+    binding = ctx.streams.get((meta["namespace"], spec.stream_ref.name))
+    if binding is None or binding.poller is None or binding.source is None:
+        logger.warning(
+            "group %s not destroyed: RedisStream %s is gone", group, spec.stream_ref.name
+        )
+        return
+    gateway = binding.poller.gateway
+    try:
+        if binding.source.key is not None:
+            await gateway.destroy_group(binding.source.key, group)
+        else:
+            scan = ScanState.start(str(binding.source.pattern))
+            while not await gateway.scan_streams(scan):
+                pass
+            for key in sorted(scan.found):
+                await gateway.destroy_group(key, group)
+    except GatewayError as exc:
+        raise kopf.TemporaryError(
+            f"cannot destroy group {group!r} in Redis yet ({exc}); to delete the resource without "
+            "touching Redis, annotate it streamherd.io/managed=false",
+            delay=10,
+        ) from exc

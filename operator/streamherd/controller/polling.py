@@ -1,0 +1,215 @@
+"""One poller per Redis endpoint: every stream and group on it in one pipelined poll.
+
+Resources subscribe with the stream they care about (a key or a pattern) and how often they
+want it measured; the poller polls the union of all keys at the fastest interval asked for
+and hands each result to every subscriber. 200 groups on one endpoint cost one poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from streamherd.decisions.sampling import age_sample
+from streamherd.gateway import GatewayError, GatewayPool, RedisGateway, ScanState
+from streamherd.gateway.endpoint import Endpoint
+from streamherd.metrics import Metrics
+from streamherd.observations import Observation
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 2.0
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a RedisStream names: one key, or a glob over keys."""
+
+    key: str | None = None
+    pattern: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.key if self.key is not None else str(self.pattern)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    seq: int
+    observation: Observation
+    keys: dict[Source, tuple[str, ...]] = field(default_factory=dict)
+    discovery_complete: dict[Source, bool] = field(default_factory=dict)
+
+    def keys_of(self, source: Source) -> tuple[str, ...]:
+        return self.keys.get(source, ())
+
+
+class Poller:
+    def __init__(
+        self,
+        gateway: RedisGateway,
+        metrics: Metrics,
+        *,
+        age_every: int = 5,
+        scan_budget: int = 10_000,
+    ) -> None:
+        self.gateway = gateway
+        self._metrics = metrics
+        self._age_every = age_every
+        self._scan_budget = scan_budget
+        self._subscriptions: dict[str, tuple[Source, float]] = {}
+        self._scans: dict[str, ScanState] = {}
+        self._result: PollResult | None = None
+        self._published = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.gateway.endpoint.display
+
+    @property
+    def interval(self) -> float:
+        intervals = [interval for _, interval in self._subscriptions.values()]
+        return min(intervals) if intervals else DEFAULT_INTERVAL
+
+    @property
+    def latest(self) -> PollResult | None:
+        return self._result
+
+    def subscribe(self, who: str, source: Source, interval: float = DEFAULT_INTERVAL) -> None:
+        previous = self._subscriptions.get(who)
+        self._subscriptions[who] = (source, interval)
+        if previous is None or previous[0] != source or previous[1] > interval:
+            self._wake.set()  # something new to measure: poll now, not at the next tick
+
+    def unsubscribe(self, who: str) -> None:
+        self._subscriptions.pop(who, None)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"poller {self.endpoint}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def next_result(self, after_seq: int, within: float) -> PollResult | None:
+        """The first result newer than ``after_seq``, waiting up to ``within`` seconds."""
+        async with self._published:
+            try:
+                await asyncio.wait_for(
+                    self._published.wait_for(
+                        lambda: self._result is not None and self._result.seq > after_seq
+                    ),
+                    within,
+                )
+            except TimeoutError:
+                return None
+            return self._result
+
+    async def _run(self) -> None:
+        while True:
+            started = time.monotonic()
+            self._wake.clear()
+            if self._subscriptions:
+                try:
+                    await self.poll_once()
+                except Exception:  # a poller must outlive any one bad poll
+                    logger.exception("poll of %s failed", self.endpoint)
+            delay = max(0.0, self.interval - (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def poll_once(self) -> PollResult:
+        seq = (self._result.seq if self._result else 0) + 1
+        sources = {source for source, _ in self._subscriptions.values()}
+        keys: dict[Source, tuple[str, ...]] = {}
+        complete: dict[Source, bool] = {}
+        observation: Observation | None = None
+        for source in sources:
+            if source.key is not None:
+                keys[source], complete[source] = (source.key,), True
+                continue
+            scan = self._scans.setdefault(str(source.pattern), ScanState.start(str(source.pattern)))
+            try:
+                await self.gateway.scan_streams(scan, budget=self._scan_budget)
+            except GatewayError as exc:
+                observation = Observation(
+                    taken_at=time.monotonic(),
+                    wall_time=datetime.now(UTC),
+                    problem=exc.problem,
+                    message=exc.message,
+                )
+                break
+            keys[source] = tuple(sorted(scan.found | scan.seen))
+            complete[source] = scan.complete_passes > 0
+        for pattern in [p for p in self._scans if Source(pattern=p) not in sources]:
+            del self._scans[pattern]
+        if observation is None:
+            every_key = {key for ks in keys.values() for key in ks}
+            observation = await self.gateway.observe(
+                every_key,
+                ages_for=age_sample(every_key, seq, self._age_every),
+                details_for={s.key for s in sources if s.key is not None},
+            )
+        self._record(observation)
+        result = PollResult(seq, observation, keys, complete)
+        async with self._published:
+            self._result = result
+            self._published.notify_all()
+        return result
+
+    def _record(self, observation: Observation) -> None:
+        endpoint = self.endpoint
+        outcome = "ok" if observation.problem is None else str(observation.problem)
+        self._metrics.polls.labels(endpoint, outcome).inc()
+        if observation.problem is None:
+            self._metrics.poll_duration.labels(endpoint).observe(observation.duration_s)
+            self._metrics.roundtrip.labels(endpoint, "poll").observe(observation.duration_s)
+            self._metrics.polled_groups.labels(endpoint).set(
+                sum(len(s.groups) for s in observation.streams.values())
+            )
+
+
+class Endpoints:
+    """Gateways and their pollers, shared by every resource on an endpoint."""
+
+    def __init__(self, metrics: Metrics, **gateway_options: object) -> None:
+        self._metrics = metrics
+        self._pool = GatewayPool(**gateway_options)
+        self._pollers: dict[int, Poller] = {}
+
+    async def acquire(self, user: str, endpoint: Endpoint) -> Poller:
+        gateway = await self._pool.acquire(user, endpoint)
+        await self._drop_unused()
+        poller = self._pollers.get(id(gateway))
+        if poller is None:
+            poller = self._pollers[id(gateway)] = Poller(gateway, self._metrics)
+            poller.start()
+        return poller
+
+    async def release(self, user: str) -> None:
+        await self._pool.release(user)
+        await self._drop_unused()
+
+    async def _drop_unused(self) -> None:
+        live = {id(g) for g in self._pool.gateways()}
+        for key in [k for k in self._pollers if k not in live]:
+            await self._pollers.pop(key).stop()
+
+    def pollers(self) -> list[Poller]:
+        return list(self._pollers.values())
+
+    async def close(self) -> None:
+        for poller in self._pollers.values():
+            await poller.stop()
+        self._pollers.clear()
+        await self._pool.close()

@@ -1,0 +1,102 @@
+"""Writing what a loop decided: status (only when changed), Events (only on transitions)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from streamherd.api.status import ConditionStatus, ConditionType
+from streamherd.decisions.conditions import status_patch, timestamp, transition
+from streamherd.kube import KubeClient, KubeError
+from streamherd.kube import requests as rq
+
+logger = logging.getLogger(__name__)
+
+
+def involved(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata", {})
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "uid", "resourceVersion")},
+    }
+
+
+class StatusWriter:
+    """Owns one resource's status. Condition changes are written at once; changes of plain
+    numbers at most every ``min_interval`` seconds (a busy stream changes every poll, and
+    every write is an etcd write); ``heartbeat`` (a timestamp field) is refreshed with any
+    write, and on its own after ``heartbeat_every`` seconds."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        resource: rq.Resource,
+        body: Mapping[str, Any],
+        *,
+        min_interval: float = 1.0,
+        heartbeat: str | None = None,
+        heartbeat_every: float = 60.0,
+    ) -> None:
+        self._kube = kube
+        self._resource = resource
+        self._body = body
+        self.current: dict[str, Any] = dict(body.get("status") or {})
+        self.min_interval = min_interval
+        self._heartbeat = heartbeat
+        self._heartbeat_every = heartbeat_every
+        self._last_write = 0.0
+        self._last_heartbeat = 0.0
+
+    async def write(self, desired: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Write what differs from the current status; returns the patch written, if any.
+        Posts an Event when the Ready condition changes status or reason."""
+        now = time.monotonic()
+        patch = status_patch(self.current, desired)
+        structural = patch is not None and ("conditions" in patch or "observedGeneration" in patch)
+        if patch is not None and not structural and now - self._last_write < self.min_interval:
+            patch = None  # numbers only, and written very recently: wait for the next poll
+        if self._heartbeat and (
+            patch is not None or now - self._last_heartbeat >= self._heartbeat_every
+        ):
+            patch = dict(patch or {})
+            patch[self._heartbeat] = timestamp(datetime.now(UTC))
+            self._last_heartbeat = now
+        if patch is None:
+            return None
+        meta = self._body.get("metadata", {})
+        before = dict(self.current)
+        try:
+            await self._kube.patch_status(
+                self._resource, meta.get("namespace"), meta.get("name"), patch
+            )
+        except KubeError as exc:  # gone or racing a deletion: the next loop will see it
+            logger.warning(
+                "status of %s/%s not written: %s", meta.get("namespace"), meta.get("name"), exc
+            )
+            return None
+        self._last_write = now
+        for key, value in patch.items():
+            if value is None:
+                self.current.pop(key, None)
+            else:
+                self.current[key] = value
+        changed = transition(before, self.current, ConditionType.READY)
+        if changed is not None:
+            await self.event(
+                "Normal" if changed.get("status") == ConditionStatus.TRUE else "Warning",
+                str(changed.get("reason")),
+                str(changed.get("message") or changed.get("reason")),
+            )
+        return patch
+
+    async def event(self, type_: str, reason: str, message: str) -> None:
+        try:
+            await self._kube.post_event(
+                involved(self._body), type_=type_, reason=reason, message=message
+            )
+        except KubeError as exc:
+            logger.warning("event %s not posted: %s", reason, exc)

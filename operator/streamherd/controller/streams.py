@@ -1,0 +1,184 @@
+"""The RedisStream loop: resolve the endpoint, keep it polled, publish the binding that
+ConsumerGroups use, and report what Redis holds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import kopf
+
+from streamherd.api import REDIS_STREAM, SpecError, is_managed, is_paused, parse
+from streamherd.api.redisstream import DeletionPolicy, RedisStreamSpec
+from streamherd.api.status import ConditionStatus, ConditionType, Reason
+from streamherd.controller.context import Context, StreamBinding
+from streamherd.controller.polling import DEFAULT_INTERVAL, Source
+from streamherd.controller.reporting import StatusWriter
+from streamherd.decisions.conditions import Verdict, apply_verdicts, drop_condition
+from streamherd.decisions.streams import STREAM_FIELDS, stream_status
+from streamherd.gateway import GatewayError, ScanState, SecretMissing
+from streamherd.kube import requests as rq
+
+logger = logging.getLogger(__name__)
+
+
+class Stopped(Protocol):
+    """kopf.DaemonStopped, or anything like it (tests)."""
+
+    def __bool__(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> Awaitable[Any]: ...
+
+
+RETRY_SECONDS = 5.0
+
+
+def who(body: Mapping[str, Any]) -> str:
+    return f"{REDIS_STREAM.kind}:{body['metadata']['namespace']}/{body['metadata']['name']}"
+
+
+def secret_problem(exc: SecretMissing) -> Verdict:
+    return Verdict.not_ready(Reason.SECRET_NOT_FOUND, f"{exc}: create it, or fix spec.redis")
+
+
+async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
+    """Runs while the RedisStream exists (a kopf daemon)."""
+    meta = body["metadata"]
+    namespace, name, me = meta["namespace"], meta["name"], who(body)
+    writer = StatusWriter(ctx.kube, rq.REDIS_STREAMS, body, heartbeat="lastPolled")
+    binding = ctx.streams[(namespace, name)] = StreamBinding(namespace, name)
+    wake = ctx.wakeups[me]
+    seq = 0
+    try:
+        while not stopped:
+            wake.clear()
+            generation = body["metadata"].get("generation")
+            verdicts: list[Verdict] = []
+            fields: dict[str, Any] = dict.fromkeys(STREAM_FIELDS)
+            if is_paused(body["metadata"]):
+                binding.problem = Verdict.not_ready(
+                    Reason.PAUSED, "paused by the streamherd.io/paused annotation"
+                )
+                verdicts = [
+                    binding.problem,
+                    Verdict(
+                        ConditionType.PAUSED,
+                        ConditionStatus.TRUE,
+                        Reason.PAUSED,
+                        "no actions are taken",
+                    ),
+                ]
+                await report(writer, verdicts, generation, fields=None)
+                await sleep(stopped, wake, RETRY_SECONDS)
+                continue
+            try:
+                spec = parse(RedisStreamSpec, body.get("spec"))
+                endpoint = await ctx.secrets.resolve(namespace, spec.redis)
+            except SpecError as exc:
+                binding.problem = Verdict.not_ready(Reason.INVALID_SPEC, str(exc))
+            except SecretMissing as exc:
+                binding.problem = secret_problem(exc)
+            else:
+                source = Source(key=spec.key, pattern=spec.key_pattern)
+                poller = await ctx.endpoints.acquire(me, endpoint)
+                poller.subscribe(me, source, DEFAULT_INTERVAL)
+                if binding.poller is not poller:
+                    seq = 0
+                binding.source, binding.poller, binding.problem = source, poller, None
+                binding.create_if_missing = spec.create_if_missing
+                result = await poller.next_result(seq, within=poller.interval + 15)
+                if result is None:
+                    continue
+                seq = result.seq
+                verdict, fields = stream_status(
+                    result.observation,
+                    key=spec.key,
+                    pattern=spec.key_pattern,
+                    keys=result.keys_of(source),
+                    discovery_complete=result.discovery_complete.get(source, False),
+                    create_if_missing=spec.create_if_missing,
+                )
+                if fields.get("length") is not None:
+                    ctx.metrics.stream_length.labels(namespace, name).set(fields["length"])
+                if verdict.status is ConditionStatus.FALSE:
+                    ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, verdict.reason).inc()
+                await report(writer, [verdict], generation, fields)
+                await sleep(stopped, wake, 0)  # the next poll result paces the loop
+                continue
+            ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, binding.problem.reason).inc()
+            await ctx.endpoints.release(me)
+            binding.poller = None
+            await report(writer, [binding.problem], generation, fields)
+            await sleep(stopped, wake, RETRY_SECONDS)
+    finally:
+        ctx.streams.pop((namespace, name), None)
+        await ctx.endpoints.release(me)
+
+
+async def report(
+    writer: StatusWriter,
+    verdicts: list[Verdict],
+    generation: int | None,
+    fields: dict[str, Any] | None,
+) -> None:
+    conditions = writer.current.get("conditions") or []
+    if not any(v.type is ConditionType.PAUSED for v in verdicts):
+        conditions = drop_condition(list(conditions), ConditionType.PAUSED)
+    desired: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": apply_verdicts(
+            conditions, verdicts, generation=generation, now=datetime.now(UTC)
+        ),
+    }
+    if fields is not None:
+        desired.update(fields)
+    await writer.write(desired)
+
+
+async def sleep(stopped: Stopped, wake: Any, seconds: float) -> None:
+    """Wait ``seconds``, or less if the object changed or the daemon is stopping."""
+    if seconds <= 0 or stopped:
+        return
+    waiter = asyncio.ensure_future(wake.wait())
+    stopper = asyncio.ensure_future(stopped.wait(seconds))
+    try:
+        await asyncio.wait({waiter, stopper}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        stopper.cancel()
+
+
+async def delete(ctx: Context, body: Mapping[str, Any]) -> None:
+    """On deletion (the finalizer): apply deletionPolicy. "Already gone" is success."""
+    meta = body["metadata"]
+    if not is_managed(meta) or is_paused(meta):
+        return
+    try:
+        spec = parse(RedisStreamSpec, body.get("spec"))
+    except SpecError:
+        return  # nothing was ever created from an invalid spec
+    if spec.deletion_policy is not DeletionPolicy.DELETE:
+        return
+    me = who(body) + ":delete"
+    try:
+        endpoint = await ctx.secrets.resolve(meta["namespace"], spec.redis)
+        poller = await ctx.endpoints.acquire(me, endpoint)
+        gateway = poller.gateway
+        if spec.key is not None:
+            await gateway.delete_stream(spec.key)
+        else:
+            scan = ScanState.start(str(spec.key_pattern))
+            while not await gateway.scan_streams(scan):
+                pass
+            for key in sorted(scan.found):
+                await gateway.delete_stream(key)
+    except (SecretMissing, GatewayError) as exc:
+        raise kopf.TemporaryError(
+            f"cannot delete the stream in Redis yet ({exc}); to delete the resource without touching "
+            "Redis, annotate it streamherd.io/managed=false",
+            delay=10,
+        ) from exc
+    finally:
+        await ctx.endpoints.release(me)

@@ -1,0 +1,91 @@
+"""A ConsumerGroup's numbers over all its streams (one key, or every key of a pattern)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from streamherd.observations import (
+    Exactness,
+    GroupState,
+    Observation,
+    Reading,
+    StreamStatus,
+    weakest,
+)
+
+
+@dataclass(frozen=True)
+class GroupTotals:
+    """Sums over the streams the group is on. When the endpoint could not be read,
+    ``known`` is False and every number is unknown (never zero)."""
+
+    known: bool
+    streams: int = 0
+    pending: int | None = None
+    lag: Reading = field(default_factory=Reading.unknown)
+    consumers: int | None = None
+    oldest_pending_idle_ms: int | None = None
+    entries_read: int | None = None
+    missing_group_on: tuple[str, ...] = ()
+    """Streams that exist but lack the group: the controller creates it there."""
+    missing_streams: tuple[str, ...] = ()
+
+    @property
+    def backlog(self) -> Reading:
+        if self.pending is None:
+            return Reading.unknown()
+        return self.lag + Reading.exact(self.pending)
+
+    @classmethod
+    def unknown(cls) -> GroupTotals:
+        return cls(known=False)
+
+
+def group_totals(observation: Observation, keys: Iterable[str], group: str) -> GroupTotals:
+    if observation.problem is not None:
+        return GroupTotals.unknown()
+    states: list[GroupState] = []
+    missing_group: list[str] = []
+    missing_streams: list[str] = []
+    unreadable = False
+    for key in keys:
+        stream = observation.streams.get(key)
+        if (
+            stream is None
+            or stream.status is StreamStatus.ERROR
+            or stream.status is StreamStatus.WRONG_TYPE
+        ):
+            unreadable = True
+            continue
+        if stream.status is StreamStatus.MISSING:
+            missing_streams.append(key)
+            continue
+        state = stream.groups.get(group)
+        if state is None:
+            missing_group.append(key)
+        else:
+            states.append(state)
+    if unreadable and not states:
+        return GroupTotals.unknown()
+    lag = Reading.exact(0)
+    for state in states:
+        lag = lag + state.lag
+    if (missing_group or unreadable) and lag.value is not None:
+        # Streams not (yet) counted: what we have is at least the truth, not all of it.
+        lag = Reading(lag.value, weakest(lag.exactness, Exactness.LOWER_BOUND))
+    ages = [s.oldest_pending_idle_ms for s in states if s.oldest_pending_idle_ms is not None]
+    reads = [s.entries_read for s in states]
+    return GroupTotals(
+        known=True,
+        streams=len(states),
+        pending=sum(s.pending for s in states),
+        lag=lag,
+        consumers=sum(s.consumers for s in states),
+        oldest_pending_idle_ms=max(ages) if ages else None,
+        entries_read=None
+        if any(r is None for r in reads)
+        else sum(r for r in reads if r is not None),
+        missing_group_on=tuple(missing_group),
+        missing_streams=tuple(missing_streams),
+    )

@@ -1,0 +1,131 @@
+"""kopf registrations: thin, as in crate-operator. Each handler hands its resource to a
+controller loop; the loops hold the logic, the gateway and kube modules hold the I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from streamherd.api import API_GROUP, API_VERSION
+from streamherd.controller import groups, streams
+from streamherd.controller.context import Context
+from streamherd.kube import KubeClient
+
+FINALIZER = f"{API_GROUP}/finalizer"
+registry = kopf.OperatorRegistry()
+
+
+class Runtime:
+    """What `streamherd run` sets up before kopf starts: filled in by the handlers below."""
+
+    ctx: Context | None = None
+    metrics_port: int | None = None
+    status_min_interval: float = 1.0
+
+
+def configure(settings: kopf.OperatorSettings, *, peering: str | None = None) -> None:
+    """Our own names for everything kopf stores on our objects."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration"
+    )
+    settings.posting.enabled = False  # we post our own Events, on transitions only
+    settings.peering.standalone = peering is None
+    if peering is not None:
+        settings.peering.name = peering
+        settings.peering.mandatory = True
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+
+
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is not None and Runtime.ctx is not None:
+        Runtime.ctx.kube.info = info  # credentials refreshed: our own client follows kopf's
+    return info
+
+
+@kopf.on.startup(registry=registry)
+async def startup(logger: Any, **_: Any) -> None:
+    if Runtime.ctx is None:
+        Runtime.ctx = Context.create(KubeClient.from_environment())
+    if Runtime.metrics_port:
+        Runtime.ctx.metrics.serve(Runtime.metrics_port)
+        logger.info("metrics on :%d/metrics", Runtime.metrics_port)
+
+
+@kopf.on.cleanup(registry=registry)
+async def cleanup(**_: Any) -> None:
+    if Runtime.ctx is not None:
+        await Runtime.ctx.close()
+        Runtime.ctx = None
+
+
+def ctx() -> Context:
+    if Runtime.ctx is None:
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return Runtime.ctx
+
+
+@kopf.on.probe(id="pollers", registry=registry)
+def probe_pollers(**_: Any) -> dict[str, Any]:
+    context = Runtime.ctx
+    if context is None:
+        return {}
+    return {
+        poller.endpoint: "ok"
+        if poller.latest and poller.latest.observation.problem is None
+        else "failing"
+        for poller in context.endpoints.pollers()
+    }
+
+
+# ------------------------------------------------------------------ RedisStream
+
+
+@kopf.daemon(
+    API_GROUP,
+    API_VERSION,
+    "redisstreams",
+    registry=registry,
+    cancellation_timeout=10,
+    initial_delay=0,
+)
+async def redisstream_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    await streams.run(ctx(), body, stopped)
+
+
+@kopf.on.update(API_GROUP, API_VERSION, "redisstreams", registry=registry)
+@kopf.on.update(API_GROUP, API_VERSION, "consumergroups", registry=registry)
+def changed(body: kopf.Body, **_: Any) -> None:
+    kind = body["kind"]
+    ctx().wake(f"{kind}:{body.metadata.namespace}/{body.metadata.name}")
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, "redisstreams", registry=registry)
+async def redisstream_deleted(body: kopf.Body, **_: Any) -> None:
+    await streams.delete(ctx(), body)
+
+
+# ------------------------------------------------------------------ ConsumerGroup
+
+
+@kopf.daemon(
+    API_GROUP,
+    API_VERSION,
+    "consumergroups",
+    registry=registry,
+    cancellation_timeout=10,
+    initial_delay=0,
+)
+async def consumergroup_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    await groups.run(ctx(), body, stopped)
+
+
+@kopf.on.delete(API_GROUP, API_VERSION, "consumergroups", registry=registry)
+async def consumergroup_deleted(body: kopf.Body, **_: Any) -> None:
+    await groups.delete(ctx(), body)

@@ -1,0 +1,127 @@
+"""Prometheus metrics. Unknown values are NaN, never 0: a dashboard must not show a backlog
+that could not be read as an empty one."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from streamherd.decisions.totals import GroupTotals
+
+GROUP_LABELS = ("namespace", "consumergroup", "group")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.pending = Gauge(
+            "streamherd_group_pending",
+            "Entries delivered and not acknowledged (PEL).",
+            GROUP_LABELS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "streamherd_group_lag",
+            "Entries not yet delivered to the group; a lower bound when Redis could not count them all. NaN when unknown.",
+            GROUP_LABELS,
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "streamherd_group_backlog", "lag + pending. NaN when unknown.", GROUP_LABELS, registry=r
+        )
+        self.consumers = Gauge(
+            "streamherd_group_consumers",
+            "Consumers Redis knows in the group.",
+            GROUP_LABELS,
+            registry=r,
+        )
+        self.oldest_pending = Gauge(
+            "streamherd_group_oldest_pending_age_seconds",
+            "Idle time of the oldest pending entry.",
+            GROUP_LABELS,
+            registry=r,
+        )
+        self.replicas = Gauge(
+            "streamherd_group_replicas",
+            "Current replicas of the consumer Deployment.",
+            GROUP_LABELS,
+            registry=r,
+        )
+        self.desired_replicas = Gauge(
+            "streamherd_group_desired_replicas",
+            "Replicas the autoscaler wants.",
+            GROUP_LABELS,
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "streamherd_reconcile_errors_total",
+            "Reconciliations that ended not Ready, by reason.",
+            ("kind", "reason"),
+            registry=r,
+        )
+        self.roundtrip = Histogram(
+            "streamherd_redis_roundtrip_seconds",
+            "Duration of one Redis round trip (a pipeline or command).",
+            ("endpoint", "operation"),
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.poll_duration = Histogram(
+            "streamherd_poll_duration_seconds",
+            "Duration of one poll of every stream and group on an endpoint.",
+            ("endpoint",),
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.polls = Counter(
+            "streamherd_polls_total",
+            "Polls of an endpoint, by outcome.",
+            ("endpoint", "outcome"),
+            registry=r,
+        )
+        self.polled_groups = Gauge(
+            "streamherd_endpoint_groups",
+            "Consumer groups seen in the last poll of an endpoint.",
+            ("endpoint",),
+            registry=r,
+        )
+        self.stream_length = Gauge(
+            "streamherd_stream_length",
+            "Entries in a RedisStream (summed over a pattern's keys).",
+            ("namespace", "redisstream"),
+            registry=r,
+        )
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=address, registry=self.registry)
+
+    def set_group(self, namespace: str, name: str, group: str, totals: GroupTotals) -> None:
+        labels = (namespace, name, group)
+        self.pending.labels(*labels).set(_number(totals.pending))
+        self.lag.labels(*labels).set(_number(totals.lag.value))
+        self.backlog.labels(*labels).set(_number(totals.backlog.value))
+        self.consumers.labels(*labels).set(_number(totals.consumers))
+        age = totals.oldest_pending_idle_ms
+        self.oldest_pending.labels(*labels).set(
+            age / 1000 if age is not None else (0.0 if totals.pending == 0 else math.nan)
+        )
+
+    def forget_group(self, namespace: str, name: str, group: str) -> None:
+        for gauge in (
+            self.pending,
+            self.lag,
+            self.backlog,
+            self.consumers,
+            self.oldest_pending,
+            self.replicas,
+            self.desired_replicas,
+        ):
+            with contextlib.suppress(KeyError):  # never set: nothing to remove
+                gauge.remove(namespace, name, group)
+
+
+def _number(value: int | None) -> float:
+    return math.nan if value is None else float(value)
