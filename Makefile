@@ -44,6 +44,7 @@ pytest: deps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check operator tests e2e
+	$(VENV)/bin/ruff format --check operator tests e2e
 	$(VENV)/bin/mypy
 
 crds: $(STAMP)

@@ -7,6 +7,7 @@ import pytest
 
 pytest_plugins = ["e2e.cluster.fixtures"]
 
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield

@@ -20,8 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="run the API emulator and the kubelet")
     up.add_argument("--kubeconfig", required=True, type=Path, help="where to write a kubeconfig")
-    up.add_argument("--crds", action="append", type=Path,
-                    help=f"CRD file or folder to install (repeatable; default: {DEFAULT_CRDS})")
+    up.add_argument(
+        "--crds",
+        action="append",
+        type=Path,
+        help=f"CRD file or folder to install (repeatable; default: {DEFAULT_CRDS})",
+    )
     up.add_argument("--port", type=int, default=0, help="API port (default: any free one)")
     up.add_argument("--namespace", default="default", help="the kubeconfig's namespace")
     up.add_argument("--no-kubelet", action="store_true", help="only the API, no pods run")
@@ -32,12 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
-    cluster = LocalCluster(crds=args.crds or [DEFAULT_CRDS], port=args.port,
-                           record_requests=False, keep_history=False).start()
+    cluster = LocalCluster(
+        crds=args.crds or [DEFAULT_CRDS], port=args.port, record_requests=False, keep_history=False
+    ).start()
     try:
         if args.namespace != "default":
-            cluster.api.apply({"apiVersion": "v1", "kind": "Namespace",
-                               "metadata": {"name": args.namespace}})
+            cluster.api.apply(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": args.namespace}}
+            )
         kubelet = None
         if not args.no_kubelet:
             kubelet = cluster.start_kubelet(log_dir=args.log_dir)

@@ -124,7 +124,7 @@ class FieldError:
                 message=str(getattr(item, "message", None) or getattr(item, "detail", "") or ""),
                 type=_KIND_TYPES.get(kind, kind if kind in CAUSE_REASONS else "Invalid"),
                 value=getattr(item, "value", _NO_VALUE),
-                rendered=text[len(prefix):] if text.startswith(prefix) else None,
+                rendered=text[len(prefix) :] if text.startswith(prefix) else None,
             )
         raise TypeError(f"not a field error: {item!r}")
 

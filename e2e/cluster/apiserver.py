@@ -79,16 +79,22 @@ def selector_string(selector: Mapping[str, Any] | None) -> str:
 class ApiError(Exception):
     """An error the API returns as a ``Status`` object."""
 
-    def __init__(self, code: int, reason: str, message: str,
-                 details: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, code: int, reason: str, message: str, details: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
         self.details = dict(details or {})
 
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = {
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "code": self.code,
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
         }
         if self.details:
             status["details"] = self.details
@@ -105,26 +111,40 @@ class ApiError(Exception):
 
     @classmethod
     def not_found(cls, rtype: ResourceType, name: str) -> ApiError:
-        return cls(404, "NotFound", f'{rtype.group_resource} "{name}" not found',
-                   cls._details(rtype, name))
+        return cls(
+            404, "NotFound", f'{rtype.group_resource} "{name}" not found', cls._details(rtype, name)
+        )
 
     @classmethod
     def no_route(cls) -> ApiError:
-        return cls(404, "NotFound", "the server could not find the requested resource",
-                   {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
+        return cls(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]},
+        )
 
     @classmethod
     def already_exists(cls, rtype: ResourceType, name: str) -> ApiError:
-        return cls(409, "AlreadyExists", f'{rtype.group_resource} "{name}" already exists',
-                   cls._details(rtype, name))
+        return cls(
+            409,
+            "AlreadyExists",
+            f'{rtype.group_resource} "{name}" already exists',
+            cls._details(rtype, name),
+        )
 
     @classmethod
     def conflict(cls, rtype: ResourceType, name: str, why: str | None = None) -> ApiError:
-        why = why or ("the object has been modified; please apply your changes to the latest "
-                      "version and try again")
-        return cls(409, "Conflict",
-                   f'Operation cannot be fulfilled on {rtype.group_resource} "{name}": {why}',
-                   cls._details(rtype, name))
+        why = why or (
+            "the object has been modified; please apply your changes to the latest "
+            "version and try again"
+        )
+        return cls(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {rtype.group_resource} "{name}": {why}',
+            cls._details(rtype, name),
+        )
 
     @classmethod
     def invalid(cls, rtype: ResourceType, name: str, errors: Sequence[Any]) -> ApiError:
@@ -134,7 +154,9 @@ class ApiError(Exception):
         details = cls._details(rtype, name)
         details["kind"] = rtype.kind
         details["causes"] = causes
-        return cls(422, "Invalid", f'{rtype.qualified_kind} "{name}" is invalid: {summary}', details)
+        return cls(
+            422, "Invalid", f'{rtype.qualified_kind} "{name}" is invalid: {summary}', details
+        )
 
     @classmethod
     def bad_request(cls, message: str) -> ApiError:
@@ -146,17 +168,25 @@ class ApiError(Exception):
 
     @classmethod
     def forbidden(cls, rtype: ResourceType, name: str, why: str) -> ApiError:
-        return cls(403, "Forbidden", f'{rtype.group_resource} "{name}" is forbidden: {why}',
-                   cls._details(rtype, name))
+        return cls(
+            403,
+            "Forbidden",
+            f'{rtype.group_resource} "{name}" is forbidden: {why}',
+            cls._details(rtype, name),
+        )
 
     @classmethod
     def method_not_allowed(cls) -> ApiError:
-        return cls(405, "MethodNotAllowed",
-                   "the server does not allow this method on the requested resource")
+        return cls(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
 
 
 def _field_error(field: str, message: str, type_: str = "Invalid", value: Any = None) -> Any:
     from e2e.cluster.admission import FieldError
+
     return FieldError(field=field, message=message, type=type_, value=value)
 
 
@@ -203,18 +233,30 @@ def parse_route(path: str) -> Route:
     watch_path = rest[0] == "watch"
     rest = rest[1:] if watch_path else rest
     namespace = None
-    if rest and rest[0] == "namespaces" and len(rest) >= 3 and not (
-            group == "" and len(rest) == 3 and rest[2] in ("status", "finalize")):
+    if (
+        rest
+        and rest[0] == "namespaces"
+        and len(rest) >= 3
+        and not (group == "" and len(rest) == 3 and rest[2] in ("status", "finalize"))
+    ):
         namespace, rest = rest[1], rest[2:]
     if not rest:
         return Route("other")
-    return Route("resource", group=group, version=version, plural=rest[0],
-                 namespace=namespace, name=rest[1] if len(rest) > 1 else None,
-                 subresource="/".join(rest[2:]) or None, watch_path=watch_path)
+    return Route(
+        "resource",
+        group=group,
+        version=version,
+        plural=rest[0],
+        namespace=namespace,
+        name=rest[1] if len(rest) > 1 else None,
+        subresource="/".join(rest[2:]) or None,
+        watch_path=watch_path,
+    )
 
 
 def _threadsafe(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run the method in the server's loop when called from another thread, and wait."""
+
     @functools.wraps(fn)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         self = args[0]
@@ -235,6 +277,7 @@ def _threadsafe(fn: Callable[_P, _R]) -> Callable[_P, _R]:
 
         loop.call_soon_threadsafe(call)
         return future.result(timeout=30)
+
     return wrapper
 
 
@@ -278,8 +321,9 @@ class ApiServer(kmock.KubernetesEmulator):
         for name in SYSTEM_NAMESPACES:
             self._create(self._types[("", "namespaces")], None, {"metadata": {"name": name}})
         for crd in kopf_peering_crds():
-            self._create(self._types[("apiextensions.k8s.io", "customresourcedefinitions")],
-                         None, crd)
+            self._create(
+                self._types[("apiextensions.k8s.io", "customresourcedefinitions")], None, crd
+            )
         for path in self.crds:
             self.load(path)
 
@@ -289,9 +333,14 @@ class ApiServer(kmock.KubernetesEmulator):
         self._types[rtype.key] = rtype
         self._live.setdefault(rtype.key, {})
         self._resources[rtype.storage] = kmock.ResourceInfo(
-            namespaced=rtype.namespaced, kind=rtype.kind, singular=rtype.singular,
-            verbs=set(STANDARD_VERBS), shortnames=set(rtype.short_names),
-            categories=set(rtype.categories), subresources=set(rtype.subresources))
+            namespaced=rtype.namespaced,
+            kind=rtype.kind,
+            singular=rtype.singular,
+            verbs=set(STANDARD_VERBS),
+            shortnames=set(rtype.short_names),
+            categories=set(rtype.categories),
+            subresources=set(rtype.subresources),
+        )
 
     def _unregister(self, key: tuple[str, str]) -> None:
         rtype = self._types.pop(key, None)
@@ -311,10 +360,13 @@ class ApiServer(kmock.KubernetesEmulator):
             return spec
         ref = spec if isinstance(spec, kmock.resource) else kmock.resource(spec)
         plural = (ref.plural or "").lower()
-        candidates = [t for t in self._types.values()
-                      if plural in (t.plural, t.singular, t.kind.lower(), *t.short_names)
-                      and (ref.group is None or t.group == ref.group)
-                      and (ref.version is None or ref.version in t.versions)]
+        candidates = [
+            t
+            for t in self._types.values()
+            if plural in (t.plural, t.singular, t.kind.lower(), *t.short_names)
+            and (ref.group is None or t.group == ref.group)
+            and (ref.version is None or ref.version in t.versions)
+        ]
         candidates.sort(key=lambda t: (t.group != "", t.group))
         if not candidates:
             raise LookupError(f"no such resource served: {spec!r}")
@@ -325,8 +377,7 @@ class ApiServer(kmock.KubernetesEmulator):
         for rtype in self._types.values():
             if rtype.group == group and rtype.kind == kind and version in rtype.versions:
                 return rtype
-        raise ApiError(404, "NotFound",
-                       f'no matches for kind "{kind}" in version "{api_version}"')
+        raise ApiError(404, "NotFound", f'no matches for kind "{kind}" in version "{api_version}"')
 
     # ------------------------------------------------------------------ storage primitives
 
@@ -339,18 +390,22 @@ class ApiServer(kmock.KubernetesEmulator):
         """An event set on the next write (for in-loop watchers such as the kubelet)."""
         return self._changed
 
-    def _stored(self, rtype: ResourceType, namespace: str | None, name: str
-                ) -> dict[str, Any] | None:
+    def _stored(
+        self, rtype: ResourceType, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
         return self._live.get(rtype.key, {}).get((namespace if rtype.namespaced else None, name))
 
     def _items(self, rtype: ResourceType, namespace: str | None = None) -> list[dict[str, Any]]:
         store = self._live.get(rtype.key, {})
-        keys = sorted((k for k in store if namespace is None or k[0] == namespace),
-                      key=lambda k: (k[0] or "", k[1]))
+        keys = sorted(
+            (k for k in store if namespace is None or k[0] == namespace),
+            key=lambda k: (k[0] or "", k[1]),
+        )
         return [store[k] for k in keys]
 
-    def _commit(self, rtype: ResourceType, event_type: str, old: dict[str, Any] | None,
-                new: dict[str, Any]) -> None:
+    def _commit(
+        self, rtype: ResourceType, event_type: str, old: dict[str, Any] | None, new: dict[str, Any]
+    ) -> None:
         """Store a new state (the caller has stamped its resourceVersion) and notify watchers."""
         meta = new["metadata"]
         key = (meta.get("namespace") if rtype.namespaced else None, meta["name"])
@@ -377,8 +432,11 @@ class ApiServer(kmock.KubernetesEmulator):
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         old_refs = (old or {}).get("metadata", {}).get("ownerReferences")
-        if event_type == "DELETED" or meta.get("deletionTimestamp") or \
-                meta.get("ownerReferences") != old_refs:
+        if (
+            event_type == "DELETED"
+            or meta.get("deletionTimestamp")
+            or meta.get("ownerReferences") != old_refs
+        ):
             self._schedule_gc()
 
     def _next_rv(self) -> str:
@@ -387,8 +445,9 @@ class ApiServer(kmock.KubernetesEmulator):
 
     # ------------------------------------------------------------------ defaulting & rules
 
-    def _normalize(self, rtype: ResourceType, obj: dict[str, Any],
-                   old: dict[str, Any] | None) -> None:
+    def _normalize(
+        self, rtype: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> None:
         """Server-side defaulting and conversion of a few built-in kinds."""
         key = rtype.key
         if key == ("", "secrets"):
@@ -401,8 +460,9 @@ class ApiServer(kmock.KubernetesEmulator):
                     data[k] = base64.b64encode(str(v).encode()).decode()
         elif key == ("", "namespaces"):
             obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
-            obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = \
-                obj["metadata"]["name"]
+            obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj[
+                "metadata"
+            ]["name"]
             if old is None:
                 obj["status"] = {"phase": "Active"}
         elif key == ("", "pods"):
@@ -426,30 +486,46 @@ class ApiServer(kmock.KubernetesEmulator):
             if old is None:
                 obj["metadata"].setdefault("finalizers", []).append(CRD_CLEANUP_FINALIZER)
             names = (obj.get("spec") or {}).get("names") or {}
-            versions = [v["name"] for v in (obj.get("spec") or {}).get("versions") or []
-                        if v.get("storage")]
+            versions = [
+                v["name"] for v in (obj.get("spec") or {}).get("versions") or [] if v.get("storage")
+            ]
             obj["status"] = {
                 "acceptedNames": {k: v for k, v in names.items()},
                 "storedVersions": versions,
                 "conditions": [
-                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-                     "message": "no conflicts found", "lastTransitionTime": now_iso()},
-                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-                     "message": "the initial names have been accepted",
-                     "lastTransitionTime": now_iso()},
+                    {
+                        "type": "NamesAccepted",
+                        "status": "True",
+                        "reason": "NoConflicts",
+                        "message": "no conflicts found",
+                        "lastTransitionTime": now_iso(),
+                    },
+                    {
+                        "type": "Established",
+                        "status": "True",
+                        "reason": "InitialNamesAccepted",
+                        "message": "the initial names have been accepted",
+                        "lastTransitionTime": now_iso(),
+                    },
                 ],
             }
 
-    def _validate(self, rtype: ResourceType, obj: dict[str, Any],
-                  old: dict[str, Any] | None) -> list[Any]:
+    def _validate(
+        self, rtype: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> list[Any]:
         """The few built-in validation rules an operator is likely to run into."""
         errors = []
         name = obj["metadata"]["name"]
         if not _NAME_RE.match(name) or len(name) > 253:
-            errors.append(_field_error(
-                "metadata.name", "a lowercase RFC 1123 subdomain must consist of lower case "
-                "alphanumeric characters, '-' or '.', and must start and end with an "
-                "alphanumeric character", value=name))
+            errors.append(
+                _field_error(
+                    "metadata.name",
+                    "a lowercase RFC 1123 subdomain must consist of lower case "
+                    "alphanumeric characters, '-' or '.', and must start and end with an "
+                    "alphanumeric character",
+                    value=name,
+                )
+            )
         if rtype.key in (("apps", "deployments"), ("apps", "replicasets")):
             spec = obj.get("spec") or {}
             try:
@@ -461,26 +537,39 @@ class ApiServer(kmock.KubernetesEmulator):
             if selector is not None and not selector:
                 errors.append(_field_error("spec.selector", "", type_="Required"))
             elif selector is not None and not selector.matches(labels):
-                errors.append(_field_error("spec.template.metadata.labels",
-                                           "`selector` does not match template `labels`",
-                                           value=labels))
+                errors.append(
+                    _field_error(
+                        "spec.template.metadata.labels",
+                        "`selector` does not match template `labels`",
+                        value=labels,
+                    )
+                )
             if old is not None and (old.get("spec") or {}).get("selector") != spec.get("selector"):
-                errors.append(_field_error("spec.selector", "field is immutable",
-                                           value=spec.get("selector")))
+                errors.append(
+                    _field_error("spec.selector", "field is immutable", value=spec.get("selector"))
+                )
             if not isinstance(spec.get("replicas", 1), int) or spec.get("replicas", 1) < 0:
-                errors.append(_field_error("spec.replicas",
-                                           "must be greater than or equal to 0",
-                                           value=spec.get("replicas")))
+                errors.append(
+                    _field_error(
+                        "spec.replicas",
+                        "must be greater than or equal to 0",
+                        value=spec.get("replicas"),
+                    )
+                )
         if rtype.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             spec = obj.get("spec") or {}
             expected = f"{(spec.get('names') or {}).get('plural')}.{spec.get('group')}"
             if name != expected:
-                errors.append(_field_error("metadata.name", 'must be spec.names.plural+"."+spec.group',
-                                           value=name))
+                errors.append(
+                    _field_error(
+                        "metadata.name", 'must be spec.names.plural+"."+spec.group', value=name
+                    )
+                )
         return errors
 
-    def _admit(self, rtype: ResourceType, obj: dict[str, Any],
-               old: dict[str, Any] | None) -> dict[str, Any]:
+    def _admit(
+        self, rtype: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> dict[str, Any]:
         name = obj["metadata"]["name"]
         errors = self._validate(rtype, obj, old)
         if errors:
@@ -499,31 +588,45 @@ class ApiServer(kmock.KubernetesEmulator):
             except Exception as exc:
                 field_errors = errors_of(exc)
                 if field_errors is None:
-                    raise ApiError(500, "InternalError",
-                                   f"Internal error occurred: admission of {rtype.qualified_kind}"
-                                   f' "{name}" failed: {exc!r}') from exc
+                    raise ApiError(
+                        500,
+                        "InternalError",
+                        f"Internal error occurred: admission of {rtype.qualified_kind}"
+                        f' "{name}" failed: {exc!r}',
+                    ) from exc
                 raise ApiError.invalid(rtype, name, field_errors) from exc
             if result is not None:
                 if not isinstance(result, dict):
-                    raise ApiError(500, "InternalError",
-                                   f"admission returned {type(result).__name__}, not an object")
+                    raise ApiError(
+                        500,
+                        "InternalError",
+                        f"admission returned {type(result).__name__}, not an object",
+                    )
                 obj = result
         return obj
 
     def _check_namespace(self, rtype: ResourceType, namespace: str, name: str) -> None:
         ns = self._stored(self._types[("", "namespaces")], None, namespace)
         if ns is None:
-            raise ApiError(404, "NotFound", f'namespaces "{namespace}" not found',
-                           {"name": namespace, "kind": "namespaces"})
+            raise ApiError(
+                404,
+                "NotFound",
+                f'namespaces "{namespace}" not found',
+                {"name": namespace, "kind": "namespaces"},
+            )
         if ns["metadata"].get("deletionTimestamp"):
             raise ApiError.forbidden(
-                rtype, name, f"unable to create new content in namespace {namespace} "
-                "because it is being terminated")
+                rtype,
+                name,
+                f"unable to create new content in namespace {namespace} "
+                "because it is being terminated",
+            )
 
     # ------------------------------------------------------------------ core operations
 
-    def _create(self, rtype: ResourceType, namespace: str | None, body: Any,
-                *, dry_run: bool = False) -> dict[str, Any]:
+    def _create(
+        self, rtype: ResourceType, namespace: str | None, body: Any, *, dry_run: bool = False
+    ) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request must be a JSON object")
         obj = copy.deepcopy(body)
@@ -535,16 +638,25 @@ class ApiServer(kmock.KubernetesEmulator):
         if rtype.namespaced:
             namespace = namespace or meta.get("namespace") or "default"
             if meta.get("namespace") and meta["namespace"] != namespace:
-                raise ApiError.bad_request("the namespace of the provided object does not match "
-                                           "the namespace sent on the request")
+                raise ApiError.bad_request(
+                    "the namespace of the provided object does not match "
+                    "the namespace sent on the request"
+                )
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
             namespace = None
         if not meta.get("name"):
             if not meta.get("generateName"):
-                raise ApiError.invalid(rtype, "", [_field_error(
-                    "metadata.name", "name or generateName is required", type_="Required")])
+                raise ApiError.invalid(
+                    rtype,
+                    "",
+                    [
+                        _field_error(
+                            "metadata.name", "name or generateName is required", type_="Required"
+                        )
+                    ],
+                )
             meta["name"] = meta["generateName"] + random_suffix()
         name = meta["name"]
         if namespace is not None:
@@ -553,8 +665,16 @@ class ApiServer(kmock.KubernetesEmulator):
             raise ApiError.already_exists(rtype, name)
         obj["apiVersion"] = rtype.api_version()
         obj["kind"] = rtype.kind
-        for field in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields",
-                      "selfLink", "resourceVersion", "uid", "creationTimestamp", "generation"):
+        for field in (
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+        ):
             meta.pop(field, None)
         if "status" in rtype.subresources:
             obj.pop("status", None)  # status is reset on create (PrepareForCreate)
@@ -574,9 +694,17 @@ class ApiServer(kmock.KubernetesEmulator):
             self._register(type_from_crd(obj))
         return obj
 
-    def _update(self, rtype: ResourceType, namespace: str | None, name: str,
-                mutate: Callable[[dict[str, Any]], Any], *, subresource: str | None = None,
-                replace: bool = False, dry_run: bool = False) -> dict[str, Any]:
+    def _update(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        mutate: Callable[[dict[str, Any]], Any],
+        *,
+        subresource: str | None = None,
+        replace: bool = False,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         """Read-modify-write of one object with all the API server's rules.
 
         ``mutate(current_copy)`` returns the desired object (a patch applied, or a PUT body).
@@ -600,11 +728,20 @@ class ApiServer(kmock.KubernetesEmulator):
         if wanted_rv not in (None, "") and str(wanted_rv) != cur_meta["resourceVersion"]:
             raise ApiError.conflict(rtype, name)
         if replace and wanted_rv in (None, "") and rtype.custom:
-            raise ApiError.invalid(rtype, name, [_field_error(
-                "metadata.resourceVersion", "must be specified for an update", value=0)])
+            raise ApiError.invalid(
+                rtype,
+                name,
+                [
+                    _field_error(
+                        "metadata.resourceVersion", "must be specified for an update", value=0
+                    )
+                ],
+            )
         if new["metadata"].get("name", name) != name:
-            raise ApiError.bad_request(f"the name of the object ({new['metadata']['name']}) does "
-                                       f"not match the name on the URL ({name})")
+            raise ApiError.bad_request(
+                f"the name of the object ({new['metadata']['name']}) does "
+                f"not match the name on the URL ({name})"
+            )
         if subresource == "status":
             result = copy.deepcopy(current)
             if "status" in new:
@@ -619,8 +756,16 @@ class ApiServer(kmock.KubernetesEmulator):
                 else:
                     result.pop("status", None)
         meta = result.setdefault("metadata", {})
-        for field in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
-                      "deletionGracePeriodSeconds", "generation", "resourceVersion"):
+        for field in (
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "resourceVersion",
+        ):
             if field in cur_meta:
                 meta[field] = cur_meta[field]
             else:
@@ -630,9 +775,18 @@ class ApiServer(kmock.KubernetesEmulator):
         if cur_meta.get("deletionTimestamp"):
             added = set(meta.get("finalizers") or ()) - set(cur_meta.get("finalizers") or ())
             if added:
-                raise ApiError.invalid(rtype, name, [_field_error(
-                    "metadata.finalizers", "no new finalizers can be added if the object is "
-                    f"being deleted, found new finalizers {sorted(added)}", type_="Forbidden")])
+                raise ApiError.invalid(
+                    rtype,
+                    name,
+                    [
+                        _field_error(
+                            "metadata.finalizers",
+                            "no new finalizers can be added if the object is "
+                            f"being deleted, found new finalizers {sorted(added)}",
+                            type_="Forbidden",
+                        )
+                    ],
+                )
         _drop_empty_metadata(meta)
         if subresource != "status":
             self._normalize(rtype, result, current)
@@ -650,13 +804,19 @@ class ApiServer(kmock.KubernetesEmulator):
             self._after_removal(rtype, result)
         else:
             self._commit(rtype, "MODIFIED", current, result)
-            if rtype.key == ("apiextensions.k8s.io", "customresourcedefinitions") \
-                    and not meta.get("deletionTimestamp"):
+            if rtype.key == ("apiextensions.k8s.io", "customresourcedefinitions") and not meta.get(
+                "deletionTimestamp"
+            ):
                 self._register(type_from_crd(result))
         return result
 
-    def _delete(self, rtype: ResourceType, namespace: str | None, name: str,
-                options: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
+    def _delete(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        options: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], bool]:
         """Delete per DeleteOptions; returns the object and whether it is gone already."""
         options = options or {}
         namespace = namespace if rtype.namespaced else None
@@ -666,13 +826,23 @@ class ApiServer(kmock.KubernetesEmulator):
         meta = current["metadata"]
         preconditions = options.get("preconditions") or {}
         if preconditions.get("uid") and preconditions["uid"] != meta.get("uid"):
-            raise ApiError.conflict(rtype, name, "Precondition failed: UID in precondition: "
-                                    f"{preconditions['uid']}, UID in object meta: {meta.get('uid')}")
-        if preconditions.get("resourceVersion") and \
-                str(preconditions["resourceVersion"]) != meta["resourceVersion"]:
-            raise ApiError.conflict(rtype, name, "Precondition failed: ResourceVersion in "
-                                    f"precondition: {preconditions['resourceVersion']}, "
-                                    f"ResourceVersion in object meta: {meta['resourceVersion']}")
+            raise ApiError.conflict(
+                rtype,
+                name,
+                "Precondition failed: UID in precondition: "
+                f"{preconditions['uid']}, UID in object meta: {meta.get('uid')}",
+            )
+        if (
+            preconditions.get("resourceVersion")
+            and str(preconditions["resourceVersion"]) != meta["resourceVersion"]
+        ):
+            raise ApiError.conflict(
+                rtype,
+                name,
+                "Precondition failed: ResourceVersion in "
+                f"precondition: {preconditions['resourceVersion']}, "
+                f"ResourceVersion in object meta: {meta['resourceVersion']}",
+            )
         policy = options.get("propagationPolicy")
         if policy is None and options.get("orphanDependents") is True:
             policy = "Orphan"
@@ -735,19 +905,27 @@ class ApiServer(kmock.KubernetesEmulator):
         if rtype.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
             self._unregister(type_from_crd(obj).key)
 
-    def _list(self, rtype: ResourceType, namespace: str | None,
-              label_selector: selectors.LabelSelector | None = None,
-              field_selector: selectors.FieldSelector | None = None) -> list[dict[str, Any]]:
+    def _list(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        label_selector: selectors.LabelSelector | None = None,
+        field_selector: selectors.FieldSelector | None = None,
+    ) -> list[dict[str, Any]]:
         match = self._matcher(rtype, namespace, None, label_selector, field_selector)
         return [obj for obj in self._items(rtype, namespace) if match(obj)]
 
-    def _matcher(self, rtype: ResourceType, namespace: str | None, name: str | None,
-                 label_selector: selectors.LabelSelector | None,
-                 field_selector: selectors.FieldSelector | None
-                 ) -> Callable[[dict[str, Any]], bool]:
-        for path in (field_selector.paths if field_selector else ()):
+    def _matcher(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str | None,
+        label_selector: selectors.LabelSelector | None,
+        field_selector: selectors.FieldSelector | None,
+    ) -> Callable[[dict[str, Any]], bool]:
+        for path in field_selector.paths if field_selector else ():
             if not rtype.supports_field(path):
-                raise ApiError.bad_request(f'field label not supported: {path}')
+                raise ApiError.bad_request(f"field label not supported: {path}")
 
         def match(obj: dict[str, Any]) -> bool:
             meta = obj.get("metadata") or {}
@@ -758,7 +936,9 @@ class ApiServer(kmock.KubernetesEmulator):
             if label_selector and not label_selector.matches(meta.get("labels")):
                 return False
             return not field_selector or field_selector.matches(
-                lambda path: selectors.get_field(obj, path))
+                lambda path: selectors.get_field(obj, path)
+            )
+
         return match
 
     # ------------------------------------------------------------------ garbage collection
@@ -803,8 +983,10 @@ class ApiServer(kmock.KubernetesEmulator):
 
             def mutate(o: dict[str, Any]) -> dict[str, Any]:
                 o["metadata"]["finalizers"] = [
-                    f for f in o["metadata"].get("finalizers") or () if f != finalizer]
+                    f for f in o["metadata"].get("finalizers") or () if f != finalizer
+                ]
                 return o
+
             with contextlib.suppress(ApiError):
                 self._update(rtype, meta.get("namespace"), meta["name"], mutate)
 
@@ -813,8 +995,9 @@ class ApiServer(kmock.KubernetesEmulator):
             if meta.get("deletionTimestamp"):
                 return
             with contextlib.suppress(ApiError):
-                self._delete(rtype, meta.get("namespace"), meta["name"],
-                             {"propagationPolicy": policy})
+                self._delete(
+                    rtype, meta.get("namespace"), meta["name"], {"propagationPolicy": policy}
+                )
 
         for key in list(self._live):
             rtype = self._types.get(key)
@@ -827,15 +1010,24 @@ class ApiServer(kmock.KubernetesEmulator):
                     uid = meta["uid"]
                     if "orphan" in finalizers:
                         for dep_type, dep in self._dependents(uid):
+
                             def strip(o: dict[str, Any], uid: str = uid) -> dict[str, Any]:
-                                refs = [r for r in o["metadata"].pop("ownerReferences", ())
-                                        if r.get("uid") != uid]
+                                refs = [
+                                    r
+                                    for r in o["metadata"].pop("ownerReferences", ())
+                                    if r.get("uid") != uid
+                                ]
                                 if refs:
                                     o["metadata"]["ownerReferences"] = refs
                                 return o
+
                             with contextlib.suppress(ApiError):
-                                self._update(dep_type, dep["metadata"].get("namespace"),
-                                             dep["metadata"]["name"], strip)
+                                self._update(
+                                    dep_type,
+                                    dep["metadata"].get("namespace"),
+                                    dep["metadata"]["name"],
+                                    strip,
+                                )
                         remove_finalizer(rtype, obj, "orphan")
                     elif "foregroundDeletion" in finalizers:
                         dependents = self._dependents(uid)
@@ -844,16 +1036,22 @@ class ApiServer(kmock.KubernetesEmulator):
                         if not dependents:
                             remove_finalizer(rtype, obj, "foregroundDeletion")
                     if key == ("", "namespaces"):
-                        contents = [(t, o) for k, t in self._types.items() if t.namespaced
-                                    for o in self._items(t, meta["name"])]
+                        contents = [
+                            (t, o)
+                            for k, t in self._types.items()
+                            if t.namespaced
+                            for o in self._items(t, meta["name"])
+                        ]
                         for dep_type, dep in contents:
                             delete(dep_type, dep)
                         if not contents and not finalizers:
                             new = copy.deepcopy(obj)
                             new["metadata"]["resourceVersion"] = self._next_rv()
                             self._commit(rtype, "DELETED", obj, new)
-                    if key == ("apiextensions.k8s.io", "customresourcedefinitions") \
-                            and CRD_CLEANUP_FINALIZER in finalizers:
+                    if (
+                        key == ("apiextensions.k8s.io", "customresourcedefinitions")
+                        and CRD_CLEANUP_FINALIZER in finalizers
+                    ):
                         crd_type = self._types.get(type_from_crd(obj).key)
                         instances = self._items(crd_type) if crd_type else []
                         for inst in instances:
@@ -868,14 +1066,14 @@ class ApiServer(kmock.KubernetesEmulator):
     # ------------------------------------------------------------------ public helpers
 
     @_threadsafe
-    def add_admission(self, resource: ResourceType | str | kmock.resource,
-                      fn: AdmissionFn) -> None:
+    def add_admission(self, resource: ResourceType | str | kmock.resource, fn: AdmissionFn) -> None:
         """Register ``fn(new, old) -> obj`` (raise AdmissionError to reject) for a resource."""
         self._admission[self.resolve(resource).key].append(fn)
 
     @_threadsafe
-    def remove_admission(self, resource: ResourceType | str | kmock.resource,
-                         fn: AdmissionFn) -> None:
+    def remove_admission(
+        self, resource: ResourceType | str | kmock.resource, fn: AdmissionFn
+    ) -> None:
         self._admission[self.resolve(resource).key].remove(fn)
 
     @_threadsafe
@@ -886,19 +1084,28 @@ class ApiServer(kmock.KubernetesEmulator):
         return self._rv
 
     @_threadsafe
-    def get(self, resource: ResourceType | str | kmock.resource, namespace: str | None,
-            name: str) -> dict[str, Any] | None:
+    def get(
+        self, resource: ResourceType | str | kmock.resource, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
         rtype = self.resolve(resource)
         obj = self._stored(rtype, namespace, name)
         return copy.deepcopy(obj) if obj is not None else None
 
     @_threadsafe
-    def list(self, resource: ResourceType | str | kmock.resource, namespace: str | None = None,
-             label_selector: str | None = None, field_selector: str | None = None
-             ) -> list[dict[str, Any]]:
+    def list(
+        self,
+        resource: ResourceType | str | kmock.resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
         rtype = self.resolve(resource)
-        items = self._list(rtype, namespace, selectors.parse_label_selector(label_selector),
-                           selectors.parse_field_selector(field_selector))
+        items = self._list(
+            rtype,
+            namespace,
+            selectors.parse_label_selector(label_selector),
+            selectors.parse_field_selector(field_selector),
+        )
         return copy.deepcopy(items)
 
     @_threadsafe
@@ -907,19 +1114,34 @@ class ApiServer(kmock.KubernetesEmulator):
         return copy.deepcopy(self._create(rtype, namespace, dict(obj)))
 
     @_threadsafe
-    def patch(self, resource: ResourceType | str | kmock.resource, namespace: str | None,
-              name: str, patch: Any, *, subresource: str | None = None,
-              json_patch: bool = False) -> dict[str, Any]:
+    def patch(
+        self,
+        resource: ResourceType | str | kmock.resource,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+        json_patch: bool = False,
+    ) -> dict[str, Any]:
         """Merge-patch (or JSON-patch) an object, as a client would."""
         rtype = self.resolve(resource)
 
         def mutate(cur: dict[str, Any]) -> Any:
-            return patching.json_patch(cur, patch) if json_patch else patching.merge_patch(cur, patch)
+            return (
+                patching.json_patch(cur, patch) if json_patch else patching.merge_patch(cur, patch)
+            )
+
         return copy.deepcopy(self._update(rtype, namespace, name, mutate, subresource=subresource))
 
     @_threadsafe
-    def delete(self, resource: ResourceType | str | kmock.resource, namespace: str | None,
-               name: str, **options: Any) -> dict[str, Any]:
+    def delete(
+        self,
+        resource: ResourceType | str | kmock.resource,
+        namespace: str | None,
+        name: str,
+        **options: Any,
+    ) -> dict[str, Any]:
         """Delete with DeleteOptions given as keywords (propagationPolicy=..., ...)."""
         obj, _ = self._delete(self.resolve(resource), namespace, name, options)
         return copy.deepcopy(obj)
@@ -932,14 +1154,23 @@ class ApiServer(kmock.KubernetesEmulator):
         current = self._stored(rtype, meta.get("namespace") or "default", meta.get("name", ""))
         if current is None:
             return copy.deepcopy(self._create(rtype, meta.get("namespace"), dict(obj)))
-        return copy.deepcopy(self._update(
-            rtype, meta.get("namespace") or "default", meta["name"],
-            lambda cur: patching.merge_patch(cur, {k: v for k, v in obj.items() if k != "status"})))
+        return copy.deepcopy(
+            self._update(
+                rtype,
+                meta.get("namespace") or "default",
+                meta["name"],
+                lambda cur: patching.merge_patch(
+                    cur, {k: v for k, v in obj.items() if k != "status"}
+                ),
+            )
+        )
 
     def load(self, source: str | Path) -> builtins.list[dict[str, Any]]:
         """Apply every YAML document of a file, or of every *.yaml file of a folder."""
         path = Path(source)
-        files = sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
+        files = (
+            sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
+        )
         return [self.apply(doc) for file in files for doc in _yaml_documents(file)]
 
     @_threadsafe
@@ -1003,8 +1234,12 @@ class ApiServer(kmock.KubernetesEmulator):
             self.internal_errors.append(exc)
             if self._errors:
                 self._errors[-1].append(exc)
-            err = ApiError(500, "InternalError", f"Internal error occurred: {exc!r}",
-                           {"causes": [{"message": traceback.format_exc()}]})
+            err = ApiError(
+                500,
+                "InternalError",
+                f"Internal error occurred: {exc!r}",
+                {"causes": [{"message": traceback.format_exc()}]},
+            )
             return aiohttp.web.json_response(err.status(), status=500)
 
     def _parse_request(self, raw: aiohttp.web.BaseRequest, body: bytes) -> rendering.Request:
@@ -1023,8 +1258,13 @@ class ApiServer(kmock.KubernetesEmulator):
         if route.kind == "resource":
             if method == enums.method.GET:
                 watch = params.get("watch") in ("true", "1") or route.watch_path
-                action = (enums.action.WATCH if watch else
-                          enums.action.FETCH if route.name else enums.action.LIST)
+                action = (
+                    enums.action.WATCH
+                    if watch
+                    else enums.action.FETCH
+                    if route.name
+                    else enums.action.LIST
+                )
             elif method == enums.method.POST:
                 action = enums.action.CREATE
             elif method in (enums.method.PATCH, enums.method.PUT):
@@ -1033,13 +1273,24 @@ class ApiServer(kmock.KubernetesEmulator):
                 action = enums.action.DELETE
         resource = None
         if route.group is not None:
-            resource = kmock.resource(group=route.group, version=route.version,
-                                      plural=route.plural)
+            resource = kmock.resource(group=route.group, version=route.version, plural=route.plural)
         return rendering.Request(
-            id=len(self._requests), raw_request=raw, url=raw.url, method=raw.method,
-            params=params, headers=dict(raw.headers), cookies=dict(raw.cookies),
-            body=body, text=text, data=data, action=action, resource=resource,
-            namespace=route.namespace, name=route.name, subresource=route.subresource)
+            id=len(self._requests),
+            raw_request=raw,
+            url=raw.url,
+            method=raw.method,
+            params=params,
+            headers=dict(raw.headers),
+            cookies=dict(raw.cookies),
+            body=body,
+            text=text,
+            data=data,
+            action=action,
+            resource=resource,
+            namespace=route.namespace,
+            name=route.name,
+            subresource=route.subresource,
+        )
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         # Reactions that tests add with kmock's DSL come first (fault injection, spying);
@@ -1083,21 +1334,32 @@ class ApiServer(kmock.KubernetesEmulator):
         if method == "GET" and name is None:
             listing = self._api_list(rtype, version, namespace, params)
             if as_table:
-                return aiohttp.web.json_response(tables.table(
-                    rtype, listing["items"], listing["metadata"]["resourceVersion"],
-                    params.get("includeObject", "PartialObjectMetadata")))
+                return aiohttp.web.json_response(
+                    tables.table(
+                        rtype,
+                        listing["items"],
+                        listing["metadata"]["resourceVersion"],
+                        params.get("includeObject", "PartialObjectMetadata"),
+                    )
+                )
             return aiohttp.web.json_response(listing)
         if method == "GET" and sub == "log":
             return self._serve_log(rtype, namespace, name or "", params)
         if method == "GET" and sub == "scale":
-            return aiohttp.web.json_response(self._scale_of(rtype, self._get_or_404(
-                rtype, namespace, name or "")))
+            return aiohttp.web.json_response(
+                self._scale_of(rtype, self._get_or_404(rtype, namespace, name or ""))
+            )
         if method == "GET":
             obj = self._get_or_404(rtype, namespace, name or "")
             if as_table:
-                return aiohttp.web.json_response(tables.table(
-                    rtype, [self._present(rtype, obj, version)], obj["metadata"]["resourceVersion"],
-                    params.get("includeObject", "PartialObjectMetadata")))
+                return aiohttp.web.json_response(
+                    tables.table(
+                        rtype,
+                        [self._present(rtype, obj, version)],
+                        obj["metadata"]["resourceVersion"],
+                        params.get("includeObject", "PartialObjectMetadata"),
+                    )
+                )
             return out(obj)
         dry_run = bool(params.get("dryRun"))
         if method == "POST" and name is None:
@@ -1109,8 +1371,15 @@ class ApiServer(kmock.KubernetesEmulator):
             mutate = self._mutation(request, method)
             if sub == "scale":
                 return aiohttp.web.json_response(self._write_scale(rtype, namespace, name, mutate))
-            updated = self._update(rtype, namespace, name, mutate, subresource=sub,
-                                   replace=method == "PUT", dry_run=dry_run)
+            updated = self._update(
+                rtype,
+                namespace,
+                name,
+                mutate,
+                subresource=sub,
+                replace=method == "PUT",
+                dry_run=dry_run,
+            )
             return out(updated)
         if method == "DELETE":
             options = dict(request.data) if isinstance(request.data, dict) else {}
@@ -1119,25 +1388,32 @@ class ApiServer(kmock.KubernetesEmulator):
                     options[key] = int(params[key]) if key == "gracePeriodSeconds" else params[key]
             if name is None:
                 return aiohttp.web.json_response(
-                    self._delete_collection(rtype, version, namespace, params, options))
+                    self._delete_collection(rtype, version, namespace, params, options)
+                )
             obj, gone = self._delete(rtype, namespace, name, options)
             if gone and rtype.key != ("", "pods"):
-                return aiohttp.web.json_response({
-                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                    "details": {**ApiError._details(rtype, name),
-                                "uid": obj["metadata"].get("uid")}})
+                return aiohttp.web.json_response(
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Success",
+                        "details": {
+                            **ApiError._details(rtype, name),
+                            "uid": obj["metadata"].get("uid"),
+                        },
+                    }
+                )
             return out(obj)
         raise ApiError.method_not_allowed()
 
-    def _get_or_404(self, rtype: ResourceType, namespace: str | None, name: str
-                    ) -> dict[str, Any]:
+    def _get_or_404(self, rtype: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
         obj = self._stored(rtype, namespace, name)
         if obj is None:
             raise ApiError.not_found(rtype, name)
         return obj
 
-    def _present(self, rtype: ResourceType, obj: Mapping[str, Any], version: str
-                 ) -> dict[str, Any]:
+    def _present(self, rtype: ResourceType, obj: Mapping[str, Any], version: str) -> dict[str, Any]:
         """The object as served at the requested version (no conversion, like CRDs' None)."""
         return {**obj, "apiVersion": rtype.api_version(version)}
 
@@ -1155,21 +1431,28 @@ class ApiServer(kmock.KubernetesEmulator):
             if not isinstance(data, dict):
                 raise ApiError.bad_request("a merge patch must be a JSON object")
             return lambda current: patching.merge_patch(current, data)
-        raise ApiError(415, "UnsupportedMediaType",
-                       f"the body of the request was in an unknown format - accepted media types "
-                       f"include: application/json-patch+json, application/merge-patch+json, "
-                       f"application/strategic-merge-patch+json (got {ctype or 'none'})")
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - accepted media types "
+            f"include: application/json-patch+json, application/merge-patch+json, "
+            f"application/strategic-merge-patch+json (got {ctype or 'none'})",
+        )
 
-    def _selectors(self, params: Mapping[str, str]
-                   ) -> tuple[selectors.LabelSelector, selectors.FieldSelector]:
+    def _selectors(
+        self, params: Mapping[str, str]
+    ) -> tuple[selectors.LabelSelector, selectors.FieldSelector]:
         try:
-            return (selectors.parse_label_selector(params.get("labelSelector")),
-                    selectors.parse_field_selector(params.get("fieldSelector")))
+            return (
+                selectors.parse_label_selector(params.get("labelSelector")),
+                selectors.parse_field_selector(params.get("fieldSelector")),
+            )
         except selectors.SelectorError as exc:
             raise ApiError.bad_request(str(exc)) from exc
 
-    def _api_list(self, rtype: ResourceType, version: str, namespace: str | None,
-                    params: Mapping[str, str]) -> dict[str, Any]:
+    def _api_list(
+        self, rtype: ResourceType, version: str, namespace: str | None, params: Mapping[str, str]
+    ) -> dict[str, Any]:
         label_sel, field_sel = self._selectors(params)
         items = self._list(rtype, namespace, label_sel, field_sel)
         meta: dict[str, Any] = {"resourceVersion": str(self._rv)}
@@ -1181,46 +1464,69 @@ class ApiServer(kmock.KubernetesEmulator):
             except (ValueError, KeyError, TypeError) as exc:
                 raise ApiError.bad_request(f"continue key is not valid: {exc}") from exc
             if int(state.get("rv", 0)) < self._compacted:
-                raise ApiError.gone("The provided continue parameter is too old to display a "
-                                    "consistent list result. You can start a new list without "
-                                    "the continue parameter.")
-            items = [o for o in items
-                     if (o["metadata"].get("namespace") or "", o["metadata"]["name"]) > after]
+                raise ApiError.gone(
+                    "The provided continue parameter is too old to display a "
+                    "consistent list result. You can start a new list without "
+                    "the continue parameter."
+                )
+            items = [
+                o
+                for o in items
+                if (o["metadata"].get("namespace") or "", o["metadata"]["name"]) > after
+            ]
         limit = int(params.get("limit") or 0)
         if limit > 0 and len(items) > limit:
             last = items[limit - 1]["metadata"]
-            meta["continue"] = base64.urlsafe_b64encode(json.dumps({
-                "rv": self._rv, "ns": last.get("namespace"), "name": last["name"]}).encode()).decode()
+            meta["continue"] = base64.urlsafe_b64encode(
+                json.dumps(
+                    {"rv": self._rv, "ns": last.get("namespace"), "name": last["name"]}
+                ).encode()
+            ).decode()
             meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
         return {
-            "apiVersion": rtype.api_version(version), "kind": rtype.list_kind,
-            "metadata": meta, "items": [self._present(rtype, o, version) for o in items],
+            "apiVersion": rtype.api_version(version),
+            "kind": rtype.list_kind,
+            "metadata": meta,
+            "items": [self._present(rtype, o, version) for o in items],
         }
 
-    def _delete_collection(self, rtype: ResourceType, version: str, namespace: str | None,
-                           params: Mapping[str, str], options: Mapping[str, Any]
-                           ) -> dict[str, Any]:
+    def _delete_collection(
+        self,
+        rtype: ResourceType,
+        version: str,
+        namespace: str | None,
+        params: Mapping[str, str],
+        options: Mapping[str, Any],
+    ) -> dict[str, Any]:
         label_sel, field_sel = self._selectors(params)
         deleted = []
         for obj in list(self._list(rtype, namespace, label_sel, field_sel)):
             meta = obj["metadata"]
             with contextlib.suppress(ApiError):
                 deleted.append(self._delete(rtype, meta.get("namespace"), meta["name"], options)[0])
-        return {"apiVersion": rtype.api_version(version), "kind": rtype.list_kind,
-                "metadata": {"resourceVersion": str(self._rv)},
-                "items": [self._present(rtype, o, version) for o in deleted]}
+        return {
+            "apiVersion": rtype.api_version(version),
+            "kind": rtype.list_kind,
+            "metadata": {"resourceVersion": str(self._rv)},
+            "items": [self._present(rtype, o, version) for o in deleted],
+        }
 
-    def _serve_log(self, rtype: ResourceType, namespace: str | None, name: str,
-                   params: Mapping[str, str]) -> aiohttp.web.Response:
+    def _serve_log(
+        self, rtype: ResourceType, namespace: str | None, name: str, params: Mapping[str, str]
+    ) -> aiohttp.web.Response:
         self._get_or_404(rtype, namespace, name)
         if self.pod_logs is None:
             raise ApiError.bad_request(f'pod "{name}" has no logs: no kubelet runs it')
-        text = self.pod_logs(namespace or "default", name, params.get("container"),
-                             params.get("previous") in ("true", "1"))
+        text = self.pod_logs(
+            namespace or "default",
+            name,
+            params.get("container"),
+            params.get("previous") in ("true", "1"),
+        )
         if params.get("tailLines"):
             lines = text.splitlines(keepends=True)
-            text = "".join(lines[-int(params["tailLines"]):])
+            text = "".join(lines[-int(params["tailLines"]) :])
         return aiohttp.web.Response(text=text, content_type="text/plain")
 
     # ------------------------------------------------------------------ /scale
@@ -1235,15 +1541,20 @@ class ApiServer(kmock.KubernetesEmulator):
         else:
             selector = _get_path(obj, rtype.scale.label_selector) or ""
         return {
-            "kind": "Scale", "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                              "creationTimestamp") if k in meta},
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                k: meta[k]
+                for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                if k in meta
+            },
             "spec": {"replicas": int(spec_replicas or 0)},
             "status": {"replicas": int(status_replicas or 0), "selector": selector},
         }
 
-    def _write_scale(self, rtype: ResourceType, namespace: str | None, name: str,
-                     mutate: Callable[[Any], Any]) -> dict[str, Any]:
+    def _write_scale(
+        self, rtype: ResourceType, namespace: str | None, name: str, mutate: Callable[[Any], Any]
+    ) -> dict[str, Any]:
         assert rtype.scale is not None
         paths = rtype.scale
         current = self._get_or_404(rtype, namespace, name)
@@ -1255,25 +1566,41 @@ class ApiServer(kmock.KubernetesEmulator):
             raise ApiError(422, "UnprocessableEntity", str(exc)) from exc
         replicas = (scale.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or replicas < 0:
-            raise ApiError.invalid(rtype, name, [_field_error(
-                "spec.replicas", "must be greater than or equal to 0", value=replicas)])
+            raise ApiError.invalid(
+                rtype,
+                name,
+                [
+                    _field_error(
+                        "spec.replicas", "must be greater than or equal to 0", value=replicas
+                    )
+                ],
+            )
         wanted_rv = (scale.get("metadata") or {}).get("resourceVersion")
 
         def apply(obj: dict[str, Any]) -> dict[str, Any]:
             _set_path(obj, paths.spec_replicas, replicas)
             obj["metadata"]["resourceVersion"] = wanted_rv or obj["metadata"]["resourceVersion"]
             return obj
+
         updated = self._update(rtype, namespace, name, apply)
         return self._scale_of(rtype, updated)
 
     # ------------------------------------------------------------------ watch
 
-    async def _api_watch(self, raw: aiohttp.web.BaseRequest, rtype: ResourceType,
-                           version: str, namespace: str | None, name: str | None,
-                           params: Mapping[str, str]) -> aiohttp.web.StreamResponse:
+    async def _api_watch(
+        self,
+        raw: aiohttp.web.BaseRequest,
+        rtype: ResourceType,
+        version: str,
+        namespace: str | None,
+        name: str | None,
+        params: Mapping[str, str],
+    ) -> aiohttp.web.StreamResponse:
         label_sel, field_sel = self._selectors(params)
         if name is None and field_sel:
-            names = [r.value for r in field_sel.requirements if r.path == "metadata.name" and r.op == "="]
+            names = [
+                r.value for r in field_sel.requirements if r.path == "metadata.name" and r.op == "="
+            ]
             name = names[0] if len(names) == 1 else None
         match = self._matcher(rtype, namespace, name, label_sel, field_sel)
         bookmarks = params.get("allowWatchBookmarks") in ("true", "1")
@@ -1289,7 +1616,8 @@ class ApiServer(kmock.KubernetesEmulator):
             cursor = -1
 
         response = aiohttp.web.StreamResponse(
-            status=200, headers={"Content-Type": "application/json"})
+            status=200, headers={"Content-Type": "application/json"}
+        )
         response.enable_chunked_encoding()
         await response.prepare(raw)
         loop = asyncio.get_running_loop()
@@ -1300,15 +1628,21 @@ class ApiServer(kmock.KubernetesEmulator):
 
         async def send(event_type: str, obj: Mapping[str, Any]) -> None:
             if as_table and event_type in ("ADDED", "MODIFIED", "DELETED"):
-                obj = tables.table(rtype, [obj], obj["metadata"]["resourceVersion"],
-                                   params.get("includeObject", "PartialObjectMetadata"))
+                obj = tables.table(
+                    rtype,
+                    [obj],
+                    obj["metadata"]["resourceVersion"],
+                    params.get("includeObject", "PartialObjectMetadata"),
+                )
             await response.write(json.dumps({"type": event_type, "object": obj}).encode() + b"\n")
 
         async def bookmark(annotations: Mapping[str, str] | None = None) -> None:
             meta: dict[str, Any] = {"resourceVersion": str(cursor)}
             if annotations:
                 meta["annotations"] = dict(annotations)
-            await send("BOOKMARK", {"kind": rtype.kind, "apiVersion": api_version, "metadata": meta})
+            await send(
+                "BOOKMARK", {"kind": rtype.kind, "apiVersion": api_version, "metadata": meta}
+            )
 
         try:
             if cursor < 0 or send_initial:
@@ -1320,23 +1654,30 @@ class ApiServer(kmock.KubernetesEmulator):
                 if send_initial and bookmarks:
                     await bookmark({"k8s.io/initial-events-end": "true"})
             elif cursor < self._compacted:
-                await send("ERROR", ApiError.gone(
-                    f"too old resource version: {cursor} ({self._compacted})").status())
+                await send(
+                    "ERROR",
+                    ApiError.gone(
+                        f"too old resource version: {cursor} ({self._compacted})"
+                    ).status(),
+                )
                 return response
             next_bookmark = loop.time() + self.bookmark_interval
             while not self._closing.is_set():
                 changed = self._changed
                 head = self._rv
                 if cursor < self._compacted:  # events this watch needs are forgotten
-                    await send("ERROR", ApiError.gone(
-                        f"too old resource version: {cursor} ({self._compacted})").status())
+                    await send(
+                        "ERROR",
+                        ApiError.gone(
+                            f"too old resource version: {cursor} ({self._compacted})"
+                        ).status(),
+                    )
                     return response
                 for event in self._events_after(cursor):
                     if event.rtype_key == rtype.key:
                         translated = _translate(event, match)
                         if translated is not None:
-                            await send(translated[0],
-                                       self._present(rtype, translated[1], version))
+                            await send(translated[0], self._present(rtype, translated[1], version))
                 cursor = max(cursor, head)
                 now = loop.time()
                 if deadline is not None and now >= deadline:
@@ -1354,8 +1695,11 @@ class ApiServer(kmock.KubernetesEmulator):
                 closing = asyncio.ensure_future(self._closing.wait())
                 changed_wait = asyncio.ensure_future(changed.wait())
                 try:
-                    await asyncio.wait([closing, changed_wait], timeout=max(wait, 0.0),
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        [closing, changed_wait],
+                        timeout=max(wait, 0.0),
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
                 finally:
                     closing.cancel()
                     changed_wait.cancel()
@@ -1375,48 +1719,82 @@ class ApiServer(kmock.KubernetesEmulator):
                     paths |= {f"/apis/{t.group}"} | {f"/apis/{t.group}/{v}" for v in t.versions}
             return {"paths": sorted(paths)}
         if route.kind == "api":
-            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-                {"clientCIDR": "0.0.0.0/0", "serverAddress": raw.host}]}
+            return {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": raw.host}
+                ],
+            }
         if route.kind == "apis":
-            return {"kind": "APIGroupList", "apiVersion": "v1",
-                    "groups": [self._group(g) for g in sorted({t.group for t in self._types.values()
-                                                                if t.group})]}
+            return {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [
+                    self._group(g)
+                    for g in sorted({t.group for t in self._types.values() if t.group})
+                ],
+            }
         if route.kind == "group":
             assert route.group is not None
             if not any(t.group == route.group for t in self._types.values()):
                 raise ApiError.no_route()
             return {"kind": "APIGroup", "apiVersion": "v1", **self._group(route.group)}
         if route.kind == "version":
-            types = [t for t in self._types.values()
-                     if t.group == route.group and route.version in t.versions]
+            types = [
+                t
+                for t in self._types.values()
+                if t.group == route.group and route.version in t.versions
+            ]
             if not types and route.group != "":
                 raise ApiError.no_route()
             resources = []
             for t in sorted(types, key=lambda t: t.plural):
-                resources.append({
-                    "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
-                    "kind": t.kind, "verbs": list(STANDARD_VERBS),
-                    **({"shortNames": list(t.short_names)} if t.short_names else {}),
-                    **({"categories": list(t.categories)} if t.categories else {}),
-                    "storageVersionHash": "",
-                })
+                resources.append(
+                    {
+                        "name": t.plural,
+                        "singularName": t.singular,
+                        "namespaced": t.namespaced,
+                        "kind": t.kind,
+                        "verbs": list(STANDARD_VERBS),
+                        **({"shortNames": list(t.short_names)} if t.short_names else {}),
+                        **({"categories": list(t.categories)} if t.categories else {}),
+                        "storageVersionHash": "",
+                    }
+                )
                 for sub in sorted(t.subresources):
-                    entry = {"name": f"{t.plural}/{sub}", "singularName": "",
-                             "namespaced": t.namespaced, "kind": t.kind,
-                             "verbs": list(SUBRESOURCE_VERBS.get(sub, ("get",)))}
+                    entry = {
+                        "name": f"{t.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": t.namespaced,
+                        "kind": t.kind,
+                        "verbs": list(SUBRESOURCE_VERBS.get(sub, ("get",))),
+                    }
                     if sub == "scale":
                         entry.update(group="autoscaling", version="v1", kind="Scale")
                     resources.append(entry)
-            return {"kind": "APIResourceList", "apiVersion": "v1",
-                    "groupVersion": f"{route.group}/{route.version}" if route.group
-                    else str(route.version), "resources": resources}
+            return {
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": f"{route.group}/{route.version}"
+                if route.group
+                else str(route.version),
+                "resources": resources,
+            }
         path = raw.path
         if path == "/version":
             major, minor = self.server_version
-            return {"major": major, "minor": minor, "gitVersion": f"v{major}.{minor}.0",
-                    "gitCommit": "streamherd-emulator", "gitTreeState": "clean",
-                    "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23",
-                    "compiler": "gc", "platform": "linux/amd64"}
+            return {
+                "major": major,
+                "minor": minor,
+                "gitVersion": f"v{major}.{minor}.0",
+                "gitCommit": "streamherd-emulator",
+                "gitTreeState": "clean",
+                "buildDate": "2025-01-01T00:00:00Z",
+                "goVersion": "go1.23",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
         raise ApiError.no_route()
 
     def _openapi_v3(self, path: str) -> dict[str, Any]:
@@ -1429,31 +1807,57 @@ class ApiServer(kmock.KubernetesEmulator):
 
         def gv_path(group: str, version: str) -> str:
             return f"apis/{group}/{version}" if group else f"api/{version}"
+
         if path.rstrip("/") == "/openapi/v3":
-            return {"paths": {gv_path(g, v): {"serverRelativeURL": f"/openapi/v3/{gv_path(g, v)}"
-                                              f"?hash={self._rv:016X}"} for g, v in gvs}}
+            return {
+                "paths": {
+                    gv_path(g, v): {
+                        "serverRelativeURL": f"/openapi/v3/{gv_path(g, v)}?hash={self._rv:016X}"
+                    }
+                    for g, v in gvs
+                }
+            }
         wanted = path.removeprefix("/openapi/v3/").strip("/")
         match = [(g, v) for g, v in gvs if gv_path(g, v) == wanted]
         if not match:
             raise ApiError.no_route()
         group, version = match[0]
-        query = [{"name": name, "in": "query", "schema": {"type": "string"}}
-                 for name in ("dryRun", "fieldManager", "fieldValidation")]
+        query = [
+            {"name": name, "in": "query", "schema": {"type": "string"}}
+            for name in ("dryRun", "fieldManager", "fieldValidation")
+        ]
         paths: dict[str, Any] = {}
         for t in self._types.values():
             if t.group != group or version not in t.versions:
                 continue
             gvk = {"group": group, "version": version, "kind": t.kind}
-            base = "/" + gv_path(group, version) + (
-                "/namespaces/{namespace}" if t.namespaced else "") + f"/{t.plural}"
-            op = {"x-kubernetes-group-version-kind": gvk, "parameters": query,
-                  "responses": {"200": {"description": "OK"}}}
+            base = (
+                "/"
+                + gv_path(group, version)
+                + ("/namespaces/{namespace}" if t.namespaced else "")
+                + f"/{t.plural}"
+            )
+            op = {
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": query,
+                "responses": {"200": {"description": "OK"}},
+            }
             paths[base] = {"get": {**op, "parameters": []}, "post": op}
-            paths[base + "/{name}"] = {"get": {**op, "parameters": []}, "put": op, "patch": op,
-                                       "delete": {**op, "parameters": []}}
-        return {"openapi": "3.0.0", "info": {"title": "Kubernetes (streamherd emulator)",
-                                             "version": f"v{'.'.join(self.server_version)}.0"},
-                "paths": paths, "components": {"schemas": {}}}
+            paths[base + "/{name}"] = {
+                "get": {**op, "parameters": []},
+                "put": op,
+                "patch": op,
+                "delete": {**op, "parameters": []},
+            }
+        return {
+            "openapi": "3.0.0",
+            "info": {
+                "title": "Kubernetes (streamherd emulator)",
+                "version": f"v{'.'.join(self.server_version)}.0",
+            },
+            "paths": paths,
+            "components": {"schemas": {}},
+        }
 
     def _group(self, group: str) -> dict[str, Any]:
         versions: list[str] = []
@@ -1463,9 +1867,11 @@ class ApiServer(kmock.KubernetesEmulator):
                 preferred = preferred or t.version
                 versions += [v for v in t.versions if v not in versions]
         assert preferred is not None
-        return {"name": group,
-                "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in versions],
-                "preferredVersion": {"groupVersion": f"{group}/{preferred}", "version": preferred}}
+        return {
+            "name": group,
+            "versions": [{"groupVersion": f"{group}/{v}", "version": v} for v in versions],
+            "preferredVersion": {"groupVersion": f"{group}/{preferred}", "version": preferred},
+        }
 
 
 def _drop_empty_metadata(meta: dict[str, Any]) -> None:
@@ -1485,18 +1891,24 @@ def _default_pod_spec(spec: dict[str, Any]) -> None:
 
 def _spec_of(rtype: ResourceType, obj: Mapping[str, Any]) -> dict[str, Any]:
     """What generation tracks: everything but metadata (and status, if a subresource)."""
-    skip = {"metadata", "apiVersion", "kind"} | ({"status"} if "status" in rtype.subresources else set())
+    skip = {"metadata", "apiVersion", "kind"} | (
+        {"status"} if "status" in rtype.subresources else set()
+    )
     return {k: v for k, v in obj.items() if k not in skip}
 
 
-def _translate(event: WatchEvent, match: Callable[[dict[str, Any]], bool]
-               ) -> tuple[str, dict[str, Any]] | None:
+def _translate(
+    event: WatchEvent, match: Callable[[dict[str, Any]], bool]
+) -> tuple[str, dict[str, Any]] | None:
     """How a filtered watch sees a change: objects entering/leaving the filter are ADDED/DELETED."""
     if event.type == "ADDED":
         return ("ADDED", event.new) if match(event.new) else None
     if event.type == "DELETED":
-        return ("DELETED", event.new) if match(event.new) or (
-            event.old is not None and match(event.old)) else None
+        return (
+            ("DELETED", event.new)
+            if match(event.new) or (event.old is not None and match(event.old))
+            else None
+        )
     was = event.old is not None and match(event.old)
     now = match(event.new)
     if was and now:

@@ -34,9 +34,15 @@ class KubeHTTP:
         self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
         self.timeout = timeout
 
-    def request(self, method: str, path: str, body: Any = None, *,
-                content_type: str = "application/json",
-                params: Mapping[str, Any] | None = None) -> Reply:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        params: Mapping[str, Any] | None = None,
+    ) -> Reply:
         if params:
             path += "?" + urllib.parse.urlencode(params)
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
@@ -69,8 +75,7 @@ class KubeHTTP:
     def delete(self, path: str, body: Any = None, **params: Any) -> Reply:
         return self.request("DELETE", path, body, params=params or None)
 
-    def watch(self, path: str, *, timeout: float = 5.0, **params: Any
-              ) -> Iterator[dict[str, Any]]:
+    def watch(self, path: str, *, timeout: float = 5.0, **params: Any) -> Iterator[dict[str, Any]]:
         """Stream watch events (dicts) until the server ends the stream or ``timeout`` passes
         without an event (then TimeoutError)."""
         query = urllib.parse.urlencode({"watch": "true", **params})

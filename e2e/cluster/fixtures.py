@@ -52,16 +52,18 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
 
 
 @pytest.fixture(params=VERSIONS, ids=[f"redis{v}" for v in VERSIONS])
-def redis_server(request: pytest.FixtureRequest,
-                 redis_server_factory: Callable[..., RedisServer]) -> RedisServer:
+def redis_server(
+    request: pytest.FixtureRequest, redis_server_factory: Callable[..., RedisServer]
+) -> RedisServer:
     return redis_server_factory(request.param)
 
 
 @pytest.fixture
 def local_cluster() -> Iterator[LocalCluster]:
     if real_cluster_kubeconfig() is not None:
-        pytest.fail(f"this test needs the local API emulator, not the cluster in "
-                    f"${REAL_CLUSTER_ENV}")
+        pytest.fail(
+            f"this test needs the local API emulator, not the cluster in ${REAL_CLUSTER_ENV}"
+        )
     cluster = LocalCluster(crds=[DEFAULT_CRDS]).start()
     try:
         yield cluster
@@ -93,18 +95,29 @@ class RealClusterKubelet:
     def kill(self, pod: str, namespace: str = "default", **_: Any) -> None:
         self.core.delete_namespaced_pod(pod, namespace, grace_period_seconds=0)
 
-    def logs(self, pod: str, namespace: str = "default", container: str | None = None,
-             previous: bool = False) -> str:
+    def logs(
+        self,
+        pod: str,
+        namespace: str = "default",
+        container: str | None = None,
+        previous: bool = False,
+    ) -> str:
         kwargs: dict[str, Any] = {"previous": previous}
         if container:
             kwargs["container"] = container
         return str(self.core.read_namespaced_pod_log(pod, namespace, **kwargs))
 
     def processes(self, namespace: str | None = None) -> dict[str, int | None]:
-        pods = (self.core.list_namespaced_pod(namespace) if namespace
-                else self.core.list_pod_for_all_namespaces())
-        return {p.metadata.name: None for p in pods.items
-                if p.status.phase == "Running" and not p.metadata.deletion_timestamp}
+        pods = (
+            self.core.list_namespaced_pod(namespace)
+            if namespace
+            else self.core.list_pod_for_all_namespaces()
+        )
+        return {
+            p.metadata.name: None
+            for p in pods.items
+            if p.status.phase == "Running" and not p.metadata.deletion_timestamp
+        }
 
 
 @pytest.fixture
@@ -113,8 +126,9 @@ def kubelet(request: pytest.FixtureRequest) -> Any:
     if real is not None:
         return RealClusterKubelet(real)
     cluster: LocalCluster = request.getfixturevalue("local_cluster")
-    return cluster.start_kubelet(log_dir=request.getfixturevalue("tmp_path") / "pods",
-                                 stop_grace=0.5)
+    return cluster.start_kubelet(
+        log_dir=request.getfixturevalue("tmp_path") / "pods", stop_grace=0.5
+    )
 
 
 @pytest.fixture
@@ -134,8 +148,18 @@ def _install_crds(kubeconfig: Path) -> None:
     """On a real cluster: apply crds/ once per session."""
     if kubeconfig in _installed:
         return
-    subprocess.run([os.path.join(VENV_BIN, "kubectl"), "--kubeconfig", str(kubeconfig),
-                    "apply", "-f", str(DEFAULT_CRDS)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            os.path.join(VENV_BIN, "kubectl"),
+            "--kubeconfig",
+            str(kubeconfig),
+            "apply",
+            "-f",
+            str(DEFAULT_CRDS),
+        ],
+        check=True,
+        capture_output=True,
+    )
     _installed.add(kubeconfig)
 
 
@@ -151,12 +175,12 @@ def kube_client(kubeconfig: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def run_as_operator(kubeconfig: Path, tmp_path: Path
-                    ) -> Iterator[Callable[..., OperatorProcess]]:
+def run_as_operator(kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
-    def run(cmd: str | list[str], env: dict[str, str] | None = None,
-            **options: Any) -> OperatorProcess:
+    def run(
+        cmd: str | list[str], env: dict[str, str] | None = None, **options: Any
+    ) -> OperatorProcess:
         log_path = tmp_path / f"operator-{len(started)}.log"
         proc = OperatorProcess(cmd, kubeconfig=kubeconfig, log_path=log_path, env=env, **options)
         started.append(proc)

@@ -18,14 +18,17 @@ def kubeconfig_dict(server: str, namespace: str = "default") -> dict[str, object
         "clusters": [{"name": CONTEXT, "cluster": {"server": server}}],
         # The emulator does not authenticate; a token keeps clients from asking for credentials.
         "users": [{"name": CONTEXT, "user": {"token": "streamherd-emulator-token"}}],
-        "contexts": [{"name": CONTEXT, "context": {
-            "cluster": CONTEXT, "user": CONTEXT, "namespace": namespace}}],
+        "contexts": [
+            {
+                "name": CONTEXT,
+                "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": namespace},
+            }
+        ],
         "current-context": CONTEXT,
     }
 
 
-def write_kubeconfig(path: str | os.PathLike[str], server: str,
-                     namespace: str = "default") -> Path:
+def write_kubeconfig(path: str | os.PathLike[str], server: str, namespace: str = "default") -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(kubeconfig_dict(server, namespace), sort_keys=False))

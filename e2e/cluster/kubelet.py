@@ -99,12 +99,20 @@ class PodRuntime:
 
 
 class Kubelet:
-    def __init__(self, api: ApiServer, *, node_name: str = "streamherd-node",
-                 log_dir: str | Path | None = None, cwd: str | Path = REPO_ROOT,
-                 extra_env: Mapping[str, str] | None = None,
-                 entrypoints: Mapping[str, Sequence[str]] | None = None,
-                 backoff_initial: float = 0.1, backoff_max: float = 2.0,
-                 backoff_reset: float = 10.0, stop_grace: float = 2.0) -> None:
+    def __init__(
+        self,
+        api: ApiServer,
+        *,
+        node_name: str = "streamherd-node",
+        log_dir: str | Path | None = None,
+        cwd: str | Path = REPO_ROOT,
+        extra_env: Mapping[str, str] | None = None,
+        entrypoints: Mapping[str, Sequence[str]] | None = None,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 2.0,
+        backoff_reset: float = 10.0,
+        stop_grace: float = 2.0,
+    ) -> None:
         self.api = api
         self.node_name = node_name
         self._own_log_dir = log_dir is None
@@ -134,15 +142,40 @@ class Kubelet:
         self.api.pod_logs = self._read_logs
         nodes = self.api.resolve("nodes")
         if self.api._stored(nodes, None, self.node_name) is None:
-            self.api._create(nodes, None, {"metadata": {
-                "name": self.node_name, "labels": {"kubernetes.io/hostname": self.node_name}}})
-            self.api._update(nodes, None, self.node_name, lambda n: {**n, "status": {
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                "message": "the simulated kubelet is posting ready status"}],
-                "addresses": [{"type": "InternalIP", "address": POD_IP},
-                              {"type": "Hostname", "address": self.node_name}],
-                "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "110"},
-            }}, subresource="status")
+            self.api._create(
+                nodes,
+                None,
+                {
+                    "metadata": {
+                        "name": self.node_name,
+                        "labels": {"kubernetes.io/hostname": self.node_name},
+                    }
+                },
+            )
+            self.api._update(
+                nodes,
+                None,
+                self.node_name,
+                lambda n: {
+                    **n,
+                    "status": {
+                        "conditions": [
+                            {
+                                "type": "Ready",
+                                "status": "True",
+                                "reason": "KubeletReady",
+                                "message": "the simulated kubelet is posting ready status",
+                            }
+                        ],
+                        "addresses": [
+                            {"type": "InternalIP", "address": POD_IP},
+                            {"type": "Hostname", "address": self.node_name},
+                        ],
+                        "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "110"},
+                    },
+                },
+                subresource="status",
+            )
         self._task = asyncio.create_task(self._main(), name="kubelet")
 
     async def stop(self, grace: float | None = None) -> None:
@@ -175,8 +208,10 @@ class Kubelet:
             except Exception as exc:
                 log.exception("kubelet reconciliation failed")
                 self.internal_errors.append(exc)
-            waiters = [asyncio.ensure_future(changed.wait()),
-                       asyncio.ensure_future(self._poked.wait())]
+            waiters = [
+                asyncio.ensure_future(changed.wait()),
+                asyncio.ensure_future(self._poked.wait()),
+            ]
             try:
                 await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -192,15 +227,23 @@ class Kubelet:
     # ------------------------------------------------------------------ public (any thread)
 
     @_threadsafe
-    def kill(self, pod: str, namespace: str = "default", container: str | None = None,
-             sig: int = signal.SIGKILL) -> int:
+    def kill(
+        self,
+        pod: str,
+        namespace: str = "default",
+        container: str | None = None,
+        sig: int = signal.SIGKILL,
+    ) -> int:
         """Send a signal (SIGKILL) to a pod's container process; returns its pid."""
         rt = self.runtimes.get((namespace, pod))
         if rt is None:
             raise LookupError(f"no pod {namespace}/{pod} runs on this node")
         for ctr in rt.containers:
-            if (container is None or ctr.name == container) and ctr.process is not None \
-                    and ctr.process.returncode is None:
+            if (
+                (container is None or ctr.name == container)
+                and ctr.process is not None
+                and ctr.process.returncode is None
+            ):
                 pid = ctr.process.pid
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, sig)
@@ -208,12 +251,14 @@ class Kubelet:
         raise LookupError(f"pod {namespace}/{pod} has no running process")
 
     @_threadsafe
-    def pid(self, pod: str, namespace: str = "default", container: str | None = None
-            ) -> int | None:
+    def pid(self, pod: str, namespace: str = "default", container: str | None = None) -> int | None:
         rt = self.runtimes.get((namespace, pod))
         for ctr in rt.containers if rt else ():
-            if (container is None or ctr.name == container) and ctr.process is not None \
-                    and ctr.process.returncode is None:
+            if (
+                (container is None or ctr.name == container)
+                and ctr.process is not None
+                and ctr.process.returncode is None
+            ):
                 return ctr.process.pid
         return None
 
@@ -229,15 +274,19 @@ class Kubelet:
                     result[name] = ctr.process.pid
         return result
 
-    def logs(self, pod: str, namespace: str = "default", container: str | None = None,
-             previous: bool = False) -> str:
+    def logs(
+        self,
+        pod: str,
+        namespace: str = "default",
+        container: str | None = None,
+        previous: bool = False,
+    ) -> str:
         return self._read_logs(namespace, pod, container, previous)
 
     def _log_path(self, namespace: str, pod: str, container: str) -> Path:
         return self.log_dir / f"{namespace}_{pod}_{container}.log"
 
-    def _read_logs(self, namespace: str, pod: str, container: str | None,
-                   previous: bool) -> str:
+    def _read_logs(self, namespace: str, pod: str, container: str | None, previous: bool) -> str:
         if container is None:
             candidates = sorted(self.log_dir.glob(f"{namespace}_{pod}_*.log"))
             if not candidates:
@@ -253,8 +302,11 @@ class Kubelet:
 
     def _reconcile(self) -> None:
         api = self.api
-        pods_t, rs_t, deploy_t = api.resolve("pods"), api.resolve("replicasets.apps"), \
-            api.resolve("deployments.apps")
+        pods_t, rs_t, deploy_t = (
+            api.resolve("pods"),
+            api.resolve("replicasets.apps"),
+            api.resolve("deployments.apps"),
+        )
         self._schedule(pods_t)
         self._sync_pods(pods_t)
         for rs in list(api._items(rs_t)):
@@ -266,9 +318,11 @@ class Kubelet:
         for pod in list(self.api._items(pods_t)):
             meta = pod["metadata"]
             if not (pod.get("spec") or {}).get("nodeName") and not meta.get("deletionTimestamp"):
+
                 def bind(p: dict[str, Any]) -> dict[str, Any]:
                     p["spec"]["nodeName"] = self.node_name
                     return p
+
                 with contextlib.suppress(ApiError):
                     self.api._update(pods_t, meta["namespace"], meta["name"], bind)
 
@@ -291,8 +345,7 @@ class Kubelet:
                     self._finalize(pods_t, pod)
                 elif not rt.stopping:
                     grace = float(meta.get("deletionGracePeriodSeconds") or 0)
-                    self._spawn(self._terminate_and_finalize(pods_t, rt, grace),
-                                f"terminate {key}")
+                    self._spawn(self._terminate_and_finalize(pods_t, rt, grace), f"terminate {key}")
                 continue
             if rt is None:
                 if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
@@ -305,16 +358,25 @@ class Kubelet:
 
     def _start_pod(self, pod: dict[str, Any]) -> PodRuntime:
         meta, spec = pod["metadata"], pod["spec"]
-        rt = PodRuntime(namespace=meta["namespace"], name=meta["name"], uid=meta["uid"],
-                        grace=float(spec.get("terminationGracePeriodSeconds", 30)))
+        rt = PodRuntime(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta["uid"],
+            grace=float(spec.get("terminationGracePeriodSeconds", 30)),
+        )
         for cspec in spec.get("containers") or ():
-            ctr = ContainerRuntime(name=cspec["name"], spec=cspec,
-                                   log_path=self._log_path(rt.namespace, rt.name, cspec["name"]))
+            ctr = ContainerRuntime(
+                name=cspec["name"],
+                spec=cspec,
+                log_path=self._log_path(rt.namespace, rt.name, cspec["name"]),
+            )
             rt.containers.append(ctr)
         self.runtimes[(rt.namespace, rt.name)] = rt
         for ctr in rt.containers:
-            ctr.task = self._spawn(self._run_container(rt, ctr, spec.get("restartPolicy", "Always")),
-                                   f"container {rt.namespace}/{rt.name}/{ctr.name}")
+            ctr.task = self._spawn(
+                self._run_container(rt, ctr, spec.get("restartPolicy", "Always")),
+                f"container {rt.namespace}/{rt.name}/{ctr.name}",
+            )
         return rt
 
     async def _run_container(self, rt: PodRuntime, ctr: ContainerRuntime, policy: str) -> None:
@@ -339,15 +401,24 @@ class Kubelet:
             logfile = os.open(ctr.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
                 ctr.process = await asyncio.create_subprocess_exec(
-                    *argv, env=env, cwd=str(ctr.spec.get("workingDir") or self.cwd),
-                    stdin=asyncio.subprocess.DEVNULL, stdout=logfile,
-                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+                    *argv,
+                    env=env,
+                    cwd=str(ctr.spec.get("workingDir") or self.cwd),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=logfile,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )
             except OSError as exc:
                 ctr.process = None
                 ctr.waiting = ("RunContainerError", f"failed to start {argv[0]!r}: {exc}")
-                ctr.last_terminated = {"exitCode": 128, "reason": "StartError",
-                                       "message": str(exc), "startedAt": now_iso(),
-                                       "finishedAt": now_iso()}
+                ctr.last_terminated = {
+                    "exitCode": 128,
+                    "reason": "StartError",
+                    "message": str(exc),
+                    "startedAt": now_iso(),
+                    "finishedAt": now_iso(),
+                }
                 if not await self._backoff(rt, ctr, 0.0):
                     return
                 continue
@@ -359,9 +430,12 @@ class Kubelet:
             code = await ctr.process.wait()
             exit_code = code if code >= 0 else 128 - code
             ctr.last_terminated = {
-                "exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
-                "startedAt": ctr.started_at, "finishedAt": now_iso(),
-                "containerID": f"process://{ctr.process.pid}"}
+                "exitCode": exit_code,
+                "reason": "Completed" if exit_code == 0 else "Error",
+                "startedAt": ctr.started_at,
+                "finishedAt": now_iso(),
+                "containerID": f"process://{ctr.process.pid}",
+            }
             if exit_code >= 128 and -code > 0:
                 ctr.last_terminated["signal"] = -code
             ctr.process = None
@@ -381,8 +455,11 @@ class Kubelet:
             ctr.backoff = self.backoff_initial
         else:
             ctr.backoff = min(ctr.backoff * 2, self.backoff_max)
-        ctr.waiting = ("CrashLoopBackOff", f"back-off {ctr.backoff:g}s restarting failed "
-                       f"container={ctr.name} pod={rt.name}_{rt.namespace}({rt.uid})")
+        ctr.waiting = (
+            "CrashLoopBackOff",
+            f"back-off {ctr.backoff:g}s restarting failed "
+            f"container={ctr.name} pod={rt.name}_{rt.namespace}({rt.uid})",
+        )
         self.poke()
         await self._sleep_unless_stopping(rt, ctr.backoff)
         return not rt.stopping
@@ -391,8 +468,9 @@ class Kubelet:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(rt.stopped.wait(), delay)
 
-    def _container_command(self, pod: Mapping[str, Any], cspec: Mapping[str, Any]
-                           ) -> tuple[list[str], dict[str, str]]:
+    def _container_command(
+        self, pod: Mapping[str, Any], cspec: Mapping[str, Any]
+    ) -> tuple[list[str], dict[str, str]]:
         env = self._container_env(pod, cspec)
         command = list(cspec.get("command") or ())
         if not command:
@@ -405,7 +483,8 @@ class Kubelet:
         if not argv:
             raise ContainerConfigError(
                 f"container {cspec.get('name')!r} has no command: the simulated kubelet does "
-                f"not know the entrypoint of image {cspec.get('image')!r}")
+                f"not know the entrypoint of image {cspec.get('image')!r}"
+            )
         return argv, env
 
     def _container_env(self, pod: Mapping[str, Any], cspec: Mapping[str, Any]) -> dict[str, str]:
@@ -442,8 +521,11 @@ class Kubelet:
             if "fieldRef" in source:
                 env[name] = self._field_ref(pod, source["fieldRef"]["fieldPath"])
             elif "secretKeyRef" in source or "configMapKeyRef" in source:
-                kind, ref = (("secrets", source["secretKeyRef"]) if "secretKeyRef" in source
-                             else ("configmaps", source["configMapKeyRef"]))
+                kind, ref = (
+                    ("secrets", source["secretKeyRef"])
+                    if "secretKeyRef" in source
+                    else ("configmaps", source["configMapKeyRef"])
+                )
                 found = self._key_ref(kind, namespace, ref)
                 if found is not None:
                     env[name] = found
@@ -458,12 +540,17 @@ class Kubelet:
 
     def _field_ref(self, pod: Mapping[str, Any], path: str) -> str:
         meta = pod["metadata"]
-        simple = {"metadata.name": meta["name"], "metadata.namespace": meta["namespace"],
-                  "metadata.uid": meta["uid"], "spec.nodeName": self.node_name,
-                  "spec.serviceAccountName": (pod.get("spec") or {}).get(
-                      "serviceAccountName", "default"),
-                  "status.podIP": POD_IP, "status.podIPs": POD_IP, "status.hostIP": POD_IP,
-                  "status.hostIPs": POD_IP}
+        simple = {
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta["namespace"],
+            "metadata.uid": meta["uid"],
+            "spec.nodeName": self.node_name,
+            "spec.serviceAccountName": (pod.get("spec") or {}).get("serviceAccountName", "default"),
+            "status.podIP": POD_IP,
+            "status.podIPs": POD_IP,
+            "status.hostIP": POD_IP,
+            "status.hostIPs": POD_IP,
+        }
         if path in simple:
             return str(simple[path])
         match = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
@@ -491,7 +578,8 @@ class Kubelet:
                 return None
             raise ContainerConfigError(
                 f"couldn't find key {ref.get('key')} in {kind[:-1].capitalize()} "
-                f"{namespace}/{ref.get('name')}")
+                f"{namespace}/{ref.get('name')}"
+            )
         return data[ref["key"]]
 
     async def _terminate(self, rt: PodRuntime, grace: float) -> None:
@@ -500,8 +588,11 @@ class Kubelet:
             await rt.stopped.wait()
             return
         rt.stopping = True
-        running = [c.process for c in rt.containers
-                   if c.process is not None and c.process.returncode is None]
+        running = [
+            c.process
+            for c in rt.containers
+            if c.process is not None and c.process.returncode is None
+        ]
         for proc in running:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -538,8 +629,12 @@ class Kubelet:
         if meta.get("deletionGracePeriodSeconds") == 0 and meta.get("finalizers"):
             return
         with contextlib.suppress(ApiError):
-            self.api._delete(pods_t, meta["namespace"], meta["name"],
-                             {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}})
+            self.api._delete(
+                pods_t,
+                meta["namespace"],
+                meta["name"],
+                {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
+            )
 
     def _write_pod_status(self, pods_t: Any, pod: Mapping[str, Any], rt: PodRuntime) -> None:
         old = pod.get("status") or {}
@@ -554,9 +649,14 @@ class Kubelet:
                 reason, message = ctr.waiting or ("ContainerCreating", "")
                 state = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
             status: dict[str, Any] = {
-                "name": ctr.name, "image": ctr.spec.get("image", ""), "imageID": "",
-                "ready": running, "started": running, "restartCount": ctr.restart_count,
-                "state": state, "lastState": {},
+                "name": ctr.name,
+                "image": ctr.spec.get("image", ""),
+                "imageID": "",
+                "ready": running,
+                "started": running,
+                "restartCount": ctr.restart_count,
+                "state": state,
+                "lastState": {},
             }
             if running:
                 status["containerID"] = f"process://{ctr.process.pid}"  # type: ignore[union-attr]
@@ -577,18 +677,30 @@ class Kubelet:
         def condition(kind: str, ok: bool) -> dict[str, Any]:
             value = "True" if ok else "False"
             previous = old_conditions.get(kind)
-            since = previous["lastTransitionTime"] if previous and \
-                previous.get("status") == value else now_iso()
-            return {"type": kind, "status": value, "lastProbeTime": None,
-                    "lastTransitionTime": since}
+            since = (
+                previous["lastTransitionTime"]
+                if previous and previous.get("status") == value
+                else now_iso()
+            )
+            return {
+                "type": kind,
+                "status": value,
+                "lastProbeTime": None,
+                "lastTransitionTime": since,
+            }
 
         new_status = {
             "phase": phase,
-            "conditions": [condition("PodScheduled", True), condition("Initialized", True),
-                           condition("ContainersReady", all_running),
-                           condition("Ready", all_running)],
-            "hostIP": POD_IP, "hostIPs": [{"ip": POD_IP}],
-            "podIP": POD_IP, "podIPs": [{"ip": POD_IP}],
+            "conditions": [
+                condition("PodScheduled", True),
+                condition("Initialized", True),
+                condition("ContainersReady", all_running),
+                condition("Ready", all_running),
+            ],
+            "hostIP": POD_IP,
+            "hostIPs": [{"ip": POD_IP}],
+            "podIP": POD_IP,
+            "podIPs": [{"ip": POD_IP}],
             "startTime": old.get("startTime", rt.start_time),
             "qosClass": old.get("qosClass", "BestEffort"),
             "containerStatuses": statuses,
@@ -599,16 +711,24 @@ class Kubelet:
         def write(p: dict[str, Any]) -> dict[str, Any]:
             p["status"] = new_status
             return p
+
         with contextlib.suppress(ApiError):
             self.api._update(pods_t, rt.namespace, rt.name, write, subresource="status")
 
     # --- ReplicaSet controller
 
-    def _owned(self, items: Sequence[dict[str, Any]], owner: Mapping[str, Any]
-               ) -> list[dict[str, Any]]:
+    def _owned(
+        self, items: Sequence[dict[str, Any]], owner: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
         uid = owner["metadata"]["uid"]
-        return [o for o in items if any(ref.get("uid") == uid and ref.get("controller")
-                                        for ref in o["metadata"].get("ownerReferences") or ())]
+        return [
+            o
+            for o in items
+            if any(
+                ref.get("uid") == uid and ref.get("controller")
+                for ref in o["metadata"].get("ownerReferences") or ()
+            )
+        ]
 
     def _sync_replicaset(self, rs_t: Any, pods_t: Any, rs: dict[str, Any]) -> None:
         meta, spec = rs["metadata"], rs.get("spec") or {}
@@ -616,28 +736,41 @@ class Kubelet:
             return
         namespace = meta["namespace"]
         pods = self._owned(self.api._items(pods_t, namespace), rs)
-        active = [p for p in pods if not p["metadata"].get("deletionTimestamp")
-                  and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+        active = [
+            p
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        ]
         desired = int(spec.get("replicas", 1))
         if len(active) < desired:
             template = spec.get("template") or {}
             for _ in range(desired - len(active)):
                 self._create_pod(pods_t, rs, template)
         elif len(active) > desired:
-            for victim in sorted(active, key=self._deletion_rank)[:len(active) - desired]:
+            for victim in sorted(active, key=self._deletion_rank)[: len(active) - desired]:
                 with contextlib.suppress(ApiError):
                     self.api._delete(pods_t, namespace, victim["metadata"]["name"], {})
-        active = [p for p in self._owned(self.api._items(pods_t, namespace), rs)
-                  if not p["metadata"].get("deletionTimestamp")
-                  and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+        active = [
+            p
+            for p in self._owned(self.api._items(pods_t, namespace), rs)
+            if not p["metadata"].get("deletionTimestamp")
+            and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        ]
         ready = sum(1 for p in active if _is_ready(p))
-        status = {"replicas": len(active), "fullyLabeledReplicas": len(active),
-                  "readyReplicas": ready, "availableReplicas": ready,
-                  "observedGeneration": meta.get("generation", 1)}
+        status = {
+            "replicas": len(active),
+            "fullyLabeledReplicas": len(active),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "observedGeneration": meta.get("generation", 1),
+        }
         if (rs.get("status") or {}) != status:
+
             def write(o: dict[str, Any]) -> dict[str, Any]:
                 o["status"] = status
                 return o
+
             with contextlib.suppress(ApiError):
                 self.api._update(rs_t, namespace, meta["name"], write, subresource="status")
 
@@ -645,15 +778,23 @@ class Kubelet:
         meta = rs["metadata"]
         tmeta = template.get("metadata") or {}
         pod: dict[str, Any] = {
-            "apiVersion": "v1", "kind": "Pod",
+            "apiVersion": "v1",
+            "kind": "Pod",
             "metadata": {
                 "name": f"{meta['name']}-{random_suffix(5)}",
                 "namespace": meta["namespace"],
                 "labels": dict(tmeta.get("labels") or {}),
                 "annotations": dict(tmeta.get("annotations") or {}),
-                "ownerReferences": [{
-                    "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": meta["name"],
-                    "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
             },
             "spec": copy.deepcopy(template.get("spec") or {}),
         }
@@ -671,8 +812,10 @@ class Kubelet:
             cost = int((meta.get("annotations") or {}).get(DELETION_COST, "0"))
         except ValueError:
             cost = 0
-        restarts = sum(c.get("restartCount", 0) for c in
-                       (pod.get("status") or {}).get("containerStatuses") or ())
+        restarts = sum(
+            c.get("restartCount", 0)
+            for c in (pod.get("status") or {}).get("containerStatuses") or ()
+        )
         created = (meta.get("creationTimestamp") or "", self._creation_seq.get(meta["uid"], 0))
         return (
             bool((pod.get("spec") or {}).get("nodeName")),  # unscheduled first
@@ -684,8 +827,9 @@ class Kubelet:
 
     # --- Deployment controller
 
-    def _sync_deployment(self, deploy_t: Any, rs_t: Any, pods_t: Any,
-                         deploy: dict[str, Any]) -> None:
+    def _sync_deployment(
+        self, deploy_t: Any, rs_t: Any, pods_t: Any, deploy: dict[str, Any]
+    ) -> None:
         meta, spec = deploy["metadata"], deploy.get("spec") or {}
         if meta.get("deletionTimestamp"):
             return
@@ -694,35 +838,58 @@ class Kubelet:
         tmpl_hash = template_hash(template)
         desired = int(spec.get("replicas", 1))
         owned = self._owned(self.api._items(rs_t, namespace), deploy)
-        new_rs = next((r for r in owned if (r["metadata"].get("labels") or {}).get(
-            "pod-template-hash") == tmpl_hash), None)
+        new_rs = next(
+            (
+                r
+                for r in owned
+                if (r["metadata"].get("labels") or {}).get("pod-template-hash") == tmpl_hash
+            ),
+            None,
+        )
         old_rses = [r for r in owned if r is not new_rs]
-        revisions = [int((r["metadata"].get("annotations") or {}).get(REVISION, "0"))
-                     for r in owned]
-        pods_by_rs = {r["metadata"]["uid"]: self._owned(self.api._items(pods_t, namespace), r)
-                      for r in owned}
+        revisions = [
+            int((r["metadata"].get("annotations") or {}).get(REVISION, "0")) for r in owned
+        ]
+        pods_by_rs = {
+            r["metadata"]["uid"]: self._owned(self.api._items(pods_t, namespace), r) for r in owned
+        }
         recreate = (spec.get("strategy") or {}).get("type") == "Recreate"
         old_pods_left = any(pods_by_rs.get(r["metadata"]["uid"]) for r in old_rses)
         if new_rs is None:
             rs_name = f"{name}-{tmpl_hash}"
             rs_template = copy.deepcopy(template)
-            rs_template.setdefault("metadata", {}).setdefault("labels", {})[
-                "pod-template-hash"] = tmpl_hash
+            rs_template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = (
+                tmpl_hash
+            )
             selector = copy.deepcopy(spec.get("selector") or {})
             selector.setdefault("matchLabels", {})["pod-template-hash"] = tmpl_hash
             rs_body: dict[str, Any] = {
-                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
                 "metadata": {
-                    "name": rs_name, "namespace": namespace,
+                    "name": rs_name,
+                    "namespace": namespace,
                     "labels": dict(rs_template["metadata"]["labels"]),
-                    "annotations": {REVISION: str(max(revisions, default=0) + 1),
-                                    "deployment.kubernetes.io/desired-replicas": str(desired)},
-                    "ownerReferences": [{
-                        "apiVersion": "apps/v1", "kind": "Deployment", "name": name,
-                        "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}],
+                    "annotations": {
+                        REVISION: str(max(revisions, default=0) + 1),
+                        "deployment.kubernetes.io/desired-replicas": str(desired),
+                    },
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "apps/v1",
+                            "kind": "Deployment",
+                            "name": name,
+                            "uid": meta["uid"],
+                            "controller": True,
+                            "blockOwnerDeletion": True,
+                        }
+                    ],
                 },
-                "spec": {"replicas": 0 if (recreate and old_pods_left) else desired,
-                         "selector": selector, "template": rs_template},
+                "spec": {
+                    "replicas": 0 if (recreate and old_pods_left) else desired,
+                    "selector": selector,
+                    "template": rs_template,
+                },
             }
             try:
                 new_rs = self.api._create(rs_t, namespace, rs_body)
@@ -730,43 +897,63 @@ class Kubelet:
                 log.warning("cannot create ReplicaSet %s: %s", rs_name, exc.message)
                 return
             pods_by_rs[new_rs["metadata"]["uid"]] = []
-        new_pods = [p for p in pods_by_rs.get(new_rs["metadata"]["uid"], [])
-                    if not p["metadata"].get("deletionTimestamp")]
+        new_pods = [
+            p
+            for p in pods_by_rs.get(new_rs["metadata"]["uid"], [])
+            if not p["metadata"].get("deletionTimestamp")
+        ]
         new_ready = sum(1 for p in new_pods if _is_ready(p))
         # Desired replicas of each ReplicaSet under the strategy.
         targets = {new_rs["metadata"]["name"]: 0 if (recreate and old_pods_left) else desired}
         budget = 0 if recreate else max(0, desired - new_ready)
-        for rs in sorted(old_rses, key=lambda r: r["metadata"].get("creationTimestamp", ""),
-                         reverse=True):
+        for rs in sorted(
+            old_rses, key=lambda r: r["metadata"].get("creationTimestamp", ""), reverse=True
+        ):
             keep = min(int((rs.get("spec") or {}).get("replicas", 0)), budget)
             targets[rs["metadata"]["name"]] = keep
             budget -= keep
         for rs in [new_rs, *old_rses]:
             target = targets[rs["metadata"]["name"]]
             if int((rs.get("spec") or {}).get("replicas", 0)) != target:
+
                 def scale(o: dict[str, Any], target: int = target) -> dict[str, Any]:
                     o["spec"]["replicas"] = target
                     return o
+
                 with contextlib.suppress(ApiError):
                     self.api._update(rs_t, namespace, rs["metadata"]["name"], scale)
         revision = (new_rs["metadata"].get("annotations") or {}).get(REVISION, "1")
         if (meta.get("annotations") or {}).get(REVISION) != revision:
+
             def annotate(o: dict[str, Any]) -> dict[str, Any]:
                 o["metadata"].setdefault("annotations", {})[REVISION] = revision
                 return o
+
             with contextlib.suppress(ApiError):
                 self.api._update(deploy_t, namespace, name, annotate)
         self._write_deployment_status(deploy_t, deploy, new_rs, owned, pods_by_rs, desired)
 
-    def _write_deployment_status(self, deploy_t: Any, deploy: Mapping[str, Any],
-                                 new_rs: Mapping[str, Any], owned: Sequence[Mapping[str, Any]],
-                                 pods_by_rs: Mapping[str, Sequence[Mapping[str, Any]]],
-                                 desired: int) -> None:
+    def _write_deployment_status(
+        self,
+        deploy_t: Any,
+        deploy: Mapping[str, Any],
+        new_rs: Mapping[str, Any],
+        owned: Sequence[Mapping[str, Any]],
+        pods_by_rs: Mapping[str, Sequence[Mapping[str, Any]]],
+        desired: int,
+    ) -> None:
         meta = deploy["metadata"]
-        active = [p for pods in pods_by_rs.values() for p in pods
-                  if not p["metadata"].get("deletionTimestamp")]
-        updated = [p for p in pods_by_rs.get(new_rs["metadata"]["uid"], [])
-                   if not p["metadata"].get("deletionTimestamp")]
+        active = [
+            p
+            for pods in pods_by_rs.values()
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+        updated = [
+            p
+            for p in pods_by_rs.get(new_rs["metadata"]["uid"], [])
+            if not p["metadata"].get("deletionTimestamp")
+        ]
         ready = sum(1 for p in active if _is_ready(p))
         old = deploy.get("status") or {}
         max_unavailable = _max_unavailable(deploy.get("spec") or {}, desired)
@@ -779,8 +966,14 @@ class Kubelet:
             previous = old_conditions.get(kind)
             if previous and previous.get("status") == value and previous.get("reason") == reason:
                 return dict(previous)
-            return {"type": kind, "status": value, "reason": reason, "message": message,
-                    "lastUpdateTime": now_iso(), "lastTransitionTime": now_iso()}
+            return {
+                "type": kind,
+                "status": value,
+                "reason": reason,
+                "message": message,
+                "lastUpdateTime": now_iso(),
+                "lastTransitionTime": now_iso(),
+            }
 
         status: dict[str, Any] = {
             "observedGeneration": meta.get("generation", 1),
@@ -790,19 +983,30 @@ class Kubelet:
             "availableReplicas": ready,
             "unavailableReplicas": max(0, desired - ready),
             "conditions": [
-                condition("Available", available_ok,
-                          "MinimumReplicasAvailable" if available_ok else
-                          "MinimumReplicasUnavailable",
-                          "Deployment has minimum availability." if available_ok else
-                          "Deployment does not have minimum availability."),
-                condition("Progressing", True,
-                          "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated",
-                          f'ReplicaSet "{new_rs["metadata"]["name"]}" '
-                          + ("has successfully progressed." if complete else "is progressing.")),
+                condition(
+                    "Available",
+                    available_ok,
+                    "MinimumReplicasAvailable" if available_ok else "MinimumReplicasUnavailable",
+                    "Deployment has minimum availability."
+                    if available_ok
+                    else "Deployment does not have minimum availability.",
+                ),
+                condition(
+                    "Progressing",
+                    True,
+                    "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated",
+                    f'ReplicaSet "{new_rs["metadata"]["name"]}" '
+                    + ("has successfully progressed." if complete else "is progressing."),
+                ),
             ],
         }
-        for key in ("readyReplicas", "availableReplicas", "unavailableReplicas", "replicas",
-                    "updatedReplicas"):
+        for key in (
+            "readyReplicas",
+            "availableReplicas",
+            "unavailableReplicas",
+            "replicas",
+            "updatedReplicas",
+        ):
             if not status[key]:
                 del status[key]  # zero counts are omitted, as in the real API's JSON
         if old == status:
@@ -811,9 +1015,9 @@ class Kubelet:
         def write(o: dict[str, Any]) -> dict[str, Any]:
             o["status"] = status
             return o
+
         with contextlib.suppress(ApiError):
-            self.api._update(deploy_t, meta["namespace"], meta["name"], write,
-                             subresource="status")
+            self.api._update(deploy_t, meta["namespace"], meta["name"], write, subresource="status")
 
 
 def _is_ready(pod: Mapping[str, Any]) -> bool:
@@ -845,8 +1049,10 @@ def _max_unavailable(spec: Mapping[str, Any], desired: int) -> int:
 
 def _decoded(kind: str, obj: Mapping[str, Any]) -> dict[str, str]:
     if kind == "secrets":
-        data = {k: base64.b64decode(v).decode(errors="replace")
-                for k, v in (obj.get("data") or {}).items()}
+        data = {
+            k: base64.b64decode(v).decode(errors="replace")
+            for k, v in (obj.get("data") or {}).items()
+        }
         data.update({k: str(v) for k, v in (obj.get("stringData") or {}).items()})
         return data
     return {k: str(v) for k, v in (obj.get("data") or {}).items()}
@@ -857,11 +1063,13 @@ _VAR_RE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 def _expand(text: str, env: Mapping[str, str]) -> str:
     """Kubernetes' $(VAR) expansion in command, args and env values ($$ escapes)."""
+
     def repl(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
         name = match.group(1)
         return env.get(name, match.group(0))
+
     return _VAR_RE.sub(repl, text)
 
 

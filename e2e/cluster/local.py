@@ -25,8 +25,14 @@ DEFAULT_CRDS = REPO_ROOT / "crds"
 class LocalCluster:
     """Start with :meth:`start`, stop with :meth:`stop` (or use it as a context manager)."""
 
-    def __init__(self, *, crds: Sequence[str | Path] = (DEFAULT_CRDS,), host: str = "127.0.0.1",
-                 port: int = 0, **api_options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        crds: Sequence[str | Path] = (DEFAULT_CRDS,),
+        host: str = "127.0.0.1",
+        port: int = 0,
+        **api_options: Any,
+    ) -> None:
         self.api = ApiServer(crds=list(crds), **api_options)
         self.kubelet: Any = None  # e2e.cluster.kubelet.Kubelet once start_kubelet() ran
         self._host, self._port = host, port

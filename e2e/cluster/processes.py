@@ -20,8 +20,12 @@ VENV_BIN = str(Path(sys.executable).parent)
 _T = TypeVar("_T")
 
 
-def wait_until(predicate: Callable[[], _T], timeout: float = 10.0, interval: float = 0.02,
-               message: str | Callable[[], str] = "condition not met") -> _T:
+def wait_until(
+    predicate: Callable[[], _T],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str | Callable[[], str] = "condition not met",
+) -> _T:
     """Poll ``predicate`` until it returns something truthy (returned); TimeoutError otherwise."""
     deadline = time.monotonic() + timeout
     while True:
@@ -34,9 +38,12 @@ def wait_until(predicate: Callable[[], _T], timeout: float = 10.0, interval: flo
         time.sleep(interval)
 
 
-async def async_wait_until(predicate: Callable[[], _T | Awaitable[_T]], within: float = 10.0,
-                           interval: float = 0.02,
-                           message: str | Callable[[], str] = "condition not met") -> _T:
+async def async_wait_until(
+    predicate: Callable[[], _T | Awaitable[_T]],
+    within: float = 10.0,
+    interval: float = 0.02,
+    message: str | Callable[[], str] = "condition not met",
+) -> _T:
     """The async twin of wait_until (``within``: seconds)."""
     timeout = within
     deadline = time.monotonic() + timeout
@@ -55,9 +62,15 @@ async def async_wait_until(predicate: Callable[[], _T | Awaitable[_T]], within: 
 class OperatorProcess:
     """A subprocess run with KUBECONFIG pointing at the cluster; output goes to a log file."""
 
-    def __init__(self, cmd: str | Sequence[str], *, kubeconfig: str | os.PathLike[str],
-                 log_path: str | os.PathLike[str], env: Mapping[str, str] | None = None,
-                 cwd: str | os.PathLike[str] = REPO_ROOT) -> None:
+    def __init__(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        kubeconfig: str | os.PathLike[str],
+        log_path: str | os.PathLike[str],
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] = REPO_ROOT,
+    ) -> None:
         self.argv = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
         self.log_path = Path(log_path)
         self.env = {
@@ -74,8 +87,14 @@ class OperatorProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     @property
@@ -101,11 +120,15 @@ class OperatorProcess:
         def check() -> re.Match[str] | None:
             found = regex.search(self.logs())
             if found is None and not self.running:
-                raise RuntimeError(f"{self.argv[0]} exited ({self.returncode}) before logging "
-                                   f"{pattern!r}:\n{self.logs()[-4000:]}")
+                raise RuntimeError(
+                    f"{self.argv[0]} exited ({self.returncode}) before logging "
+                    f"{pattern!r}:\n{self.logs()[-4000:]}"
+                )
             return found
-        return wait_until(check, timeout, message=lambda: f"no {pattern!r} in:\n"
-                          f"{self.logs()[-4000:]}")
+
+        return wait_until(
+            check, timeout, message=lambda: f"no {pattern!r} in:\n{self.logs()[-4000:]}"
+        )
 
     def signal(self, sig: int) -> None:
         if self.running:

@@ -9,18 +9,37 @@ from typing import Any
 import kmock
 
 STANDARD_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
-SUBRESOURCE_VERBS = {"status": ("get", "patch", "update"), "scale": ("get", "patch", "update"),
-                     "log": ("get",)}
+SUBRESOURCE_VERBS = {
+    "status": ("get", "patch", "update"),
+    "scale": ("get", "patch", "update"),
+    "log": ("get",),
+}
 
 # Field selectors each built-in kind supports besides metadata.name/metadata.namespace
 # (from the API server's field label conversion functions).
-_POD_FIELDS = ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
-               "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP",
-               "status.nominatedNodeName")
-_EVENT_FIELDS = ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
-                 "involvedObject.uid", "involvedObject.apiVersion",
-                 "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason",
-                 "reportingComponent", "source", "type")
+_POD_FIELDS = (
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.nominatedNodeName",
+)
+_EVENT_FIELDS = (
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+)
 
 
 @dataclass(frozen=True)
@@ -89,50 +108,166 @@ class ResourceType:
         return path in ("metadata.name", "metadata.namespace") or path in self.field_selectors
 
 
-def _t(group: str, version: str, plural: str, kind: str, *, cluster: bool = False,
-       sub: tuple[str, ...] = (), short: tuple[str, ...] = (), gen: bool = False,
-       cats: tuple[str, ...] = (), fields: tuple[str, ...] = (), scale: bool = False) -> ResourceType:
+def _t(
+    group: str,
+    version: str,
+    plural: str,
+    kind: str,
+    *,
+    cluster: bool = False,
+    sub: tuple[str, ...] = (),
+    short: tuple[str, ...] = (),
+    gen: bool = False,
+    cats: tuple[str, ...] = (),
+    fields: tuple[str, ...] = (),
+    scale: bool = False,
+) -> ResourceType:
     return ResourceType(
-        group=group, version=version, plural=plural, kind=kind, namespaced=not cluster,
-        subresources=frozenset(sub), short_names=short, has_generation=gen, categories=cats,
-        field_selectors=fields, scale=ScalePaths() if scale else None)
+        group=group,
+        version=version,
+        plural=plural,
+        kind=kind,
+        namespaced=not cluster,
+        subresources=frozenset(sub),
+        short_names=short,
+        has_generation=gen,
+        categories=cats,
+        field_selectors=fields,
+        scale=ScalePaths() if scale else None,
+    )
 
 
 def builtin_types() -> list[ResourceType]:
     return [
-        _t("", "v1", "namespaces", "Namespace", cluster=True, sub=("status",), short=("ns",),
-           fields=("status.phase",)),
-        _t("", "v1", "nodes", "Node", cluster=True, sub=("status",), short=("no",),
-           fields=("spec.unschedulable",)),
-        _t("", "v1", "pods", "Pod", sub=("status", "log"), short=("po",), cats=("all",),
-           fields=_POD_FIELDS),
+        _t(
+            "",
+            "v1",
+            "namespaces",
+            "Namespace",
+            cluster=True,
+            sub=("status",),
+            short=("ns",),
+            fields=("status.phase",),
+        ),
+        _t(
+            "",
+            "v1",
+            "nodes",
+            "Node",
+            cluster=True,
+            sub=("status",),
+            short=("no",),
+            fields=("spec.unschedulable",),
+        ),
+        _t(
+            "",
+            "v1",
+            "pods",
+            "Pod",
+            sub=("status", "log"),
+            short=("po",),
+            cats=("all",),
+            fields=_POD_FIELDS,
+        ),
         _t("", "v1", "events", "Event", short=("ev",), fields=_EVENT_FIELDS),
         _t("", "v1", "secrets", "Secret", fields=("type",)),
         _t("", "v1", "configmaps", "ConfigMap", short=("cm",)),
         _t("", "v1", "services", "Service", sub=("status",), short=("svc",), cats=("all",)),
         _t("", "v1", "serviceaccounts", "ServiceAccount", short=("sa",)),
-        _t("apps", "v1", "deployments", "Deployment", sub=("status",), short=("deploy",),
-           gen=True, cats=("all",), scale=True),
-        _t("apps", "v1", "replicasets", "ReplicaSet", sub=("status",), short=("rs",), gen=True,
-           cats=("all",), scale=True, fields=("status.replicas",)),
-        _t("apps", "v1", "statefulsets", "StatefulSet", sub=("status",), short=("sts",),
-           gen=True, cats=("all",), scale=True),
-        _t("batch", "v1", "jobs", "Job", sub=("status",), gen=True, cats=("all",),
-           fields=("status.successful",)),
-        _t("batch", "v1", "cronjobs", "CronJob", sub=("status",), short=("cj",), gen=True,
-           cats=("all",)),
-        _t("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler",
-           sub=("status",), short=("hpa",), gen=True, cats=("all",)),
-        _t("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", sub=("status",),
-           short=("pdb",), gen=True),
+        _t(
+            "apps",
+            "v1",
+            "deployments",
+            "Deployment",
+            sub=("status",),
+            short=("deploy",),
+            gen=True,
+            cats=("all",),
+            scale=True,
+        ),
+        _t(
+            "apps",
+            "v1",
+            "replicasets",
+            "ReplicaSet",
+            sub=("status",),
+            short=("rs",),
+            gen=True,
+            cats=("all",),
+            scale=True,
+            fields=("status.replicas",),
+        ),
+        _t(
+            "apps",
+            "v1",
+            "statefulsets",
+            "StatefulSet",
+            sub=("status",),
+            short=("sts",),
+            gen=True,
+            cats=("all",),
+            scale=True,
+        ),
+        _t(
+            "batch",
+            "v1",
+            "jobs",
+            "Job",
+            sub=("status",),
+            gen=True,
+            cats=("all",),
+            fields=("status.successful",),
+        ),
+        _t(
+            "batch",
+            "v1",
+            "cronjobs",
+            "CronJob",
+            sub=("status",),
+            short=("cj",),
+            gen=True,
+            cats=("all",),
+        ),
+        _t(
+            "autoscaling",
+            "v2",
+            "horizontalpodautoscalers",
+            "HorizontalPodAutoscaler",
+            sub=("status",),
+            short=("hpa",),
+            gen=True,
+            cats=("all",),
+        ),
+        _t(
+            "policy",
+            "v1",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            sub=("status",),
+            short=("pdb",),
+            gen=True,
+        ),
         _t("coordination.k8s.io", "v1", "leases", "Lease"),
-        _t("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition",
-           cluster=True, sub=("status",), short=("crd", "crds"), gen=True),
+        _t(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            cluster=True,
+            sub=("status",),
+            short=("crd", "crds"),
+            gen=True,
+        ),
         _t("rbac.authorization.k8s.io", "v1", "roles", "Role"),
         _t("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
         _t("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", cluster=True),
-        _t("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding",
-           cluster=True),
+        _t(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            cluster=True,
+        ),
     ]
 
 
@@ -159,13 +294,16 @@ def type_from_crd(crd: Mapping[str, Any]) -> ResourceType:
         categories=tuple(names.get("categories") or ()),
         has_generation=True,
         custom=True,
-        scale=None if scale is None else ScalePaths(
+        scale=None
+        if scale is None
+        else ScalePaths(
             spec_replicas=scale.get("specReplicasPath", ".spec.replicas"),
             status_replicas=scale.get("statusReplicasPath", ".status.replicas"),
             label_selector=scale.get("labelSelectorPath"),
         ),
         field_selectors=tuple(
-            f["jsonPath"].lstrip(".") for f in storage.get("selectableFields") or ()),
+            f["jsonPath"].lstrip(".") for f in storage.get("selectableFields") or ()
+        ),
         printer_columns=tuple(storage.get("additionalPrinterColumns") or ()),
         schema=(storage.get("schema") or {}).get("openAPIV3Schema"),
     )
@@ -173,6 +311,7 @@ def type_from_crd(crd: Mapping[str, Any]) -> ResourceType:
 
 def kopf_peering_crds() -> list[dict[str, Any]]:
     """kopf's peering CRDs (as kopf's docs install them), so peering works like in a cluster."""
+
     def crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
         return {
             "apiVersion": "apiextensions.k8s.io/v1",
@@ -182,12 +321,23 @@ def kopf_peering_crds() -> list[dict[str, Any]]:
                 "group": "kopf.dev",
                 "scope": scope,
                 "names": {"kind": kind, "plural": plural, "singular": plural[:-1]},
-                "versions": [{
-                    "name": "v1", "served": True, "storage": True,
-                    "schema": {"openAPIV3Schema": {
-                        "type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-                }],
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            }
+                        },
+                    }
+                ],
             },
         }
-    return [crd("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
-            crd("KopfPeering", "kopfpeerings", "Namespaced")]
+
+    return [
+        crd("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
+        crd("KopfPeering", "kopfpeerings", "Namespaced"),
+    ]

@@ -130,8 +130,11 @@ def parse_label_selector(text: str | None) -> LabelSelector:
             values = tuple(v.strip() for v in match["values"].split(","))
             if values == ("",):
                 raise SelectorError(f"unable to parse requirement: {part!r}: empty set of values")
-            requirements.append(Requirement(
-                _check_key(match["key"]), match["op"], tuple(_check_value(v) for v in values)))
+            requirements.append(
+                Requirement(
+                    _check_key(match["key"]), match["op"], tuple(_check_value(v) for v in values)
+                )
+            )
         elif match := _CMP_RE.match(part):
             op = {"==": "=", ">": "gt", "<": "lt"}.get(match["op"], match["op"])
             value = match["value"]
@@ -154,7 +157,8 @@ def from_label_selector_object(selector: Mapping[str, Any] | None) -> LabelSelec
         requirements.append(Requirement(key, "=", (str(value),)))
     for expr in (selector or {}).get("matchExpressions") or []:
         op = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}.get(
-            expr.get("operator", ""))
+            expr.get("operator", "")
+        )
         if op is None:
             raise SelectorError(f"{expr.get('operator')!r} is not a valid label selector operator")
         requirements.append(Requirement(expr["key"], op, tuple(expr.get("values") or ())))
@@ -221,7 +225,8 @@ def parse_field_selector(text: str | None) -> FieldSelector:
             raise SelectorError(f"invalid selector: '{part}'; can't understand '{part}'")
         op = "=" if match["op"] in ("=", "==") else "!="
         requirements.append(
-            FieldRequirement(match["path"].strip(), op, _unescape(match["value"].strip())))
+            FieldRequirement(match["path"].strip(), op, _unescape(match["value"].strip()))
+        )
     return FieldSelector(tuple(requirements))
 
 

@@ -16,25 +16,42 @@ WIDGET_CRD: dict[str, Any] = {
     "spec": {
         "group": "test.streamherd.io",
         "scope": "Namespaced",
-        "names": {"kind": "Widget", "plural": "widgets", "singular": "widget",
-                  "shortNames": ["wd"]},
-        "versions": [{
-            "name": "v1", "served": True, "storage": True,
-            "schema": {"openAPIV3Schema": {"type": "object",
-                                           "x-kubernetes-preserve-unknown-fields": True}},
-            "additionalPrinterColumns": [
-                {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
-                {"name": "Ready", "type": "string",
-                 "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
-                {"name": "Colour", "type": "string", "jsonPath": ".spec.colour", "priority": 1},
-            ],
-            "subresources": {
-                "status": {},
-                "scale": {"specReplicasPath": ".spec.replicas",
-                          "statusReplicasPath": ".status.replicas",
-                          "labelSelectorPath": ".status.selector"},
-            },
-        }],
+        "names": {
+            "kind": "Widget",
+            "plural": "widgets",
+            "singular": "widget",
+            "shortNames": ["wd"],
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+                "additionalPrinterColumns": [
+                    {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+                    {
+                        "name": "Ready",
+                        "type": "string",
+                        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+                    },
+                    {"name": "Colour", "type": "string", "jsonPath": ".spec.colour", "priority": 1},
+                ],
+                "subresources": {
+                    "status": {},
+                    "scale": {
+                        "specReplicasPath": ".spec.replicas",
+                        "statusReplicasPath": ".status.replicas",
+                        "labelSelectorPath": ".status.selector",
+                    },
+                },
+            }
+        ],
     },
 }
 
@@ -43,8 +60,7 @@ def widget(name: str, labels: dict[str, str] | None = None, **spec: Any) -> dict
     meta: dict[str, Any] = {"name": name}
     if labels:
         meta["labels"] = labels
-    return {"apiVersion": "test.streamherd.io/v1", "kind": "Widget", "metadata": meta,
-            "spec": spec}
+    return {"apiVersion": "test.streamherd.io/v1", "kind": "Widget", "metadata": meta, "spec": spec}
 
 
 @pytest.fixture

@@ -13,9 +13,21 @@ CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 
 def _owned_by(owner: dict[str, Any], name: str, controller: bool = True) -> dict[str, Any]:
     meta = owner["metadata"]
-    return {"metadata": {"name": name, "ownerReferences": [{
-        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"],
-        "uid": meta["uid"], "controller": controller, "blockOwnerDeletion": True}]}}
+    return {
+        "metadata": {
+            "name": name,
+            "ownerReferences": [
+                {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": controller,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        }
+    }
 
 
 def test_finalizers_block_deletion_until_removed(http: KubeHTTP, widgets: str) -> None:
@@ -35,8 +47,14 @@ def test_finalizers_block_deletion_until_removed(http: KubeHTTP, widgets: str) -
     assert http.get(f"{widgets}/w1").status == 200
     assert http.delete(f"{widgets}/w1").status == 200  # deleting again changes nothing
 
-    more = http.patch(f"{widgets}/w1", {"metadata": {"finalizers": [
-        "a.example.com/one", "b.example.com/two", "c.example.com/new"]}})
+    more = http.patch(
+        f"{widgets}/w1",
+        {
+            "metadata": {
+                "finalizers": ["a.example.com/one", "b.example.com/two", "c.example.com/new"]
+            }
+        },
+    )
     assert more.status == 422
     assert "no new finalizers can be added if the object is being deleted" in more["message"]
 
@@ -59,8 +77,10 @@ def test_delete_preconditions(http: KubeHTTP, widgets: str) -> None:
     assert wrong_uid.status == 409
     assert "Precondition failed: UID in precondition: not-it" in wrong_uid["message"]
     http.patch(f"{widgets}/w1", {"spec": {"size": 2}})
-    stale = http.delete(f"{widgets}/w1", {"preconditions": {
-        "resourceVersion": created["metadata"]["resourceVersion"]}})
+    stale = http.delete(
+        f"{widgets}/w1",
+        {"preconditions": {"resourceVersion": created["metadata"]["resourceVersion"]}},
+    )
     assert stale.status == 409
     ok = http.delete(f"{widgets}/w1", {"preconditions": {"uid": created["metadata"]["uid"]}})
     assert ok.status == 200
@@ -79,14 +99,19 @@ def test_background_cascading_deletion(http: KubeHTTP, widgets: str) -> None:
     http.post(CONFIGMAPS, blocked)
     two_owners = _owned_by(owner, "dep3")
     two_owners["metadata"]["ownerReferences"] += _owned_by(other, "-", controller=False)[
-        "metadata"]["ownerReferences"]
+        "metadata"
+    ]["ownerReferences"]
     http.post(CONFIGMAPS, two_owners)
 
     assert http.delete(f"{widgets}/owner").status == 200
     assert http.get(f"{widgets}/owner").status == 404
     wait_until(lambda: http.get(f"{CONFIGMAPS}/dep1").status == 404)
-    dep2 = wait_until(lambda: http.get(f"{CONFIGMAPS}/dep2").body["metadata"].get(
-        "deletionTimestamp") and http.get(f"{CONFIGMAPS}/dep2"))
+    dep2 = wait_until(
+        lambda: (
+            http.get(f"{CONFIGMAPS}/dep2").body["metadata"].get("deletionTimestamp")
+            and http.get(f"{CONFIGMAPS}/dep2")
+        )
+    )
     assert dep2["metadata"]["finalizers"] == ["x.example.com/keep"]
     assert http.get(f"{CONFIGMAPS}/dep3").status == 200  # it has another owner still
     http.delete(f"{widgets}/other")
@@ -121,8 +146,11 @@ def test_foreground_deletion_waits_for_dependents(http: KubeHTTP, widgets: str) 
 
 def test_dependents_of_a_missing_owner_are_collected(http: KubeHTTP) -> None:
     """An owner reference to an object that does not exist makes the dependent garbage."""
-    ghost = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-        "name": "ghost", "uid": "00000000-0000-0000-0000-000000000000"}}
+    ghost = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "ghost", "uid": "00000000-0000-0000-0000-000000000000"},
+    }
     assert http.post(CONFIGMAPS, _owned_by(ghost, "orphan")).status == 201
     wait_until(lambda: http.get(f"{CONFIGMAPS}/orphan").status == 404)
 

@@ -33,11 +33,20 @@ def test_core_resources_are_discoverable(http: KubeHTTP) -> None:
 def test_group_resources_are_discoverable(http: KubeHTTP) -> None:
     """/apis lists groups with a preferred version; each group-version lists its resources."""
     groups = {g["name"]: g for g in http.get("/apis")["groups"]}
-    for name in ("apps", "batch", "autoscaling", "coordination.k8s.io",
-                 "apiextensions.k8s.io", "kopf.dev", "streamherd.io"):
+    for name in (
+        "apps",
+        "batch",
+        "autoscaling",
+        "coordination.k8s.io",
+        "apiextensions.k8s.io",
+        "kopf.dev",
+        "streamherd.io",
+    ):
         assert name in groups, name
     assert groups["streamherd.io"]["preferredVersion"]["version"] == "v1alpha1"
-    assert {"deployments", "deployments/scale", "deployments/status"} <= set(_resources(http, "apps/v1"))
+    assert {"deployments", "deployments/scale", "deployments/status"} <= set(
+        _resources(http, "apps/v1")
+    )
     assert {"jobs", "cronjobs"} <= set(_resources(http, "batch/v1"))
     assert "horizontalpodautoscalers" in _resources(http, "autoscaling/v2")
     assert "leases" in _resources(http, "coordination.k8s.io/v1")
@@ -56,11 +65,14 @@ def test_our_crds_come_from_the_crds_folder(http: KubeHTTP) -> None:
     assert {"consumergroups", "redisstreams", "retentionpolicies"} <= set(ours)
     assert ours["consumergroups"]["kind"] == "ConsumerGroup"
     assert "consumergroups/status" in ours
-    names = {c["metadata"]["name"] for c in
-             http.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")["items"]}
+    names = {
+        c["metadata"]["name"]
+        for c in http.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")["items"]
+    }
     assert "consumergroups.streamherd.io" in names
-    crd = http.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                   "consumergroups.streamherd.io").body
+    crd = http.get(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/consumergroups.streamherd.io"
+    ).body
     established = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
     assert established == {"NamesAccepted": "True", "Established": "True"}
 
@@ -68,19 +80,26 @@ def test_our_crds_come_from_the_crds_folder(http: KubeHTTP) -> None:
 def test_a_created_crd_is_served_and_a_deleted_one_is_gone(http: KubeHTTP) -> None:
     """Creating a CRD registers a new resource; deleting it deletes its objects and the resource."""
     assert http.get("/apis/test.streamherd.io/v1").status == 404
-    assert http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                     WIDGET_CRD).status == 201
+    assert (
+        http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", WIDGET_CRD).status
+        == 201
+    )
     assert "widgets" in _resources(http, "test.streamherd.io/v1")
     collection = "/apis/test.streamherd.io/v1/namespaces/default/widgets"
     assert http.post(collection, widget("w1")).status == 201
 
-    reply = http.delete("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                        "widgets.test.streamherd.io")
+    reply = http.delete(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.test.streamherd.io"
+    )
     assert reply.status == 200
     assert http.get("/apis/test.streamherd.io/v1").status == 404
     assert http.get(collection).status == 404
-    assert http.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                    "widgets.test.streamherd.io").status == 404
+    assert (
+        http.get(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.test.streamherd.io"
+        ).status
+        == 404
+    )
 
 
 def test_unknown_paths_get_a_status_404(http: KubeHTTP) -> None:

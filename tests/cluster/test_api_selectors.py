@@ -10,8 +10,12 @@ from tests.cluster.conftest import widget
 
 @pytest.fixture
 def labelled(http: KubeHTTP, widgets: str) -> str:
-    for name, labels in [("a", {"app": "x", "tier": "web"}), ("b", {"app": "x", "tier": "db"}),
-                         ("c", {"app": "y"}), ("d", {})]:
+    for name, labels in [
+        ("a", {"app": "x", "tier": "web"}),
+        ("b", {"app": "x", "tier": "db"}),
+        ("c", {"app": "y"}),
+        ("d", {}),
+    ]:
         assert http.post(widgets, widget(name, labels)).status == 201
     return widgets
 
@@ -22,18 +26,22 @@ def _names(http: KubeHTTP, path: str, **params: str) -> list[str]:
     return [item["metadata"]["name"] for item in reply["items"]]
 
 
-@pytest.mark.parametrize(("selector", "expected"), [
-    ("app=x", ["a", "b"]),
-    ("app==x,tier=db", ["b"]),
-    ("app!=x", ["c", "d"]),  # != also matches objects without the label
-    ("tier in (web,db)", ["a", "b"]),
-    ("tier notin (web)", ["b", "c", "d"]),
-    ("tier", ["a", "b"]),
-    ("!tier", ["c", "d"]),
-    ("app=x,!tier", []),
-])
-def test_label_selectors_filter_lists(http: KubeHTTP, labelled: str, selector: str,
-                                      expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("app=x", ["a", "b"]),
+        ("app==x,tier=db", ["b"]),
+        ("app!=x", ["c", "d"]),  # != also matches objects without the label
+        ("tier in (web,db)", ["a", "b"]),
+        ("tier notin (web)", ["b", "c", "d"]),
+        ("tier", ["a", "b"]),
+        ("!tier", ["c", "d"]),
+        ("app=x,!tier", []),
+    ],
+)
+def test_label_selectors_filter_lists(
+    http: KubeHTTP, labelled: str, selector: str, expected: list[str]
+) -> None:
     """labelSelector follows the Kubernetes grammar: equality, set-based, existence."""
     assert _names(http, labelled, labelSelector=selector) == expected
 
@@ -50,8 +58,12 @@ def test_field_selectors_filter_lists(http: KubeHTTP, labelled: str) -> None:
     assert _names(http, labelled, fieldSelector="metadata.name=b") == ["b"]
     assert _names(http, labelled, fieldSelector="metadata.name!=b") == ["a", "c", "d"]
     all_widgets = "/apis/test.streamherd.io/v1/widgets"
-    assert _names(http, all_widgets, fieldSelector="metadata.namespace=default") == \
-        ["a", "b", "c", "d"]
+    assert _names(http, all_widgets, fieldSelector="metadata.namespace=default") == [
+        "a",
+        "b",
+        "c",
+        "d",
+    ]
     assert _names(http, all_widgets, fieldSelector="metadata.namespace=other") == []
     unsupported = http.get(labelled, fieldSelector="spec.size=1")
     assert unsupported.status == 400
@@ -80,13 +92,20 @@ def test_selector_parsing_round_trips() -> None:
     assert parsed.matches({"a": "1", "c": "y", "e": "", "g": "4"})
     assert not parsed.matches({"a": "1", "c": "y", "e": "", "g": "3"})
     obj = selectors.from_label_selector_object(
-        {"matchLabels": {"app": "x"}, "matchExpressions": [
-            {"key": "tier", "operator": "In", "values": ["a", "b"]},
-            {"key": "gone", "operator": "DoesNotExist"}]})
+        {
+            "matchLabels": {"app": "x"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "gone", "operator": "DoesNotExist"},
+            ],
+        }
+    )
     assert str(obj) == "app=x,tier in (a,b),!gone"
     fields = selectors.parse_field_selector(r"metadata.name=a\,b,status.phase!=Running")
     assert [(r.path, r.op, r.value) for r in fields.requirements] == [
-        ("metadata.name", "=", "a,b"), ("status.phase", "!=", "Running")]
+        ("metadata.name", "=", "a,b"),
+        ("status.phase", "!=", "Running"),
+    ]
     with pytest.raises(selectors.SelectorError):
         selectors.parse_label_selector("a in ()")
     with pytest.raises(selectors.SelectorError):

@@ -90,8 +90,7 @@ def test_bookmarks_only_when_allowed(http: KubeHTTP, kube_api: Any, widgets: str
     assert [e["type"] for e in without] == ["ADDED"]
 
 
-def test_too_old_resource_version_is_410_gone(http: KubeHTTP, kube_api: Any,
-                                              widgets: str) -> None:
+def test_too_old_resource_version_is_410_gone(http: KubeHTTP, kube_api: Any, widgets: str) -> None:
     """After the history is compacted, a watch from an older resourceVersion gets an ERROR
     event with a 410 Expired Status and the stream ends; re-listing gives a usable version."""
     old = http.post(widgets, widget("w1"))["metadata"]["resourceVersion"]
@@ -110,8 +109,9 @@ def test_too_old_resource_version_is_410_gone(http: KubeHTTP, kube_api: Any,
     stream.close()
 
 
-def test_a_watch_falling_behind_the_history_window_gets_410(http: KubeHTTP, kube_api: Any,
-                                                            widgets: str) -> None:
+def test_a_watch_falling_behind_the_history_window_gets_410(
+    http: KubeHTTP, kube_api: Any, widgets: str
+) -> None:
     """The history is finite (etcd keeps ~5 minutes); a resume point that fell out of it is
     410 Gone even without an explicit compaction."""
     kube_api.history_limit = 3
@@ -123,7 +123,8 @@ def test_a_watch_falling_behind_the_history_window_gets_410(http: KubeHTTP, kube
 
 
 def test_an_open_watch_that_falls_behind_is_ended_with_410(
-        http: KubeHTTP, kube_api: Any, local_cluster: Any, widgets: str) -> None:
+    http: KubeHTTP, kube_api: Any, local_cluster: Any, widgets: str
+) -> None:
     """A watcher too slow for the history window (here: more writes in one go than the window
     holds) is ended with a 410 ERROR instead of silently missing changes."""
     http.post(widgets, widget("w1"))
@@ -134,6 +135,7 @@ def test_an_open_watch_that_falls_behind_is_ended_with_410(
     async def burst() -> None:  # no await in between: the watcher cannot keep up
         for size in range(5):
             kube_api.patch("widgets", "default", "w1", {"spec": {"size": size}})
+
     local_cluster.run(burst())
     event = next(stream)
     assert (event["type"], event["object"]["code"]) == ("ERROR", 410)
@@ -152,8 +154,12 @@ def test_send_initial_events_ends_with_a_marked_bookmark(http: KubeHTTP, widgets
     annotated k8s.io/initial-events-end=true."""
     http.post(widgets, widget("w1"))
     http.post(widgets, widget("w2"))
-    stream = http.watch(widgets, sendInitialEvents="true", allowWatchBookmarks="true",
-                        resourceVersionMatch="NotOlderThan")
+    stream = http.watch(
+        widgets,
+        sendInitialEvents="true",
+        allowWatchBookmarks="true",
+        resourceVersionMatch="NotOlderThan",
+    )
     events = [next(stream) for _ in range(3)]
     assert [_brief(e) for e in events[:2]] == [("ADDED", "w1"), ("ADDED", "w2")]
     assert events[2]["type"] == "BOOKMARK"

@@ -9,12 +9,14 @@ from tests.cluster.conftest import widget
 
 
 def test_create_stamps_uid_timestamp_resource_version_and_generation(
-        http: KubeHTTP, widgets: str) -> None:
+    http: KubeHTTP, widgets: str
+) -> None:
     """The server sets uid, creationTimestamp, resourceVersion and generation=1 on create,
     ignoring client-sent values; resourceVersions grow across all resources (one etcd)."""
     body = widget("w1", size=1)
-    body["metadata"].update(uid="mine", resourceVersion="999", generation=7,
-                            creationTimestamp="2000-01-01T00:00:00Z")
+    body["metadata"].update(
+        uid="mine", resourceVersion="999", generation=7, creationTimestamp="2000-01-01T00:00:00Z"
+    )
     first = http.post(widgets, body)
     assert first.status == 201
     meta = first["metadata"]
@@ -23,8 +25,7 @@ def test_create_stamps_uid_timestamp_resource_version_and_generation(
     assert meta["generation"] == 1
     assert meta["creationTimestamp"] != "2000-01-01T00:00:00Z"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", meta["creationTimestamp"])
-    cm = http.post("/api/v1/namespaces/default/configmaps",
-                   {"metadata": {"name": "c"}, "data": {}})
+    cm = http.post("/api/v1/namespaces/default/configmaps", {"metadata": {"name": "c"}, "data": {}})
     assert int(cm["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
     assert http.get(f"{widgets}/w1")["metadata"] == meta
 
@@ -68,9 +69,11 @@ def test_stale_resource_version_is_a_409_conflict(http: KubeHTTP, widgets: str) 
     assert put_stale.reason == "Conflict"
     assert put_stale["message"] == (
         'Operation cannot be fulfilled on widgets.test.streamherd.io "w1": the object has been '
-        "modified; please apply your changes to the latest version and try again")
-    patch_stale = http.patch(f"{widgets}/w1", {"metadata": {"resourceVersion": stale},
-                                               "spec": {"size": 3}})
+        "modified; please apply your changes to the latest version and try again"
+    )
+    patch_stale = http.patch(
+        f"{widgets}/w1", {"metadata": {"resourceVersion": stale}, "spec": {"size": 3}}
+    )
     assert patch_stale.status == 409
     assert http.get(f"{widgets}/w1")["spec"] == {"size": 2}
 
@@ -84,10 +87,14 @@ def test_stale_resource_version_is_a_409_conflict(http: KubeHTTP, widgets: str) 
 def test_generation_counts_spec_changes_only(http: KubeHTTP, widgets: str) -> None:
     """metadata.generation increases on spec changes, not on metadata or status changes."""
     http.post(widgets, widget("w1", size=1))
-    assert http.patch(f"{widgets}/w1", {"metadata": {"labels": {"a": "b"}}})["metadata"][
-        "generation"] == 1
-    assert http.patch(f"{widgets}/w1/status", {"status": {"phase": "x"}})["metadata"][
-        "generation"] == 1
+    assert (
+        http.patch(f"{widgets}/w1", {"metadata": {"labels": {"a": "b"}}})["metadata"]["generation"]
+        == 1
+    )
+    assert (
+        http.patch(f"{widgets}/w1/status", {"status": {"phase": "x"}})["metadata"]["generation"]
+        == 1
+    )
     assert http.patch(f"{widgets}/w1", {"spec": {"size": 2}})["metadata"]["generation"] == 2
     assert http.patch(f"{widgets}/w1", {"spec": {"size": 3}})["metadata"]["generation"] == 3
 
@@ -108,9 +115,10 @@ def test_status_subresource_separates_spec_and_status(http: KubeHTTP, widgets: s
     main = http.patch(f"{widgets}/w1", {"spec": {"size": 2}, "status": {"phase": "Ignored"}})
     assert main["spec"] == {"size": 2}
     assert "status" not in main.body
-    status = http.patch(f"{widgets}/w1/status", {"spec": {"size": 99},
-                                                 "metadata": {"labels": {"x": "y"}},
-                                                 "status": {"phase": "Ready"}})
+    status = http.patch(
+        f"{widgets}/w1/status",
+        {"spec": {"size": 99}, "metadata": {"labels": {"x": "y"}}, "status": {"phase": "Ready"}},
+    )
     assert status.status == 200
     assert status["status"] == {"phase": "Ready"}
     assert status["spec"] == {"size": 2}
@@ -140,18 +148,26 @@ def test_json_patch_with_a_resource_version_test(http: KubeHTTP, widgets: str) -
     /metadata/resourceVersion) is 422 Unprocessable Entity and changes nothing."""
     created = http.post(widgets, widget("w1", size=1)).body
     rv = created["metadata"]["resourceVersion"]
-    ok = http.patch(f"{widgets}/w1", [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-        {"op": "add", "path": "/metadata/finalizers", "value": ["x/y"]},
-        {"op": "replace", "path": "/spec/size", "value": 2},
-    ], JSON_PATCH)
+    ok = http.patch(
+        f"{widgets}/w1",
+        [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["x/y"]},
+            {"op": "replace", "path": "/spec/size", "value": 2},
+        ],
+        JSON_PATCH,
+    )
     assert ok.status == 200
     assert ok["metadata"]["finalizers"] == ["x/y"]
     assert ok["spec"]["size"] == 2
-    stale = http.patch(f"{widgets}/w1", [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-        {"op": "remove", "path": "/metadata/finalizers"},
-    ], JSON_PATCH)
+    stale = http.patch(
+        f"{widgets}/w1",
+        [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            {"op": "remove", "path": "/metadata/finalizers"},
+        ],
+        JSON_PATCH,
+    )
     assert stale.status == 422
     assert http.get(f"{widgets}/w1")["metadata"]["finalizers"] == ["x/y"]
     bad_path = http.patch(f"{widgets}/w1", [{"op": "remove", "path": "/spec/nope"}], JSON_PATCH)
@@ -162,8 +178,10 @@ def test_json_patch_with_a_resource_version_test(http: KubeHTTP, widgets: str) -
 
 def test_secrets_string_data_is_stored_as_base64_data(http: KubeHTTP) -> None:
     """Secret.stringData is write-only: the server merges it into base64 `data`."""
-    reply = http.post("/api/v1/namespaces/default/secrets", {
-        "metadata": {"name": "s"}, "data": {"a": "eA=="}, "stringData": {"b": "hello"}})
+    reply = http.post(
+        "/api/v1/namespaces/default/secrets",
+        {"metadata": {"name": "s"}, "data": {"a": "eA=="}, "stringData": {"b": "hello"}},
+    )
     assert reply.status == 201
     assert reply["data"] == {"a": "eA==", "b": "aGVsbG8="}
     assert "stringData" not in reply.body
@@ -173,22 +191,39 @@ def test_secrets_string_data_is_stored_as_base64_data(http: KubeHTTP) -> None:
 def test_deployment_defaults_and_validation(http: KubeHTTP) -> None:
     """Built-in defaulting (replicas=1, RollingUpdate) and the selector-matches-labels rule."""
     deployments = "/apis/apps/v1/namespaces/default/deployments"
-    good = {"metadata": {"name": "d"}, "spec": {
-        "selector": {"matchLabels": {"app": "d"}},
-        "template": {"metadata": {"labels": {"app": "d"}},
-                     "spec": {"containers": [{"name": "c", "image": "i"}]}}}}
+    good = {
+        "metadata": {"name": "d"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "d"}},
+            "template": {
+                "metadata": {"labels": {"app": "d"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]},
+            },
+        },
+    }
     created = http.post(deployments, good)
     assert created.status == 201
     assert created["spec"]["replicas"] == 1
     assert created["spec"]["strategy"]["type"] == "RollingUpdate"
-    bad = {**good, "metadata": {"name": "e"},
-           "spec": {**good["spec"], "selector": {"matchLabels": {"app": "other"}}}}
+    bad = {
+        **good,
+        "metadata": {"name": "e"},
+        "spec": {**good["spec"], "selector": {"matchLabels": {"app": "other"}}},
+    }
     rejected = http.post(deployments, bad)
     assert rejected.status == 422
-    assert rejected["message"].startswith('Deployment.apps "e" is invalid: '
-                                          "spec.template.metadata.labels: Invalid value")
-    immutable = http.patch(f"{deployments}/d", {"spec": {"selector": {"matchLabels": {
-        "app": "d", "x": "y"}}, "template": {"metadata": {"labels": {"app": "d", "x": "y"}}}}},
-        MERGE)
+    assert rejected["message"].startswith(
+        'Deployment.apps "e" is invalid: spec.template.metadata.labels: Invalid value'
+    )
+    immutable = http.patch(
+        f"{deployments}/d",
+        {
+            "spec": {
+                "selector": {"matchLabels": {"app": "d", "x": "y"}},
+                "template": {"metadata": {"labels": {"app": "d", "x": "y"}}},
+            }
+        },
+        MERGE,
+    )
     assert immutable.status == 422
     assert "field is immutable" in immutable["message"]

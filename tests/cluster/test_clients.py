@@ -26,15 +26,27 @@ def test_official_kubernetes_client(kube_client: Any) -> None:
     apps = kubernetes.client.AppsV1Api(kube_client)
     custom = kubernetes.client.CustomObjectsApi(kube_client)
 
-    core.create_namespace(kubernetes.client.V1Namespace(
-        metadata=kubernetes.client.V1ObjectMeta(name="team")))
+    core.create_namespace(
+        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name="team"))
+    )
     assert core.read_namespace("team").status.phase == "Active"
 
-    deployment = apps.create_namespaced_deployment("team", {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "d"}},
-                 "template": {"metadata": {"labels": {"app": "d"}},
-                              "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
+    deployment = apps.create_namespaced_deployment(
+        "team",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "d"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "d"}},
+                "template": {
+                    "metadata": {"labels": {"app": "d"}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]},
+                },
+            },
+        },
+    )
     assert deployment.metadata.generation == 1
     scaled = apps.patch_namespaced_deployment_scale("d", "team", {"spec": {"replicas": 3}})
     assert scaled.spec.replicas == 3
@@ -45,29 +57,42 @@ def test_official_kubernetes_client(kube_client: Any) -> None:
 
     group = yaml.safe_load(EXAMPLE.read_text())
     created = custom.create_namespaced_custom_object(
-        "streamherd.io", "v1alpha1", "team", "consumergroups", group)
+        "streamherd.io", "v1alpha1", "team", "consumergroups", group
+    )
     assert created["metadata"]["generation"] == 1
     custom.patch_namespaced_custom_object_status(
-        "streamherd.io", "v1alpha1", "team", "consumergroups", group["metadata"]["name"],
-        {"status": {"observedGeneration": 1}})
-    listed = custom.list_namespaced_custom_object("streamherd.io", "v1alpha1", "team",
-                                                  "consumergroups")
+        "streamherd.io",
+        "v1alpha1",
+        "team",
+        "consumergroups",
+        group["metadata"]["name"],
+        {"status": {"observedGeneration": 1}},
+    )
+    listed = custom.list_namespaced_custom_object(
+        "streamherd.io", "v1alpha1", "team", "consumergroups"
+    )
     assert [i["status"] for i in listed["items"]] == [{"observedGeneration": 1}]
 
     since = core.list_namespaced_config_map("team").metadata.resource_version
     core.create_namespaced_config_map("team", {"metadata": {"name": "cm"}, "data": {"a": "1"}})
     watch = kubernetes.watch.Watch()
     events = []
-    for event in watch.stream(core.list_namespaced_config_map, "team",
-                              resource_version=since, timeout_seconds=5):
+    for event in watch.stream(
+        core.list_namespaced_config_map, "team", resource_version=since, timeout_seconds=5
+    ):
         events.append((event["type"], event["object"].metadata.name))
         watch.stop()
     assert events == [("ADDED", "cm")]
 
 
 def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run([f"{VENV_BIN}/kubectl", "--kubeconfig", str(kubeconfig), *args],
-                          input=stdin, capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [f"{VENV_BIN}/kubectl", "--kubeconfig", str(kubeconfig), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -77,11 +102,25 @@ def test_kubectl_get_and_apply(kubeconfig: Path, kube_api: Any) -> None:
     carries the last-applied annotation), scale and delete."""
     assert "default" in _kubectl(kubeconfig, "get", "namespaces")
     assert "consumergroups.streamherd.io" in _kubectl(kubeconfig, "get", "crds")
-    manifest = EXAMPLE.read_text() + "\n---\n" + yaml.safe_dump({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "fulfilment-worker"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "w"}},
-                 "template": {"metadata": {"labels": {"app": "w"}},
-                              "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
+    manifest = (
+        EXAMPLE.read_text()
+        + "\n---\n"
+        + yaml.safe_dump(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "fulfilment-worker"},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "w"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "w"}},
+                        "spec": {"containers": [{"name": "c", "image": "i"}]},
+                    },
+                },
+            }
+        )
+    )
     out = _kubectl(kubeconfig, "apply", "-f", "-", stdin=manifest)
     assert "consumergroup.streamherd.io/order-fulfilment created" in out
     assert "deployment.apps/fulfilment-worker created" in out
@@ -95,29 +134,43 @@ def test_kubectl_get_and_apply(kubeconfig: Path, kube_api: Any) -> None:
     assert "kubectl.kubernetes.io/last-applied-configuration" in group["metadata"]["annotations"]
     assert "order-fulfilment" in _kubectl(kubeconfig, "get", "consumergroups")
     _kubectl(kubeconfig, "scale", "deployment/fulfilment-worker", "--replicas=4")
-    assert kube_api.get("deployments.apps", "default", "fulfilment-worker")["spec"][
-        "replicas"] == 4
+    assert kube_api.get("deployments.apps", "default", "fulfilment-worker")["spec"]["replicas"] == 4
     _kubectl(kubeconfig, "delete", "consumergroup", "order-fulfilment")
     assert kube_api.get("consumergroups", "default", "order-fulfilment") is None
 
 
-def test_kubectl_prints_server_side_columns(kubeconfig: Path, http: KubeHTTP,
-                                            widgets: str) -> None:
+def test_kubectl_prints_server_side_columns(kubeconfig: Path, http: KubeHTTP, widgets: str) -> None:
     """kubectl asks for Tables: a CRD's additionalPrinterColumns (JSONPath, priority 1 only
     with -o wide) and the familiar columns of built-ins."""
     http.post(widgets, widget("w1", size=3, colour="red"))
-    http.patch(f"{widgets}/w1/status", {"status": {"conditions": [
-        {"type": "Synced", "status": "False"}, {"type": "Ready", "status": "True"}]}})
+    http.patch(
+        f"{widgets}/w1/status",
+        {
+            "status": {
+                "conditions": [
+                    {"type": "Synced", "status": "False"},
+                    {"type": "Ready", "status": "True"},
+                ]
+            }
+        },
+    )
     lines = _kubectl(kubeconfig, "get", "widgets").splitlines()
     assert lines[0].split() == ["NAME", "SIZE", "READY", "AGE"]
     assert lines[1].split()[:3] == ["w1", "3", "True"]
     wide = _kubectl(kubeconfig, "get", "widgets", "-o", "wide").splitlines()
     assert wide[0].split() == ["NAME", "SIZE", "READY", "COLOUR", "AGE"]
     assert _kubectl(kubeconfig, "get", "deployments").strip() == ""  # "No resources found"
-    http.post("/apis/apps/v1/namespaces/default/deployments", {
-        "metadata": {"name": "d"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"a": "b"}},
-                                            "template": {"metadata": {"labels": {"a": "b"}},
-                                                         "spec": {"containers": []}}}})
+    http.post(
+        "/apis/apps/v1/namespaces/default/deployments",
+        {
+            "metadata": {"name": "d"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": []}},
+            },
+        },
+    )
     lines = _kubectl(kubeconfig, "get", "deployments").splitlines()
     assert lines[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
     assert lines[1].split()[:4] == ["d", "0/2", "0", "0"]
@@ -126,8 +179,12 @@ def test_kubectl_prints_server_side_columns(kubeconfig: Path, http: KubeHTTP,
 def test_table_jsonpath_and_ages() -> None:
     from e2e.cluster import tables
 
-    obj = {"status": {"conditions": [{"type": "A", "status": "x"}, {"type": "Ready", "status": "y"}],
-                      "items": [{"n": 1}, {"n": 2}]}}
+    obj = {
+        "status": {
+            "conditions": [{"type": "A", "status": "x"}, {"type": "Ready", "status": "y"}],
+            "items": [{"n": 1}, {"n": 2}],
+        }
+    }
     assert tables.jsonpath(obj, '.status.conditions[?(@.type=="Ready")].status') == "y"
     assert tables.jsonpath(obj, ".status.items[1].n") == 2
     assert tables.jsonpath(obj, ".status.missing") is None
@@ -142,8 +199,9 @@ async def test_plain_aiohttp_client(kube_api: Any) -> None:
         async with session.get("/api/v1/namespaces/default/configmaps") as resp:
             assert resp.status == 200
             since = (await resp.json())["metadata"]["resourceVersion"]
-        async with session.post("/api/v1/namespaces/default/configmaps",
-                                json={"metadata": {"name": "c"}}) as resp:
+        async with session.post(
+            "/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "c"}}
+        ) as resp:
             assert resp.status == 201
         params = {"watch": "true", "resourceVersion": since, "timeoutSeconds": "5"}
         async with session.get("/api/v1/namespaces/default/configmaps", params=params) as resp:
@@ -155,16 +213,27 @@ async def test_plain_aiohttp_client(kube_api: Any) -> None:
 def test_kopf_operator_end_to_end(http: KubeHTTP, kube_api: Any, run_as_operator: Any) -> None:
     """A real kopf operator (a subprocess) discovers a CRD, watches it, adds its finalizer,
     patches status (merge and JSON patch), posts events and completes a deletion."""
-    assert http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                     WIDGET_CRD).status == 201
-    operator = run_as_operator(["kopf", "run", "--standalone", "--all-namespaces", "--verbose",
-                                str(Path(__file__).with_name("kopf_widgets.py"))])
+    assert (
+        http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", WIDGET_CRD).status
+        == 201
+    )
+    operator = run_as_operator(
+        [
+            "kopf",
+            "run",
+            "--standalone",
+            "--all-namespaces",
+            "--verbose",
+            str(Path(__file__).with_name("kopf_widgets.py")),
+        ]
+    )
     operator.wait_for_log(r"Starting the watch-stream for widgets", timeout=30)
     widgets = "/apis/test.streamherd.io/v1/namespaces/default/widgets"
     http.post(widgets, widget("w1", size=1))
 
     def status() -> dict[str, Any]:
         return http.get(f"{widgets}/w1").body.get("status") or {}
+
     assert wait_until(lambda: status().get("created"), 20) == {"size": 1}
     body = http.get(f"{widgets}/w1").body
     assert body["metadata"]["finalizers"] == ["test.streamherd.io/finalizer"]
@@ -174,8 +243,17 @@ def test_kopf_operator_end_to_end(http: KubeHTTP, kube_api: Any, run_as_operator
 
     http.delete(f"{widgets}/w1")
     wait_until(lambda: http.get(f"{widgets}/w1").status == 404, 20)
-    reasons = wait_until(lambda: {e["reason"] for e in kube_api.list("events", "default")
-                                  if e["involvedObject"]["name"] == "w1"} >= {"Created", "Deleted"}
-                         and kube_api.list("events", "default"), 20)
+    reasons = wait_until(
+        lambda: (
+            {
+                e["reason"]
+                for e in kube_api.list("events", "default")
+                if e["involvedObject"]["name"] == "w1"
+            }
+            >= {"Created", "Deleted"}
+            and kube_api.list("events", "default")
+        ),
+        20,
+    )
     assert all(e["involvedObject"]["kind"] == "Widget" for e in reasons)
     assert "Traceback" not in operator.logs()
