@@ -44,7 +44,7 @@ class SecretCache:
     """Secret values by (namespace, name), re-read after ``ttl`` seconds: a Secret that
     appears or changes is picked up without a restart, without a GET per poll."""
 
-    def __init__(self, kube: KubeClient, ttl: float = 5.0) -> None:
+    def __init__(self, kube: KubeClient, ttl: float = 3.0) -> None:
         self._kube = kube
         self._ttl = ttl
         self._cache: dict[tuple[str, str], tuple[float, dict[str, bytes] | None]] = {}

@@ -16,8 +16,9 @@ from streamherd.api.redisstream import DeletionPolicy
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.controller.context import Context, StreamBinding
 from streamherd.controller.polling import DEFAULT_INTERVAL, Poller, PollResult
-from streamherd.controller.reporting import StatusWriter
-from streamherd.controller.streams import RETRY_SECONDS, Stopped, report, sleep
+from streamherd.controller.reporting import StatusWriter, report
+from streamherd.controller.streams import RETRY_SECONDS
+from streamherd.controller.waiting import Stopped, next_result, sleep
 from streamherd.decisions.conditions import Verdict
 from streamherd.decisions.streams import problem_verdict
 from streamherd.decisions.totals import GroupTotals, group_totals
@@ -27,6 +28,7 @@ from streamherd.kube import requests as rq
 logger = logging.getLogger(__name__)
 
 STARTING_RETRY_SECONDS = 0.2
+STREAM_RETRY_SECONDS = 1.0  # waiting on our own RedisStream loop: an in-memory check
 
 GROUP_FIELDS = (
     "stream",
@@ -63,7 +65,8 @@ class GroupLoop:
         missing, and must not make us "adopt" what we just created."""
 
     async def run(self, stopped: Stopped) -> None:
-        wake = self.ctx.wakeups[self.me]
+        wake = self.wake = self.ctx.wakeups[self.me]
+        self.stopped = stopped
         try:
             while not stopped:
                 wake.clear()
@@ -110,7 +113,10 @@ class GroupLoop:
             or binding.poller is None
             or binding.source is None
         ):
-            return await self.fail(self.stream_not_ready(spec.stream_ref.name, binding), generation)
+            if await self.stream_starting(spec.stream_ref.name, binding):
+                return STARTING_RETRY_SECONDS  # its loop is still connecting: no warning for that
+            verdict = self.stream_not_ready(spec.stream_ref.name, binding)
+            return await self.fail(verdict, generation, retry=STREAM_RETRY_SECONDS)
         target = (binding.poller.gateway.endpoint.display, binding.source.text, group)
         owner = self.ctx.claims.claim(target, self.me, meta.get("creationTimestamp") or "")
         if owner != self.me:
@@ -128,7 +134,7 @@ class GroupLoop:
             self.poller, self.seq = binding.poller, 0
         interval = spec.autoscaling.poll_interval.seconds if spec.autoscaling else DEFAULT_INTERVAL
         self.poller.subscribe(self.me, binding.source, interval)
-        result = await self.poller.next_result(self.seq, within=interval + 15)
+        result = await next_result(self.poller, self.seq, interval + 15, self.stopped, self.wake)
         if result is None:
             return 0
         self.seq = result.seq
@@ -183,6 +189,21 @@ class GroupLoop:
             if failures:
                 return problem_verdict(failures[0].problem, failures[0].message)
             self.ctx.wake(self.me)  # measure the new group(s) at the next poll
+        elif key is not None and totals.streams == 1 and not self.writer.current.get("group"):
+            # First sight of this resource's group, already in Redis: we adopt it as it is.
+            # (The status then names the group, so a restarted operator does not say it again.)
+            state = observation.group(key, group)
+            note = (
+                ""
+                if spec.start_id == "$"
+                else f"; startId {spec.start_id} only applies to new groups"
+            )
+            await self.writer.event(
+                "Normal",
+                "GroupAdopted",
+                f"adopted existing group {group!r} on {key!r} "
+                f"(pending {state.pending if state else '?'}){note}",
+            )
         where = binding.source.text
         return Verdict.ready(f"group {group!r} on {where!r}: backlog {totals.backlog.display()}")
 
@@ -255,12 +276,14 @@ class GroupLoop:
             "oldestPendingAgeSeconds": round(age / 1000, 3) if age is not None else None,
         }
 
-    async def fail(self, verdict: Verdict, generation: int | None) -> float:
+    async def fail(
+        self, verdict: Verdict, generation: int | None, retry: float = RETRY_SECONDS
+    ) -> float:
         self.ctx.metrics.reconcile_errors.labels(CONSUMER_GROUP.kind, verdict.reason).inc()
         unknown = dict.fromkeys(GROUP_FIELDS)
         unknown.update(lagExactness="Unknown", lagDisplay="unknown")
         await self.report([verdict], generation, unknown)
-        return RETRY_SECONDS
+        return retry
 
     async def report(
         self, verdicts: list[Verdict], generation: int | None, fields: dict[str, Any] | None

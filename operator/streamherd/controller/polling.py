@@ -64,9 +64,12 @@ class Poller:
         self._subscriptions: dict[str, tuple[Source, float]] = {}
         self._scans: dict[str, ScanState] = {}
         self._result: PollResult | None = None
-        self._published = asyncio.Condition()
+        # Set (and replaced) on every publication: waiters need no lock, so cancelling one
+        # can never leave it stuck re-acquiring one at shutdown.
+        self._published = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.stopped = False
 
     @property
     def endpoint(self) -> str:
@@ -100,20 +103,26 @@ class Poller:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.stopped = True  # nobody waits for a poll that will never come
+        self._publish()
+
+    def _publish(self) -> None:
+        published, self._published = self._published, asyncio.Event()
+        published.set()
 
     async def next_result(self, after_seq: int, within: float) -> PollResult | None:
-        """The first result newer than ``after_seq``, waiting up to ``within`` seconds."""
-        async with self._published:
-            try:
-                await asyncio.wait_for(
-                    self._published.wait_for(
-                        lambda: self._result is not None and self._result.seq > after_seq
-                    ),
-                    within,
-                )
-            except TimeoutError:
+        """The first result newer than ``after_seq``, waiting up to ``within`` seconds;
+        None on timeout or when the poller stops."""
+        deadline = time.monotonic() + within
+        while not self.stopped:
+            if self._result is not None and self._result.seq > after_seq:
+                return self._result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return None
-            return self._result
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._published.wait(), remaining)
+        return None
 
     async def _run(self) -> None:
         while True:
@@ -161,10 +170,8 @@ class Poller:
                 details_for={s.key for s in sources if s.key is not None},
             )
         self._record(observation)
-        result = PollResult(seq, observation, keys, complete)
-        async with self._published:
-            self._result = result
-            self._published.notify_all()
+        result = self._result = PollResult(seq, observation, keys, complete)
+        self._publish()
         return result
 
     def _record(self, observation: Observation) -> None:

@@ -9,7 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streamherd.api.status import ConditionStatus, ConditionType
-from streamherd.decisions.conditions import status_patch, timestamp, transition
+from streamherd.decisions.conditions import (
+    Verdict,
+    apply_verdicts,
+    drop_condition,
+    status_patch,
+    timestamp,
+    transition,
+)
 from streamherd.kube import KubeClient, KubeError
 from streamherd.kube import requests as rq
 
@@ -100,3 +107,25 @@ class StatusWriter:
             )
         except KubeError as exc:
             logger.warning("event %s not posted: %s", reason, exc)
+
+
+async def report(
+    writer: StatusWriter,
+    verdicts: list[Verdict],
+    generation: int | None,
+    fields: Mapping[str, Any] | None,
+) -> None:
+    """Write verdicts (and observed fields) as status; a Paused condition lasts only while
+    a verdict says so."""
+    conditions = writer.current.get("conditions") or []
+    if not any(v.type is ConditionType.PAUSED for v in verdicts):
+        conditions = drop_condition(list(conditions), ConditionType.PAUSED)
+    desired: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": apply_verdicts(
+            conditions, verdicts, generation=generation, now=datetime.now(UTC)
+        ),
+    }
+    if fields is not None:
+        desired.update(fields)
+    await writer.write(desired)

@@ -3,11 +3,9 @@ ConsumerGroups use, and report what Redis holds."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Mapping
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 import kopf
 
@@ -16,8 +14,9 @@ from streamherd.api.redisstream import DeletionPolicy, RedisStreamSpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.controller.context import Context, StreamBinding
 from streamherd.controller.polling import DEFAULT_INTERVAL, Source
-from streamherd.controller.reporting import StatusWriter
-from streamherd.decisions.conditions import Verdict, apply_verdicts, drop_condition
+from streamherd.controller.reporting import StatusWriter, report
+from streamherd.controller.waiting import Stopped, next_result, sleep
+from streamherd.decisions.conditions import Verdict
 from streamherd.decisions.streams import STREAM_FIELDS, stream_status
 from streamherd.gateway import GatewayError, ScanState, SecretMissing
 from streamherd.kube import requests as rq
@@ -25,14 +24,7 @@ from streamherd.kube import requests as rq
 logger = logging.getLogger(__name__)
 
 
-class Stopped(Protocol):
-    """kopf.DaemonStopped, or anything like it (tests)."""
-
-    def __bool__(self) -> bool: ...
-    def wait(self, timeout: float | None = None) -> Awaitable[Any]: ...
-
-
-RETRY_SECONDS = 5.0
+RETRY_SECONDS = 2.0
 
 
 def who(body: Mapping[str, Any]) -> str:
@@ -88,7 +80,7 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
                     seq = 0
                 binding.source, binding.poller, binding.problem = source, poller, None
                 binding.create_if_missing = spec.create_if_missing
-                result = await poller.next_result(seq, within=poller.interval + 15)
+                result = await next_result(poller, seq, poller.interval + 15, stopped, wake)
                 if result is None:
                     continue
                 seq = result.seq
@@ -115,39 +107,6 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
     finally:
         ctx.streams.pop((namespace, name), None)
         await ctx.endpoints.release(me)
-
-
-async def report(
-    writer: StatusWriter,
-    verdicts: list[Verdict],
-    generation: int | None,
-    fields: dict[str, Any] | None,
-) -> None:
-    conditions = writer.current.get("conditions") or []
-    if not any(v.type is ConditionType.PAUSED for v in verdicts):
-        conditions = drop_condition(list(conditions), ConditionType.PAUSED)
-    desired: dict[str, Any] = {
-        "observedGeneration": generation,
-        "conditions": apply_verdicts(
-            conditions, verdicts, generation=generation, now=datetime.now(UTC)
-        ),
-    }
-    if fields is not None:
-        desired.update(fields)
-    await writer.write(desired)
-
-
-async def sleep(stopped: Stopped, wake: Any, seconds: float) -> None:
-    """Wait ``seconds``, or less if the object changed or the daemon is stopping."""
-    if seconds <= 0 or stopped:
-        return
-    waiter = asyncio.ensure_future(wake.wait())
-    stopper = asyncio.ensure_future(stopped.wait(seconds))
-    try:
-        await asyncio.wait({waiter, stopper}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        stopper.cancel()
 
 
 async def delete(ctx: Context, body: Mapping[str, Any]) -> None:

@@ -1,0 +1,130 @@
+from datetime import UTC, datetime
+
+from streamherd.decisions.streams import stream_status
+from streamherd.decisions.totals import group_totals
+from streamherd.observations import (
+    EndpointProblem,
+    Exactness,
+    GroupState,
+    Observation,
+    Reading,
+    StreamState,
+    StreamStatus,
+)
+
+
+def observed(*streams: StreamState, problem: EndpointProblem | None = None) -> Observation:
+    return Observation(
+        taken_at=0.0,
+        wall_time=datetime.now(UTC),
+        streams={s.key: s for s in streams},
+        problem=problem,
+    )
+
+
+def stream(key: str, *groups: GroupState, length: int = 10) -> StreamState:
+    return StreamState(key, StreamStatus.OK, length=length, groups={g.name: g for g in groups})
+
+
+def g(
+    name: str, pending: int, lag: Reading, consumers: int = 1, idle: int | None = None
+) -> GroupState:
+    return GroupState(name, consumers, pending, 5, lag, idle, True)
+
+
+def test_sums_over_a_patterns_streams() -> None:
+    obs = observed(
+        stream("conv:1", g("brain", 2, Reading.exact(3), idle=100)),
+        stream("conv:2", g("brain", 1, Reading.exact(4), consumers=2, idle=900)),
+    )
+    totals = group_totals(obs, ["conv:1", "conv:2"], "brain")
+    assert (totals.pending, totals.lag, totals.consumers, totals.streams) == (
+        3,
+        Reading.exact(7),
+        3,
+        2,
+    )
+    assert totals.backlog == Reading.exact(10) and totals.oldest_pending_idle_ms == 900
+
+
+def test_unreadable_endpoint_is_unknown_never_zero() -> None:
+    totals = group_totals(observed(problem=EndpointProblem.UNREACHABLE), ["orders"], "g")
+    assert not totals.known and totals.pending is None and totals.backlog.value is None
+
+
+def test_streams_without_the_group_make_the_lag_a_lower_bound() -> None:
+    obs = observed(stream("conv:1", g("brain", 0, Reading.exact(3))), stream("conv:2"))
+    totals = group_totals(obs, ["conv:1", "conv:2"], "brain")
+    assert totals.missing_group_on == ("conv:2",)
+    assert totals.lag == Reading(3, Exactness.LOWER_BOUND)
+
+
+def test_weakest_exactness_wins_in_a_sum() -> None:
+    obs = observed(
+        stream("a", g("x", 0, Reading(1000, Exactness.LOWER_BOUND))),
+        stream("b", g("x", 0, Reading(0, Exactness.CLAMPED))),
+    )
+    assert group_totals(obs, ["a", "b"], "x").lag == Reading(1000, Exactness.LOWER_BOUND)
+
+
+def test_missing_stream_is_reported_for_creation() -> None:
+    obs = observed(StreamState("orders", StreamStatus.MISSING))
+    totals = group_totals(obs, ["orders"], "g")
+    assert totals.known and totals.missing_streams == ("orders",) and totals.streams == 0
+
+
+def test_stream_status_single_key_missing_depends_on_create_if_missing() -> None:
+    obs = observed(StreamState("orders", StreamStatus.MISSING))
+    ready, fields = stream_status(
+        obs,
+        key="orders",
+        pattern=None,
+        keys=["orders"],
+        discovery_complete=True,
+        create_if_missing=True,
+    )
+    assert ready.status == "True" and fields["length"] == 0
+    strict, _ = stream_status(
+        obs,
+        key="orders",
+        pattern=None,
+        keys=["orders"],
+        discovery_complete=True,
+        create_if_missing=False,
+    )
+    assert (strict.status, strict.reason) == ("False", "StreamNotFound")
+    assert "createIfMissing" in strict.message
+
+
+def test_stream_status_for_a_pattern_counts_matches() -> None:
+    obs = observed(
+        stream("conv:1", g("a", 0, Reading.exact(0)), length=3), stream("conv:2", length=4)
+    )
+    verdict, fields = stream_status(
+        obs,
+        key=None,
+        pattern="conv:*",
+        keys=["conv:1", "conv:2"],
+        discovery_complete=False,
+        create_if_missing=True,
+    )
+    assert fields["matchedKeys"] == 2 and fields["length"] == 7 and fields["groups"] == 1
+    assert "discovery in progress" in verdict.message
+
+
+def test_stream_status_maps_redis_problems_to_reasons() -> None:
+    for problem, reason in [
+        (EndpointProblem.UNREACHABLE, "RedisUnavailable"),
+        (EndpointProblem.AUTH_FAILED, "AuthenticationFailed"),
+        (EndpointProblem.TLS_FAILED, "TLSFailed"),
+        (EndpointProblem.PERMISSION_DENIED, "PermissionDenied"),
+    ]:
+        verdict, fields = stream_status(
+            observed(problem=problem),
+            key="k",
+            pattern=None,
+            keys=["k"],
+            discovery_complete=True,
+            create_if_missing=True,
+        )
+        assert verdict.reason == reason and fields["length"] is None

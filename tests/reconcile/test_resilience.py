@@ -1,0 +1,159 @@
+"""Annotations, Secrets, Redis outages, conflicts: the operator keeps going and says why."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from e2e.cluster.processes import wait_until
+from tests.reconcile.conftest import Harness
+
+
+def test_paused_takes_no_action_until_resumed(harness: Harness) -> None:
+    h = harness
+    h.stream("orders")
+    h.group("fulfilment", metadata={"annotations": {"streamherd.io/paused": "true"}})
+    h.start()
+    h.wait_ready("ConsumerGroup", "fulfilment", "False", "Paused")
+    paused = [
+        c for c in h.status("ConsumerGroup", "fulfilment")["conditions"] if c["type"] == "Paused"
+    ]
+    assert paused and paused[0]["status"] == "True"
+    time.sleep(1)
+    assert h.r.exists("orders") == 0, "paused: nothing was created in Redis"
+
+    h.patch(
+        "ConsumerGroup", "fulfilment", {"metadata": {"annotations": {"streamherd.io/paused": None}}}
+    )
+    h.wait_ready("ConsumerGroup", "fulfilment")
+    assert "fulfilment" in h.groups_in_redis("orders")
+    conditions = h.status("ConsumerGroup", "fulfilment")["conditions"]
+    assert [c["type"] for c in conditions] == ["Ready"], "the Paused condition is gone"
+
+
+def test_unmanaged_resource_is_deleted_without_touching_redis(harness: Harness) -> None:
+    h = harness
+    h.stream("orders", deletionPolicy="Delete")
+    h.group("fulfilment", deletionPolicy="Delete")
+    h.start()
+    h.wait_ready("ConsumerGroup", "fulfilment")
+    for kind, name in (("ConsumerGroup", "fulfilment"), ("RedisStream", "orders")):
+        h.patch(kind, name, {"metadata": {"annotations": {"streamherd.io/managed": "false"}}})
+    h.delete("ConsumerGroup", "fulfilment")
+    h.delete("RedisStream", "orders")
+    h.wait_gone("ConsumerGroup", "fulfilment")
+    h.wait_gone("RedisStream", "orders")
+    assert "fulfilment" in h.groups_in_redis("orders"), "managed=false: Redis left as it was"
+
+
+def test_missing_secret_is_reported_then_picked_up_when_created(
+    harness: Harness, redis_server_factory
+) -> None:  # type: ignore[no-untyped-def]
+    h = harness
+    h.redis_server = redis_server_factory("7.0", extra=[("requirepass", "s3cr3t-pw")])
+    h.stream(
+        "orders",
+        redis={
+            "url": h.redis_server.url,
+            "passwordSecretRef": {"name": "redis-auth", "key": "password"},
+        },
+    )
+    h.group("fulfilment")
+    h.start()
+    ready = h.wait_ready("RedisStream", "orders", "False", "SecretNotFound")
+    assert "redis-auth" in ready["message"]
+    h.wait_ready("ConsumerGroup", "fulfilment", "False", "StreamNotReady")
+
+    h.create("Secret", "redis-auth", None, data={"password": base64.b64encode(b"wrong").decode()})
+    h.wait_ready("RedisStream", "orders", "False", "AuthenticationFailed")
+    h.api.patch(
+        "secrets",
+        "default",
+        "redis-auth",
+        {"data": {"password": base64.b64encode(b"s3cr3t-pw").decode()}},
+    )
+    h.wait_ready("RedisStream", "orders")
+    h.wait_ready("ConsumerGroup", "fulfilment")
+    assert "s3cr3t-pw" not in h.logs(), "credentials never reach the logs"
+    assert all("s3cr3t-pw" not in message for _, _, message in h.events("orders"))
+
+
+def test_redis_outage_flips_conditions_and_recovers(harness: Harness) -> None:
+    h = harness
+    h.stream("orders")
+    h.group("fulfilment", startId="0")
+    h.start()
+    h.wait_ready("ConsumerGroup", "fulfilment")
+    h.redis_server.stop()
+    status = h.wait_status(
+        "ConsumerGroup",
+        "fulfilment",
+        lambda s: any(c["reason"] == "RedisUnavailable" for c in s.get("conditions", [])),
+    )
+    assert status["lagDisplay"] == "unknown" and status.get("pending") is None, "unknown, not zero"
+    h.wait_ready("RedisStream", "orders", "False", "RedisUnavailable")
+    assert h.healthy() and h.operator is not None and h.operator.running
+
+    h.redis_server.start()  # comes back empty (no persistence): the group is made again
+    h.wait_ready("ConsumerGroup", "fulfilment", timeout=30)
+    wait_until(lambda: "fulfilment" in h.groups_in_redis("orders"), 10)
+    reasons = [reason for _, reason, _ in h.events("fulfilment")]
+    assert "RedisUnavailable" in reasons and reasons.count("GroupCreated") >= 2
+
+
+def test_two_resources_for_one_group_the_oldest_wins(harness: Harness) -> None:
+    h = harness
+    h.stream("orders")
+    h.group("first", groupName="shared")
+    time.sleep(1.1)  # creationTimestamp has a one-second resolution
+    h.group("second", groupName="shared")
+    h.start()
+    h.wait_ready("ConsumerGroup", "first")
+    loser = h.wait_ready("ConsumerGroup", "second", "False", "GroupConflict")
+    assert "managed by default/first" in loser["message"]
+
+    h.delete("ConsumerGroup", "first")
+    h.wait_ready("ConsumerGroup", "second", timeout=30)  # the survivor takes over
+
+
+def test_a_bad_resource_does_not_stop_the_others(harness: Harness) -> None:
+    h = harness
+    h.stream("broken", key="x", redis={"url": "redis://127.0.0.1:1"})
+    h.group("orphan", stream="broken")
+    h.group("lost", stream="no-such-stream")
+    h.stream("orders")
+    h.group("fulfilment")
+    h.start()
+    h.wait_ready("ConsumerGroup", "fulfilment")
+    h.wait_ready("RedisStream", "broken", "False", "RedisUnavailable")
+    lost = h.wait_ready("ConsumerGroup", "lost", "False", "StreamNotReady", timeout=40)
+    assert "'no-such-stream' not found" in lost["message"]
+    assert h.operator is not None and h.operator.running
+
+
+def test_metrics_show_the_documented_series(harness: Harness) -> None:
+    h = harness
+    h.stream("orders")
+    h.group("fulfilment", startId="0")
+    h.start()
+    for i in range(4):
+        h.r.xadd("orders", {"n": i})
+    h.wait_status("ConsumerGroup", "fulfilment", lambda s: s.get("lag") == 4)
+    text = h.metrics()
+    labels = 'consumergroup="fulfilment",group="fulfilment",namespace="default"'
+    for series in (
+        f"streamherd_group_pending{{{labels}}} 0.0",
+        f"streamherd_group_lag{{{labels}}} 4.0",
+        f"streamherd_group_backlog{{{labels}}} 4.0",
+        f"streamherd_group_consumers{{{labels}}} 0.0",
+        f"streamherd_group_oldest_pending_age_seconds{{{labels}}} 0.0",
+    ):
+        assert series in text, series
+    for name in (
+        "streamherd_poll_duration_seconds_bucket",
+        "streamherd_redis_roundtrip_seconds_bucket",
+        'streamherd_polls_total{endpoint="redis://127.0.0.1:',
+        'streamherd_stream_length{namespace="default",redisstream="orders"} 4.0',
+        "streamherd_endpoint_groups",
+    ):
+        assert name in text, name

@@ -1,0 +1,49 @@
+"""200 ConsumerGroups on one endpoint cost one poll per interval, not 200."""
+
+from __future__ import annotations
+
+import time
+
+from e2e.cluster.processes import wait_until
+from tests.reconcile.conftest import Harness
+
+STREAMS, GROUPS_PER_STREAM = 20, 10
+
+
+def test_two_hundred_groups_share_one_poll_and_stay_current(harness: Harness) -> None:
+    h = harness
+    for s in range(STREAMS):
+        h.stream(f"s{s}", key=f"s{s}")
+        for g in range(GROUPS_PER_STREAM):
+            h.group(f"s{s}-g{g}", stream=f"s{s}", groupName=f"g{g}", startId="0")
+    names = [(f"s{s}-g{g}", s) for s in range(STREAMS) for g in range(GROUPS_PER_STREAM)]
+    h.start()
+    wait_until(
+        lambda: all(h.ready("ConsumerGroup", name).get("status") == "True" for name, _ in names),
+        90,
+        interval=0.5,
+        message=lambda: f"not all Ready:\n{h.logs()[-2000:]}",
+    )
+
+    # Every group is measured by the endpoint's shared poll: one script call per 10 streams.
+    h.r.config_resetstat()
+    window = 6.0
+    time.sleep(window)
+    calls = h.r.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    polls_at_most = window / 2.0 + 2  # default pollInterval 2s, plus a poll on each side
+    assert calls <= polls_at_most * (STREAMS / 10), f"{calls} script calls in {window}s"
+    assert calls >= 2 * (STREAMS / 10), "it did poll"
+
+    # New work shows up in every group's status within its interval (plus write time).
+    for s in range(STREAMS):
+        for _ in range(s + 1):
+            h.r.xadd(f"s{s}", {"x": 1})
+    started = time.monotonic()
+    wait_until(
+        lambda: all(h.status("ConsumerGroup", name).get("lag") == s + 1 for name, s in names),
+        30,
+        interval=0.2,
+        message="not every group saw its new entries",
+    )
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0 + 4.0, f"took {elapsed:.1f}s for 200 groups to show new entries"
