@@ -91,6 +91,12 @@ class GroupClaims:
         claimants[who] = created
         return min(claimants, key=lambda name: (claimants[name], name))
 
+    def owner(self, target: tuple[str, ...]) -> str | None:
+        claimants = self._claims.get(target)
+        if not claimants:
+            return None
+        return min(claimants, key=lambda name: (claimants[name], name))
+
     def release(self, who: str) -> None:
         for claimants in self._claims.values():
             claimants.pop(who, None)

@@ -48,6 +48,12 @@ def who(body: Mapping[str, Any]) -> str:
     return f"{CONSUMER_GROUP.kind}:{body['metadata']['namespace']}/{body['metadata']['name']}"
 
 
+def claim_target(binding: StreamBinding, group: str) -> tuple[str, ...]:
+    """What two ConsumerGroups may not both manage: one group on one stream on one Redis."""
+    assert binding.poller is not None and binding.source is not None
+    return (binding.poller.gateway.endpoint.display, binding.source.text, group)
+
+
 class GroupLoop:
     """The state one ConsumerGroup's loop keeps between polls."""
 
@@ -117,7 +123,7 @@ class GroupLoop:
                 return STARTING_RETRY_SECONDS  # its loop is still connecting: no warning for that
             verdict = self.stream_not_ready(spec.stream_ref.name, binding)
             return await self.fail(verdict, generation, retry=STREAM_RETRY_SECONDS)
-        target = (binding.poller.gateway.endpoint.display, binding.source.text, group)
+        target = claim_target(binding, group)
         owner = self.ctx.claims.claim(target, self.me, meta.get("creationTimestamp") or "")
         if owner != self.me:
             self.unsubscribe()
