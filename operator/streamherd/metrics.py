@@ -88,6 +88,12 @@ class Metrics:
             ("endpoint",),
             registry=r,
         )
+        self.scaling_decisions = Counter(
+            "streamherd_scaling_decisions_total",
+            "Autoscaling decisions that changed replicas, by action (ScaledUp, ScaledDown, WokeUp, ScaledToZero).",
+            ("namespace", "consumergroup", "action"),
+            registry=r,
+        )
         self.stream_length = Gauge(
             "streamherd_stream_length",
             "Entries in a RedisStream (summed over a pattern's keys).",
