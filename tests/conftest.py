@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["e2e.cluster.fixtures"]
+pytest_plugins = ["e2e.cluster.fixtures", "tests.harness"]
 
 
 @pytest.hookimpl(hookwrapper=True)

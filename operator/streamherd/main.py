@@ -10,6 +10,7 @@ import kopf
 from streamherd.api import API_GROUP, API_VERSION
 from streamherd.controller import groups, streams
 from streamherd.controller.context import Context
+from streamherd.decisions.workload import deployment_state
 from streamherd.kube import KubeClient
 
 FINALIZER = f"{API_GROUP}/finalizer"
@@ -82,6 +83,21 @@ def probe_pollers(**_: Any) -> dict[str, Any]:
         else "failing"
         for poller in context.endpoints.pollers()
     }
+
+
+# ------------------------------------------------------------------ Deployments (autoscaling)
+
+
+@kopf.on.event("apps", "v1", "deployments", registry=registry)
+def deployment_seen(body: kopf.Body, **kwargs: Any) -> None:
+    """Keep replicas of every Deployment in memory: the autoscalers read them every poll."""
+    if Runtime.ctx is None:
+        return
+    key = (str(body.metadata.namespace), str(body.metadata.name))
+    if kwargs.get("type") == "DELETED":
+        Runtime.ctx.deployments.pop(key, None)
+    else:
+        Runtime.ctx.deployments[key] = deployment_state(body)
 
 
 # ------------------------------------------------------------------ RedisStream

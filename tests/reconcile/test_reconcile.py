@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.reconcile.conftest import Harness
+from tests.harness import Harness
 
 
 def test_group_is_created_and_status_matches_redis(harness_any_redis: Harness) -> None:

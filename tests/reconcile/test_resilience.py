@@ -6,7 +6,7 @@ import base64
 import time
 
 from e2e.cluster.processes import wait_until
-from tests.reconcile.conftest import Harness
+from tests.harness import Harness
 
 
 def test_paused_takes_no_action_until_resumed(harness: Harness) -> None:

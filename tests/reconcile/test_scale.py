@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from e2e.cluster.processes import wait_until
-from tests.reconcile.conftest import Harness
+from tests.harness import Harness
 
 STREAMS, GROUPS_PER_STREAM = 20, 10
 

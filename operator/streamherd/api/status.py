@@ -48,6 +48,7 @@ class Reason(StrEnum):
     CROSS_SLOT = "CrossSlot"
     METRIC_UNKNOWN = "MetricUnknown"
     SCALING = "Scaling"
+    SCALING_DISABLED = "ScalingDisabled"
     REDIS_ERROR = "RedisError"
     INTERNAL_ERROR = "InternalError"
 

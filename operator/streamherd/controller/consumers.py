@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from streamherd.api.consumergroup import ConsumerGroupSpec
-from streamherd.kube import KubeClient
+from streamherd.decisions.workload import scaler_conflict
+from streamherd.kube import KubeClient, KubeError
 from streamherd.kube import requests as rq
+
+logger = logging.getLogger(__name__)
 
 OWNED_SUFFIX = "-consumers"
 
@@ -45,3 +50,25 @@ async def live_pods(
         if not p["metadata"].get("deletionTimestamp")
         and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
     }
+
+
+class ScalerIndex:
+    """Which Deployments another autoscaler (HPA, KEDA ScaledObject) already drives, per
+    namespace, re-listed at most every ``ttl`` seconds."""
+
+    def __init__(self, kube: KubeClient, ttl: float = 15.0) -> None:
+        self._kube = kube
+        self._ttl = ttl
+        self._cache: dict[str, tuple[float, list[dict[str, Any]], list[dict[str, Any]]]] = {}
+
+    async def conflict(self, namespace: str, deployment: str) -> str | None:
+        hit = self._cache.get(namespace)
+        if hit is None or time.monotonic() - hit[0] > self._ttl:
+            try:
+                hpas = await self._kube.list_if_served(rq.HPAS, namespace)
+                scaled = await self._kube.list_if_served(rq.SCALED_OBJECTS, namespace)
+            except KubeError as exc:
+                logger.warning("cannot list other autoscalers in %s: %s", namespace, exc)
+                hpas, scaled = [], []
+            hit = self._cache[namespace] = (time.monotonic(), hpas, scaled)
+        return scaler_conflict(deployment, hit[1], hit[2])

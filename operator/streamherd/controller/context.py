@@ -9,7 +9,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamherd.api.redisstream import RedisEndpoint
+from streamherd.api.redisstream import RedisEndpoint, RedisStreamSpec
+from streamherd.controller.consumers import ScalerIndex
 from streamherd.controller.polling import Endpoints, Poller, Source
 from streamherd.decisions.conditions import Verdict
 from streamherd.gateway.endpoint import (
@@ -34,6 +35,7 @@ class StreamBinding:
     create_if_missing: bool = True
     poller: Poller | None = None
     problem: Verdict | None = None
+    spec: RedisStreamSpec | None = None
 
     @property
     def usable(self) -> bool:
@@ -111,6 +113,10 @@ class Context:
     streams: dict[tuple[str, str], StreamBinding] = field(default_factory=dict)
     claims: GroupClaims = field(default_factory=GroupClaims)
     wakeups: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+    deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """Deployments by (namespace, name), kept by a watch: replicas without a GET per poll."""
+    scalers: ScalerIndex = field(init=False)
+    """Other autoscalers (HPA, KEDA) per namespace."""
     started_at: float = field(default_factory=time.monotonic)
     startup_grace: float = 30.0
 
@@ -125,6 +131,9 @@ class Context:
             endpoints=Endpoints(metrics, **gateway_options),
             secrets=SecretCache(kube),
         )
+
+    def __post_init__(self) -> None:
+        self.scalers = ScalerIndex(self.kube)
 
     def young(self) -> bool:
         """Within the start-up grace: resources may still be waiting for their loops."""

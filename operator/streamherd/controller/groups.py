@@ -14,6 +14,7 @@ from streamherd.api import CONSUMER_GROUP, SpecError, is_managed, is_paused, par
 from streamherd.api.consumergroup import ConsumerGroupSpec
 from streamherd.api.redisstream import DeletionPolicy
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
+from streamherd.controller.autoscaler import SCALE_FIELDS, Autoscaler
 from streamherd.controller.context import Context, StreamBinding
 from streamherd.controller.polling import DEFAULT_INTERVAL, Poller, PollResult
 from streamherd.controller.reporting import StatusWriter, report
@@ -66,6 +67,7 @@ class GroupLoop:
         self.poller: Poller | None = None
         self.seq = 0
         self.announced: set[str] = set()
+        self.autoscaler = Autoscaler(ctx, body, self.writer, self.me)
         self.ensured_at: dict[str, float] = {}
         """When we last created the group on a key: a poll taken before that still shows it
         missing, and must not make us "adopt" what we just created."""
@@ -80,6 +82,7 @@ class GroupLoop:
                 await sleep(stopped, wake, delay)
         finally:
             self.unsubscribe()
+            self.autoscaler.close()
             self.ctx.claims.release(self.me)
 
     def unsubscribe(self) -> None:
@@ -93,6 +96,7 @@ class GroupLoop:
         generation = meta.get("generation")
         if is_paused(meta):
             self.unsubscribe()
+            self.autoscaler.unwatch()
             paused = Verdict(
                 ConditionType.PAUSED, ConditionStatus.TRUE, Reason.PAUSED, "no actions are taken"
             )
@@ -144,13 +148,25 @@ class GroupLoop:
         if result is None:
             return 0
         self.seq = result.seq
-        totals = group_totals(result.observation, result.keys_of(binding.source), group)
+        keys = result.keys_of(binding.source)
+        totals = group_totals(result.observation, keys, group)
         verdict = await self.ensure(spec, group, binding, result, totals)
         fields = self.fields(binding, group, totals)
+        verdicts = [verdict]
+        if spec.consumers is not None:
+            taken_at = result.observation.taken_at
+            scaling = await self.autoscaler.step(spec, group, binding, keys, totals, taken_at)
+            fields.update(scaling.fields)
+            if scaling.ready is not None and verdict.status is ConditionStatus.TRUE:
+                verdicts = [scaling.ready]
+            verdicts += scaling.conditions
+        else:
+            fields.update(dict.fromkeys(SCALE_FIELDS))
         self.ctx.metrics.set_group(self.namespace, self.name, group, totals)
-        if verdict.status is ConditionStatus.FALSE:
-            self.ctx.metrics.reconcile_errors.labels(CONSUMER_GROUP.kind, verdict.reason).inc()
-        await self.report([verdict], generation, fields)
+        if verdicts[0].status is ConditionStatus.FALSE:
+            reason = verdicts[0].reason
+            self.ctx.metrics.reconcile_errors.labels(CONSUMER_GROUP.kind, reason).inc()
+        await self.report(verdicts, generation, fields)
         return 0
 
     async def ensure(

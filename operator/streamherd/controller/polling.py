@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -70,6 +71,7 @@ class Poller:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.stopped = False
+        self._waker: Waker | None = None
 
     @property
     def endpoint(self) -> str:
@@ -83,6 +85,15 @@ class Poller:
     @property
     def latest(self) -> PollResult | None:
         return self._result
+
+    def poll_now(self) -> None:
+        """Poll at once instead of at the next tick (something just happened)."""
+        self._wake.set()
+
+    def waker(self) -> Waker:
+        if self._waker is None:
+            self._waker = Waker(self)
+        return self._waker
 
     def subscribe(self, who: str, source: Source, interval: float = DEFAULT_INTERVAL) -> None:
         previous = self._subscriptions.get(who)
@@ -103,6 +114,8 @@ class Poller:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._waker is not None:
+            await self._waker.stop()
         self.stopped = True  # nobody waits for a poll that will never come
         self._publish()
 
@@ -184,6 +197,61 @@ class Poller:
             self._metrics.polled_groups.labels(endpoint).set(
                 sum(len(s.groups) for s in observation.streams.values())
             )
+
+
+class Waker:
+    """Wakes groups at zero without waiting for a poll: one blocking XREAD (which consumes
+    nothing) over the streams of every sleeping group on an endpoint; when one gets an
+    entry, the endpoint is polled at once and the group's loop scales it up."""
+
+    def __init__(self, poller: Poller, block_ms: int = 1000) -> None:
+        self._poller = poller
+        self._block_ms = block_ms
+        self._watching: dict[str, tuple[str, ...]] = {}
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, who: str, keys: Sequence[str]) -> None:
+        if self._watching.get(who) != tuple(keys):
+            self._watching[who] = tuple(keys)
+            self._changed.set()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"waker {self._poller.endpoint}")
+
+    def unwatch(self, who: str) -> None:
+        if self._watching.pop(who, None) is not None:
+            self._changed.set()
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        gateway = self._poller.gateway
+        positions: dict[str, str] = {}
+        while True:
+            keys = sorted({k for ks in self._watching.values() for k in ks})
+            if not keys:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            self._changed.clear()
+            try:
+                new = [k for k in keys if k not in positions]
+                if new:
+                    positions.update(await gateway.tail_ids(new))
+                positions = {k: positions[k] for k in keys}
+                moved = await gateway.wait_for_entries(positions, self._block_ms)
+            except GatewayError as exc:  # Redis trouble: the regular polls report it
+                logger.debug("waker on %s: %s", self._poller.endpoint, exc.message)
+                await asyncio.sleep(1)
+                continue
+            if moved:
+                positions.update(moved)
+                self._poller.poll_now()
 
 
 class Endpoints:

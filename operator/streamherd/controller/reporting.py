@@ -109,17 +109,21 @@ class StatusWriter:
             logger.warning("event %s not posted: %s", reason, exc)
 
 
+OWNED_CONDITIONS = (ConditionType.READY, ConditionType.PAUSED, ConditionType.SCALING_ACTIVE)
+
+
 async def report(
     writer: StatusWriter,
     verdicts: list[Verdict],
     generation: int | None,
     fields: Mapping[str, Any] | None,
 ) -> None:
-    """Write verdicts (and observed fields) as status; a Paused condition lasts only while
-    a verdict says so."""
-    conditions = writer.current.get("conditions") or []
-    if not any(v.type is ConditionType.PAUSED for v in verdicts):
-        conditions = drop_condition(list(conditions), ConditionType.PAUSED)
+    """Write verdicts (and observed fields) as status. A condition type the loops own lasts
+    only while a verdict says it; other types (another writer's) are left alone."""
+    conditions = list(writer.current.get("conditions") or [])
+    for owned in OWNED_CONDITIONS:
+        if not any(v.type is owned for v in verdicts):
+            conditions = drop_condition(conditions, owned)
     desired: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": apply_verdicts(

@@ -80,6 +80,7 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
                     seq = 0
                 binding.source, binding.poller, binding.problem = source, poller, None
                 binding.create_if_missing = spec.create_if_missing
+                binding.spec = spec
                 result = await next_result(poller, seq, poller.interval + 15, stopped, wake)
                 if result is None:
                     continue

@@ -351,6 +351,86 @@ class RedisGateway:
             state.complete_passes += 1
         return pass_done
 
+    # ------------------------------------------------------------------ autoscaling
+
+    async def consumer_pending(self, keys: Sequence[str], group: str) -> dict[str, int]:
+        """Pending entries per consumer of ``group``, summed over ``keys`` (XPENDING summary,
+        one pipeline): which pods hold unfinished work."""
+        replies = await self._pipeline([("XPENDING", key, group) for key in keys])
+        totals: dict[str, int] = {}
+        for reply in replies:
+            if isinstance(reply, Exception):
+                continue  # stream or group gone: nothing pending there
+            consumers = (
+                reply.get("consumers")
+                if isinstance(reply, Mapping)
+                else (reply[3] if len(reply) > 3 else None)
+            )
+            for item in consumers or []:
+                name, count = (item["name"], item["pending"]) if isinstance(item, Mapping) else item
+                totals[str(name)] = totals.get(str(name), 0) + int(count)
+        return totals
+
+    async def tail_ids(self, keys: Sequence[str]) -> dict[str, str]:
+        """The last generated id of each stream ("0-0" when it does not exist yet): where a
+        wake-up read starts."""
+        replies = await self._pipeline([("XINFO", "STREAM", key) for key in keys])
+        out = {}
+        for key, reply in zip(keys, replies, strict=True):
+            if isinstance(reply, Exception):
+                out[key] = "0-0"
+            else:
+                fields = (
+                    reply
+                    if isinstance(reply, Mapping)
+                    else dict(zip(reply[::2], reply[1::2], strict=False))
+                )
+                out[key] = str(fields.get("last-generated-id") or "0-0")
+        return out
+
+    async def wait_for_entries(self, positions: Mapping[str, str], block_ms: int) -> dict[str, str]:
+        """Block until any stream gets an entry after its position, or ``block_ms`` pass.
+        XREAD, not XREADGROUP: it reads without consuming, so no group or consumer is touched.
+        One connection blocks on many keys (one per hash slot in a cluster). Returns the new
+        positions of the streams that got entries."""
+        await self.connect()
+        client = self._require()
+        if not positions:
+            await asyncio.sleep(block_ms / 1000)
+            return {}
+        if self.endpoint.cluster:
+            by_slot: dict[int, dict[str, str]] = {}
+            for key, position in positions.items():
+                by_slot.setdefault(key_slot(key.encode()), {})[key] = position
+            groups = list(by_slot.values())
+        else:
+            groups = [dict(positions)]
+        tasks = [
+            asyncio.ensure_future(
+                client.execute_command(
+                    "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *group, *group.values()
+                )
+            )
+            for group in groups
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        moved: dict[str, str] = {}
+        for task in done:
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise self._classify(failure)
+            reply: Any = None if task.cancelled() else task.result()
+            items = reply.items() if isinstance(reply, Mapping) else (reply or [])
+            for key, entries in items:
+                if entries:
+                    moved[str(key)] = str(entries[-1][0])
+        return moved
+
     # ------------------------------------------------------------------ observation
 
     async def observe(

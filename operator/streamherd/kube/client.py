@@ -7,6 +7,7 @@ and kopf's watches authenticate the same way, in-cluster or from a kubeconfig.
 from __future__ import annotations
 
 import asyncio
+import builtins
 from typing import Any
 
 import aiohttp
@@ -102,6 +103,30 @@ class KubeClient:
     ) -> list[dict[str, Any]]:
         result = await self.send(rq.list_(resource, namespace, label_selector))
         return list(result.get("items", []))
+
+    async def list_if_served(
+        self, resource: rq.Resource, namespace: str
+    ) -> builtins.list[dict[str, Any]]:
+        """list(), but a resource the cluster does not serve (KEDA not installed) is empty."""
+        try:
+            return await self.list(resource, namespace)
+        except NotFound:
+            return []
+
+    async def create(
+        self, resource: rq.Resource, namespace: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.send(rq.create(resource, namespace, body))
+        return result
+
+    async def merge_patch(
+        self, resource: rq.Resource, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.send(rq.merge_patch(resource, namespace, name, patch))
+        return result
+
+    async def scale(self, namespace: str, deployment: str, replicas: int) -> None:
+        await self.send(rq.patch_scale(namespace, deployment, replicas))
 
     async def patch_status(
         self, resource: rq.Resource, namespace: str, name: str, status: dict[str, Any]

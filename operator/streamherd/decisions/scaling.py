@@ -1,0 +1,194 @@
+"""How many consumer replicas a group should have: a pure function of what was observed,
+the spec, and a small memory of recent recommendations.
+
+Rules (README, "Autoscaling"):
+- replicas = ceil(metric / targetPerReplica); or, with targetDrainTime and a measured rate,
+  enough replicas to drain the metric within that time; clamped to [min, max];
+- from zero: wake when the backlog (lag + pending) exceeds activationThreshold;
+- scale-up: the lowest recommendation of the scale-up window (0s: immediate), at most
+  maxStep more per decision; scale-down: the highest recommendation of the scale-down
+  window, at most maxStep fewer per decision;
+- one to zero: only after the backlog has been known to be zero for idleBeforeZero;
+- unknown metric: hold (never scale down on what could not be read); a lower bound may
+  scale up, never down.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from streamherd.api.consumergroup import Autoscaling, Metric
+from streamherd.observations import Exactness, Reading
+
+
+class Action(StrEnum):
+    HOLD = "Hold"
+    SCALE_UP = "ScaledUp"
+    SCALE_DOWN = "ScaledDown"
+    WAKE = "WokeUp"
+    TO_ZERO = "ScaledToZero"
+    UNKNOWN = "MetricUnknown"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the autoscaler sees in one poll."""
+
+    replicas: int
+    """The Deployment's desired replicas now (spec.replicas)."""
+    lag: Reading
+    pending: int | None
+    rate_per_replica: float | None = None
+    """Entries one replica finishes per second, measured while there was work."""
+
+    @property
+    def backlog(self) -> Reading:
+        if self.pending is None:
+            return Reading.unknown()
+        return self.lag + Reading.exact(self.pending)
+
+    def metric(self, which: Metric) -> Reading:
+        if which is Metric.LAG:
+            return self.lag
+        if which is Metric.PENDING:
+            return Reading.unknown() if self.pending is None else Reading.exact(self.pending)
+        return self.backlog
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the autoscaler remembers between polls."""
+
+    recommendations: tuple[tuple[float, int], ...] = ()
+    """(time, replicas) recommended within the longest window."""
+    idle_since: float | None = None
+    """Since when the backlog has been known to be zero."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int
+    action: Action
+    reason: str
+    """In words, for status and Events: "backlog 4200 > 6 replicas x 500"."""
+    memory: Memory = field(default_factory=Memory)
+
+
+def recommend(
+    policy: Autoscaling, metric: Reading, rate_per_replica: float | None, which: Metric
+) -> tuple[int, str]:
+    """Replicas the metric alone asks for, clamped to [min, max] (at least 1 with work),
+    and why in words."""
+    assert metric.value is not None
+    value, name, shown = metric.value, str(which).lower(), metric.display()
+    if value == 0:
+        return policy.min_replicas, f"{name} 0"
+    if policy.target_drain_time is not None and rate_per_replica and rate_per_replica > 0:
+        seconds = policy.target_drain_time.seconds
+        raw = math.ceil(value / (rate_per_replica * seconds))
+        why = f"{name} {shown} drains within {policy.target_drain_time} at {rate_per_replica:.1f}/s per replica with {raw}"
+    else:
+        raw = math.ceil(value / policy.target_per_replica)
+        why = f"{name} {shown} needs {raw} replicas x {policy.target_per_replica}"
+    wanted = min(max(raw, policy.min_replicas, 1), policy.max_replicas)
+    if wanted != raw:
+        why += f" (limits {policy.min_replicas}..{policy.max_replicas})"
+    return wanted, why
+
+
+def decide(policy: Autoscaling, observed: Observed, memory: Memory, now: float) -> Decision:
+    current = observed.replicas
+    clamped_current = min(max(current, policy.min_replicas), policy.max_replicas)
+    metric = observed.metric(policy.metric)
+    backlog = observed.backlog
+    if metric.value is None or backlog.value is None:
+        return Decision(
+            clamped_current,
+            Action.UNKNOWN,
+            f"{str(policy.metric).lower()} unknown: holding {clamped_current} replicas",
+            replace(memory, idle_since=None),
+        )
+    idle_since = (
+        (memory.idle_since if memory.idle_since is not None else now)
+        if backlog.value == 0
+        else None
+    )
+
+    if current == 0 and policy.min_replicas == 0:
+        if backlog.value <= policy.activation_threshold:
+            return Decision(
+                0,
+                Action.HOLD,
+                f"idle at zero: backlog {backlog.display()}",
+                Memory(memory.recommendations, idle_since),
+            )
+        wanted, why = recommend(policy, metric, observed.rate_per_replica, policy.metric)
+        desired = _step(max(wanted, 1), 0, policy.scale_up.max_step)
+        history = _remember(memory.recommendations, now, desired, policy)
+        return Decision(
+            desired,
+            Action.WAKE,
+            f"backlog {backlog.display()} > activation {policy.activation_threshold}; {why}",
+            Memory(history, idle_since),
+        )
+
+    wanted, why = recommend(policy, metric, observed.rate_per_replica, policy.metric)
+    if wanted == 0:  # min 0 and nothing to do: zero only after idleBeforeZero
+        idle_for = now - idle_since if idle_since is not None else 0.0
+        if idle_since is not None and idle_for >= policy.idle_before_zero.seconds:
+            history = _remember(memory.recommendations, now, 0, policy)
+            desired = _step(0, current, policy.scale_down.max_step)
+            action = Action.TO_ZERO if desired == 0 else Action.SCALE_DOWN
+            return Decision(
+                desired,
+                action,
+                f"backlog 0 for {policy.idle_before_zero}: going to zero",
+                Memory(history, idle_since),
+            )
+        wanted = 1
+        why = f"backlog 0 for {idle_for:.0f}s, zero after {policy.idle_before_zero}"
+    history = _remember(memory.recommendations, now, wanted, policy)
+
+    if wanted > current:
+        window = [n for t, n in history if t >= now - policy.scale_up.stabilization_window.seconds]
+        desired = _step(max(min(window), current), current, policy.scale_up.max_step)
+        action = Action.SCALE_UP if desired > current else Action.HOLD
+    elif wanted < current:
+        if metric.exactness is Exactness.LOWER_BOUND:
+            desired = clamped_current
+            why += "; only a lower bound: not scaling down"
+        else:
+            window = [
+                n for t, n in history if t >= now - policy.scale_down.stabilization_window.seconds
+            ]
+            target = max(window)
+            desired = _step(min(target, current), current, policy.scale_down.max_step)
+            if target > wanted:
+                why += f"; {target} recommended within the last {policy.scale_down.stabilization_window}"
+        action = Action.SCALE_DOWN if desired < current else Action.HOLD
+    else:
+        desired, action = current, Action.HOLD
+    desired = min(max(desired, policy.min_replicas), policy.max_replicas)
+    if desired > current and action is Action.HOLD:
+        action = Action.SCALE_UP  # back inside [min, max] after a spec change
+    elif desired < current and action is Action.HOLD:
+        action = Action.SCALE_DOWN
+    return Decision(desired, action, why, Memory(history, idle_since))
+
+
+def _step(target: int, current: int, max_step: int | None) -> int:
+    if max_step is None:
+        return target
+    return min(target, current + max_step) if target > current else max(target, current - max_step)
+
+
+def _remember(
+    history: Sequence[tuple[float, int]], now: float, replicas: int, policy: Autoscaling
+) -> tuple[tuple[float, int], ...]:
+    keep = max(
+        policy.scale_up.stabilization_window.seconds, policy.scale_down.stabilization_window.seconds
+    )
+    return (*((t, n) for t, n in history if t >= now - keep), (now, replicas))

@@ -1,0 +1,243 @@
+"""The operator as a real process (`streamherd run`) against the local cluster and a real
+redis-server: what every operator test stands on."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from e2e.cluster.processes import OperatorProcess, wait_until
+from e2e.cluster.redis import RedisServer, free_port
+
+GROUP = "streamherd.io/v1alpha1"
+KINDS = {
+    "RedisStream": "redisstreams.streamherd.io",
+    "ConsumerGroup": "consumergroups.streamherd.io",
+    "Secret": "secrets",
+    "Deployment": "deployments.apps",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers.autoscaling",
+    "CronJob": "cronjobs.batch",
+}
+
+
+@dataclass
+class Harness:
+    api: Any
+    redis_server: RedisServer
+    start_operator: Callable[..., OperatorProcess]
+    namespace: str = "default"
+    metrics_port: int = field(default_factory=free_port)
+    health_port: int = field(default_factory=free_port)
+    operator: OperatorProcess | None = None
+    _redis: redis.Redis | None = None
+
+    # ------------------------------------------------------------ the operator
+
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> OperatorProcess:
+        self.operator = self.start_operator(
+            [
+                "streamherd",
+                "run",
+                "--metrics-port",
+                str(self.metrics_port),
+                "--health-port",
+                str(self.health_port),
+                "--log-level",
+                "DEBUG",
+                *extra,
+            ],
+            env=env,
+        )
+        wait_until(
+            self.healthy, 20, message=lambda: f"operator not healthy:\n{self.logs()[-3000:]}"
+        )
+        return self.operator
+
+    def healthy(self) -> bool:
+        assert self.operator is not None
+        if not self.operator.running:
+            raise RuntimeError(f"the operator exited:\n{self.logs()[-4000:]}")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
+            ) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def logs(self) -> str:
+        return self.operator.logs() if self.operator else ""
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as r:
+            return r.read().decode()
+
+    # ------------------------------------------------------------ Redis
+
+    @property
+    def r(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis.Redis(
+                host=self.redis_server.host, port=self.redis_server.port, decode_responses=True
+            )
+        return self._redis
+
+    def groups_in_redis(self, key: str) -> dict[str, dict[str, Any]]:
+        try:
+            return {g["name"]: g for g in self.r.xinfo_groups(key)}
+        except redis.ResponseError:
+            return {}
+
+    # ------------------------------------------------------------ Kubernetes objects
+
+    def create(
+        self, kind: str, name: str, spec: dict[str, Any] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "apiVersion": {
+                "Secret": "v1",
+                "Deployment": "apps/v1",
+                "HorizontalPodAutoscaler": "autoscaling/v2",
+            }.get(kind, GROUP),
+            "kind": kind,
+            "metadata": {"name": name, "namespace": self.namespace, **extra.pop("metadata", {})},
+        }
+        if spec is not None:
+            obj["spec"] = spec
+        obj.update(extra)
+        return self.api.create(obj)  # type: ignore[no-any-return]
+
+    def stream(
+        self,
+        name: str = "orders",
+        key: str | None = "orders",
+        metadata: dict[str, Any] | None = None,
+        **spec: Any,
+    ) -> dict[str, Any]:
+        spec.setdefault("redis", {"url": self.redis_server.url})
+        if key is not None and "keyPattern" not in spec:
+            spec["key"] = key
+        return self.create("RedisStream", name, spec, metadata=metadata or {})
+
+    def group(
+        self, name: str, stream: str = "orders", metadata: dict[str, Any] | None = None, **spec: Any
+    ) -> dict[str, Any]:
+        return self.create(
+            "ConsumerGroup", name, {"streamRef": {"name": stream}, **spec}, metadata=metadata or {}
+        )
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        return self.api.get(KINDS[kind], self.namespace, name)  # type: ignore[no-any-return]
+
+    def patch(self, kind: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.api.patch(KINDS[kind], self.namespace, name, patch)  # type: ignore[no-any-return]
+
+    def delete(self, kind: str, name: str) -> None:
+        self.api.delete(KINDS[kind], self.namespace, name)
+
+    def status(self, kind: str, name: str) -> dict[str, Any]:
+        obj = self.get(kind, name) or {}
+        return obj.get("status") or {}
+
+    def ready(self, kind: str, name: str) -> dict[str, Any]:
+        for condition in self.status(kind, name).get("conditions") or []:
+            if condition["type"] == "Ready":
+                return condition  # type: ignore[no-any-return]
+        return {}
+
+    def wait_status(
+        self, kind: str, name: str, predicate: Callable[[dict[str, Any]], Any], timeout: float = 20
+    ) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            status = self.status(kind, name)
+            return status if predicate(status) else None
+
+        return wait_until(
+            check,
+            timeout,
+            interval=0.05,
+            message=lambda: (
+                f"{kind} {name} status never matched; last: {self.status(kind, name)}\n{self.logs()[-3000:]}"
+            ),
+        )
+
+    def wait_ready(
+        self,
+        kind: str,
+        name: str,
+        status: str = "True",
+        reason: str | None = None,
+        timeout: float = 20,
+    ) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            ready = self.ready(kind, name)
+            if ready.get("status") == status and (reason is None or ready.get("reason") == reason):
+                return ready
+            return None
+
+        return wait_until(
+            check,
+            timeout,
+            interval=0.05,
+            message=lambda: (
+                f"{kind} {name} never Ready={status} {reason or ''}; last: {self.ready(kind, name)}\n{self.logs()[-3000:]}"
+            ),
+        )
+
+    def wait_gone(self, kind: str, name: str, timeout: float = 20) -> None:
+        wait_until(
+            lambda: self.get(kind, name) is None,
+            timeout,
+            message=lambda: (
+                f"{kind} {name} still there: {self.get(kind, name)}\n{self.logs()[-3000:]}"
+            ),
+        )
+
+    def events(self, name: str) -> list[tuple[str, str, str]]:
+        return [
+            (e["type"], e["reason"], e["message"])
+            for e in self.api.list("events", self.namespace)
+            if e["involvedObject"]["name"] == name
+        ]
+
+
+@pytest.fixture
+def harness(
+    kube_api: Any,
+    kubeconfig: Path,
+    run_as_operator: Callable[..., OperatorProcess],
+    redis_server_factory: Callable[..., RedisServer],
+) -> Iterator[Harness]:
+    """An operator-ready harness on redis 7.0 (the gateway's own tests cover 8.2 in depth);
+    call ``harness.start()`` once the objects the test needs before start-up exist."""
+    h = Harness(
+        api=kube_api, redis_server=redis_server_factory("7.0"), start_operator=run_as_operator
+    )
+    yield h
+    if h._redis is not None:
+        h._redis.close()
+
+
+@pytest.fixture(params=["7.0", "8.2"], ids=["redis7.0", "redis8.2"])
+def harness_any_redis(
+    request: pytest.FixtureRequest,
+    kube_api: Any,
+    kubeconfig: Path,
+    run_as_operator: Callable[..., OperatorProcess],
+    redis_server_factory: Callable[..., RedisServer],
+) -> Iterator[Harness]:
+    h = Harness(
+        api=kube_api,
+        redis_server=redis_server_factory(request.param),
+        start_operator=run_as_operator,
+    )
+    yield h
+    if h._redis is not None:
+        h._redis.close()
