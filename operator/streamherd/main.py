@@ -8,7 +8,7 @@ from typing import Any
 import kopf
 
 from streamherd.api import API_GROUP, API_VERSION
-from streamherd.controller import groups, streams
+from streamherd.controller import groups, janitor, streams
 from streamherd.controller.context import Context
 from streamherd.decisions.workload import deployment_state
 from streamherd.kube import KubeClient
@@ -145,3 +145,21 @@ async def consumergroup_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_
 @kopf.on.delete(API_GROUP, API_VERSION, "consumergroups", registry=registry)
 async def consumergroup_deleted(body: kopf.Body, **_: Any) -> None:
     await groups.delete(ctx(), body)
+
+
+# ------------------------------------------------------------------ the janitor (recovery)
+
+
+@kopf.daemon(
+    API_GROUP,
+    API_VERSION,
+    "consumergroups",
+    id="janitor",
+    registry=registry,
+    cancellation_timeout=10,
+    initial_delay=0,
+)
+async def janitor_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Recovery of stranded work, dead-lettering, consumer clean-up; or, in mode CronJob,
+    keeping the CronJob that does it."""
+    await janitor.run(ctx(), body, stopped)

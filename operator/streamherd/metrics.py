@@ -100,6 +100,56 @@ class Metrics:
             ("namespace", "redisstream"),
             registry=r,
         )
+        janitor_labels = (*GROUP_LABELS, "strategy")
+        self.janitor_recovered = Counter(
+            "streamherd_janitor_recovered_total",
+            "Stale or stranded pending entries handed back by the janitor (re-queued or claimed).",
+            janitor_labels,
+            registry=r,
+        )
+        self.janitor_dead_lettered = Counter(
+            "streamherd_janitor_dead_lettered_total",
+            "Poison entries moved to the dead-letter stream.",
+            GROUP_LABELS,
+            registry=r,
+        )
+        self.janitor_dropped = Counter(
+            "streamherd_janitor_dropped_total",
+            "Pending entries whose stream entry was trimmed or deleted, removed from the PEL.",
+            GROUP_LABELS,
+            registry=r,
+        )
+        self.janitor_consumers_removed = Counter(
+            "streamherd_janitor_consumers_removed_total",
+            "Consumers removed from the group (pod gone, or idle without a pod).",
+            GROUP_LABELS,
+            registry=r,
+        )
+        self.janitor_runs = Counter(
+            "streamherd_janitor_runs_total",
+            "Janitor passes, by outcome (complete, partial: time budget reached, error).",
+            (*GROUP_LABELS, "outcome"),
+            registry=r,
+        )
+        self.janitor_duration = Histogram(
+            "streamherd_janitor_run_duration_seconds",
+            "Duration of one janitor pass.",
+            GROUP_LABELS,
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+        )
+        self.janitor_poison_held = Gauge(
+            "streamherd_janitor_poison_held",
+            "Poison entries the last pass left pending because no dead-letter stream can take them.",
+            GROUP_LABELS,
+            registry=r,
+        )
+        self.janitor_dead_letter_blocked = Gauge(
+            "streamherd_janitor_dead_letter_blocked",
+            "1 when a stream of the group cannot dead-letter (dead-letter key in another Cluster hash slot).",
+            GROUP_LABELS,
+            registry=r,
+        )
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)

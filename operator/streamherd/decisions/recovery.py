@@ -1,0 +1,293 @@
+"""The janitor's decisions, pure: where poison goes, which consumers are dead or may be
+removed, who gets claimed work, and the CronJob that runs the janitor in mode CronJob."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.crc import key_slot
+
+DEAD_LETTER_SUFFIX = ":dlq"
+
+
+# ------------------------------------------------------------------ dead-letter stream
+
+
+def hash_tag(key: str) -> str | None:
+    """The part of ``key`` Redis Cluster hashes when it has one: between the first "{" and
+    the first "}" after it, if not empty (the cluster spec's rule)."""
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    if end < 0 or end == start + 1:
+        return None
+    return key[start + 1 : end]
+
+
+def slot(key: str) -> int:
+    return key_slot(key.encode())
+
+
+@dataclass(frozen=True)
+class DeadLetterTarget:
+    """Where a stream's poison entries go: ``key``, or nowhere with ``problem`` saying why
+    (then they stay pending)."""
+
+    key: str | None
+    problem: str | None = None
+
+
+def dead_letter_target(stream: str, configured: str | None, *, cluster: bool) -> DeadLetterTarget:
+    """The dead-letter stream of ``stream``. Default "<key>:dlq"; on a cluster, a key without
+    a hash tag gets "{<key>}:dlq" so both hash to one slot (a script may only touch keys of
+    one slot). A configured key in another slot is refused rather than half-working."""
+    if configured is not None:
+        if cluster and slot(configured) != slot(stream):
+            return DeadLetterTarget(
+                None,
+                f"dead-letter stream {configured!r} is in Redis Cluster hash slot "
+                f"{slot(configured)}, stream {stream!r} in slot {slot(stream)}: one script "
+                "cannot move an entry between them. Poison entries stay pending; unset "
+                f"deadLetter.stream (default {default_dead_letter_key(stream, cluster=True)!r})"
+                " or use a key with the same hash tag",
+            )
+        return DeadLetterTarget(configured)
+    default = default_dead_letter_key(stream, cluster=cluster)
+    if default is None:
+        return DeadLetterTarget(
+            None,
+            f"stream {stream!r} has no hash tag and contains '}}': no default dead-letter key "
+            "shares its Redis Cluster hash slot. Poison entries stay pending; set "
+            "deadLetter.stream to a key in its slot",
+        )
+    return DeadLetterTarget(default)
+
+
+def default_dead_letter_key(stream: str, *, cluster: bool) -> str | None:
+    """The default dead-letter key: "<key>:dlq", or on a cluster "{<key>}:dlq" for a key
+    without a hash tag; None when no such key shares the stream's slot (a key with "}" and
+    no hash tag)."""
+    if not cluster or hash_tag(stream) is not None:
+        return stream + DEAD_LETTER_SUFFIX
+    candidate = "{" + stream + "}" + DEAD_LETTER_SUFFIX
+    return candidate if slot(candidate) == slot(stream) else None
+
+
+# ------------------------------------------------------------------ consumers and pods
+
+
+def pod_name_pattern(deployment: str) -> re.Pattern[str]:
+    """Names of a Deployment's pods: <deployment>-<pod-template-hash>-<5 chars>."""
+    return re.compile(rf"{re.escape(deployment)}-[a-z0-9]{{1,10}}-[a-z0-9]{{5}}")
+
+
+@dataclass(frozen=True)
+class Pods:
+    """The consumer Deployment's pods, read after the group's consumers (so any consumer
+    seen belongs to a pod in here, unless that pod is gone)."""
+
+    deployment: str
+    existing: frozenset[str]
+    """Pods whose process may still run (terminating ones too: they may still ack)."""
+    live: frozenset[str]
+    """Pods that run and are not terminating: who can be given work."""
+
+    @classmethod
+    def of(cls, deployment: str, pods: Iterable[Mapping[str, Any]]) -> Pods:
+        existing, live = set(), set()
+        for pod in pods:
+            meta, phase = pod["metadata"], (pod.get("status") or {}).get("phase")
+            if phase in ("Succeeded", "Failed"):
+                continue  # its process is gone for good
+            existing.add(meta["name"])
+            if not meta.get("deletionTimestamp"):
+                live.add(meta["name"])
+        return cls(deployment, frozenset(existing), frozenset(live))
+
+
+@dataclass(frozen=True)
+class ConsumerState:
+    name: str
+    pending: int
+    idle_ms: int
+
+
+@dataclass(frozen=True)
+class ConsumerPlan:
+    """What the janitor does with a group's consumers on one stream."""
+
+    dead: tuple[str, ...] = ()
+    """Named after a pod of the Deployment that no longer exists, with pending entries:
+    recovered at once."""
+    targets: tuple[str, ...] = ()
+    """Who gets claimed entries (strategy Claim), in a stable order."""
+    removals: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+    """(consumer, min idle ms) to remove if its PEL is empty by then."""
+
+
+def plan_consumers(
+    consumers: Sequence[ConsumerState],
+    pods: Pods | None,
+    *,
+    min_idle_ms: int,
+    remove_idle_after_ms: int,
+) -> ConsumerPlan:
+    """Dead consumers, claim targets and removals. ``pods`` None: nobody can say which pods
+    exist (no Deployment), so no consumer is dead; claim targets are then the consumers
+    that read within ``min_idle_ms``."""
+    if pods is None:
+        targets = sorted(c.name for c in consumers if c.idle_ms < min_idle_ms)
+        removals = [(c.name, remove_idle_after_ms) for c in consumers if c.pending == 0]
+        return ConsumerPlan(targets=tuple(targets), removals=tuple(removals))
+    named_after_pod = pod_name_pattern(pods.deployment)
+    dead, removals = [], []
+    for c in consumers:
+        if c.name in pods.existing:
+            continue
+        if named_after_pod.fullmatch(c.name):
+            removals.append((c.name, 0))  # its pod is gone: remove once its PEL is empty
+            if c.pending > 0:
+                dead.append(c.name)
+        else:
+            removals.append((c.name, remove_idle_after_ms))
+    return ConsumerPlan(
+        dead=tuple(sorted(dead)), targets=tuple(sorted(pods.live)), removals=tuple(removals)
+    )
+
+
+def next_offset(offset: int, claimed: int, targets: int) -> int:
+    """The round-robin position after ``claimed`` entries went to ``targets`` consumers."""
+    return (offset + claimed) % targets if targets else 0
+
+
+# ------------------------------------------------------------------ mode CronJob
+
+CRON_JOB_SUFFIX = "-janitor"
+CRON_JOB_NAME_MAX = 52  # the Job controller appends an 11-character suffix to Job names
+MANAGED_BY = "app.kubernetes.io/managed-by"
+CONSUMER_GROUP_LABEL = "streamherd.io/consumergroup"
+
+
+def cron_job_name(group_resource: str) -> str:
+    name = group_resource + CRON_JOB_SUFFIX
+    if len(name) <= CRON_JOB_NAME_MAX:
+        return name
+    digest = hashlib.sha256(group_resource.encode()).hexdigest()[:8]
+    keep = CRON_JOB_NAME_MAX - len(CRON_JOB_SUFFIX) - len(digest) - 1
+    return f"{group_resource[:keep].rstrip('-.')}-{digest}{CRON_JOB_SUFFIX}"
+
+
+def janitor_command(namespace: str, name: str) -> list[str]:
+    return ["streamherd", "janitor", "--namespace", namespace, "--group", name]
+
+
+def desired_cron_job(
+    owner: Mapping[str, Any],
+    *,
+    schedule: str,
+    image: str,
+    service_account: str,
+    active_deadline_seconds: int,
+) -> dict[str, Any]:
+    """The CronJob running ``streamherd janitor`` for the ConsumerGroup ``owner`` (its body):
+    owned by it (deleted with it), never two runs at once."""
+    meta = owner["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    labels = {MANAGED_BY: "streamherd", CONSUMER_GROUP_LABEL: name}
+    container = {
+        "name": "janitor",
+        "image": image,
+        "command": janitor_command(namespace, name),
+        "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {
+            "name": cron_job_name(name),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": name,
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "backoffLimit": 0,  # the next scheduled run is the retry
+                    "activeDeadlineSeconds": active_deadline_seconds,
+                    "template": {
+                        "metadata": {"labels": dict(labels)},
+                        "spec": {
+                            "serviceAccountName": service_account,
+                            "restartPolicy": "Never",
+                            "securityContext": {
+                                "runAsNonRoot": True,
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                            "containers": [container],
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+def owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    uid = owner["metadata"].get("uid")
+    return any(
+        ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
+    )
+
+
+def cron_job_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The merge patch bringing our CronJob back to ``desired`` (labels and spec, which we
+    own entirely), or None when it matches. Fields the API server defaulted are not ours
+    to compare: only the ones we set are."""
+    patch: dict[str, Any] = {}
+    labels = desired["metadata"]["labels"]
+    if any(
+        (current.get("metadata") or {}).get("labels", {}).get(k) != v for k, v in labels.items()
+    ):
+        patch["metadata"] = {"labels": labels}
+    if not _contains(current.get("spec") or {}, desired["spec"]):
+        patch["spec"] = desired["spec"]
+    return patch or None
+
+
+def _contains(current: Any, desired: Any) -> bool:
+    """``current`` has every value ``desired`` sets (lists item by item, same length)."""
+    if isinstance(desired, Mapping):
+        return isinstance(current, Mapping) and all(
+            _contains(current.get(k), v) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(current, list)
+            and len(current) == len(desired)
+            and all(_contains(c, d) for c, d in zip(current, desired, strict=True))
+        )
+    return bool(current == desired)
