@@ -143,7 +143,7 @@ class Autoscaler:
         self.ctx.metrics.replicas.labels(namespace, name, group).set(current)
         self.ctx.metrics.desired_replicas.labels(namespace, name, group).set(decision.desired)
         if current == 0:
-            self._watch(binding.poller, keys)
+            self._watch(binding.poller, keys, group)
         else:
             self.unwatch()
         if decision.action is Action.UNKNOWN:
@@ -291,12 +291,12 @@ class Autoscaler:
         except KubeError as exc:
             logger.warning("keeping Deployment %s/%s failed: %s", namespace, deployment, exc)
 
-    def _watch(self, poller: Poller, keys: Sequence[str]) -> None:
+    def _watch(self, poller: Poller, keys: Sequence[str], group: str) -> None:
         waker = poller.waker()
         if self._waker is not None and self._waker is not waker:
             self._waker.unwatch(self.me)
         self._waker = waker
-        waker.watch(self.me, keys)
+        waker.watch(self.me, keys, group)
 
 
 def _scaling(status: ConditionStatus, reason: Reason, message: str) -> Verdict:

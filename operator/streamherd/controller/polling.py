@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from streamherd.decisions.lag import parse_id
 from streamherd.decisions.sampling import age_sample
 from streamherd.gateway import GatewayError, GatewayPool, RedisGateway, ScanState
 from streamherd.gateway.endpoint import Endpoint
@@ -201,19 +202,20 @@ class Poller:
 
 class Waker:
     """Wakes groups at zero without waiting for a poll: one blocking XREAD (which consumes
-    nothing) over the streams of every sleeping group on an endpoint; when one gets an
-    entry, the endpoint is polled at once and the group's loop scales it up."""
+    nothing) over the streams of every sleeping group on an endpoint, from each group's own
+    last-delivered-id, so any entry it has not seen ends the wait - even one added before
+    the read began. Then the endpoint is polled at once and the group's loop scales it up."""
 
     def __init__(self, poller: Poller, block_ms: int = 1000) -> None:
         self._poller = poller
         self._block_ms = block_ms
-        self._watching: dict[str, tuple[str, ...]] = {}
+        self._watching: dict[str, tuple[tuple[str, ...], str]] = {}
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def watch(self, who: str, keys: Sequence[str]) -> None:
-        if self._watching.get(who) != tuple(keys):
-            self._watching[who] = tuple(keys)
+    def watch(self, who: str, keys: Sequence[str], group: str) -> None:
+        if self._watching.get(who) != (tuple(keys), group):
+            self._watching[who] = (tuple(keys), group)
             self._changed.set()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"waker {self._poller.endpoint}")
@@ -229,22 +231,43 @@ class Waker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    async def _positions(self) -> dict[str, str]:
+        """Per stream, the earliest last-delivered-id of the groups watching it."""
+        by_group: dict[str, set[str]] = {}
+        for watched, group in self._watching.values():
+            by_group.setdefault(group, set()).update(watched)
+        positions: dict[str, str] = {}
+        for group, keys in by_group.items():
+            found = await self._poller.gateway.group_positions(sorted(keys), group)
+            for key, position in found.items():
+                if key not in positions or parse_id(position) < parse_id(positions[key]):
+                    positions[key] = position
+        return positions
+
     async def _run(self) -> None:
         gateway = self._poller.gateway
         positions: dict[str, str] = {}
         while True:
-            keys = sorted({k for ks in self._watching.values() for k in ks})
-            if not keys:
+            if not self._watching:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
-            self._changed.clear()
             try:
-                new = [k for k in keys if k not in positions]
-                if new:
-                    positions.update(await gateway.tail_ids(new))
-                positions = {k: positions[k] for k in keys}
-                moved = await gateway.wait_for_entries(positions, self._block_ms)
+                if self._changed.is_set():
+                    self._changed.clear()
+                    positions = await self._positions()
+                read = asyncio.ensure_future(gateway.wait_for_entries(positions, self._block_ms))
+                changed = asyncio.ensure_future(self._changed.wait())
+                try:
+                    await asyncio.wait({read, changed}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    changed.cancel()
+                if not read.done():  # who is asleep changed: read again with the new set
+                    read.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, GatewayError):
+                        await read
+                    continue
+                moved = read.result()
             except GatewayError as exc:  # Redis trouble: the regular polls report it
                 logger.debug("waker on %s: %s", self._poller.endpoint, exc.message)
                 await asyncio.sleep(1)

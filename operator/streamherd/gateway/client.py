@@ -371,21 +371,23 @@ class RedisGateway:
                 totals[str(name)] = totals.get(str(name), 0) + int(count)
         return totals
 
-    async def tail_ids(self, keys: Sequence[str]) -> dict[str, str]:
-        """The last generated id of each stream ("0-0" when it does not exist yet): where a
-        wake-up read starts."""
-        replies = await self._pipeline([("XINFO", "STREAM", key) for key in keys])
+    async def group_positions(self, keys: Sequence[str], group: str) -> dict[str, str]:
+        """The group's last-delivered-id on each stream ("0-0" where the stream or group does
+        not exist yet): any entry after it is work for the group. Where a wake-up read starts."""
+        replies = await self._pipeline([("XINFO", "GROUPS", key) for key in keys])
         out = {}
         for key, reply in zip(keys, replies, strict=True):
+            out[key] = "0-0"
             if isinstance(reply, Exception):
-                out[key] = "0-0"
-            else:
+                continue
+            for info in reply:
                 fields = (
-                    reply
-                    if isinstance(reply, Mapping)
-                    else dict(zip(reply[::2], reply[1::2], strict=False))
+                    info
+                    if isinstance(info, Mapping)
+                    else dict(zip(info[::2], info[1::2], strict=False))
                 )
-                out[key] = str(fields.get("last-generated-id") or "0-0")
+                if fields.get("name") == group:
+                    out[key] = str(fields.get("last-delivered-id") or "0-0")
         return out
 
     async def wait_for_entries(self, positions: Mapping[str, str], block_ms: int) -> dict[str, str]:

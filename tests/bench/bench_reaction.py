@@ -1,0 +1,229 @@
+"""reaction: how fast autoscaling reacts, in the local cluster with real consumer processes.
+
+(a) wake_from_zero_s: a group at zero replicas receives one message -> the Deployment's
+    replicas are raised (repeated; median and max reported);
+(b) scale_up_s: a 10,000-message burst on a group at one replica -> replicas raised;
+(c) drained_to_min_s: the backlog reaches zero -> replicas back at minReplicas, with the
+    windows this benchmark configures (scale-down window 5s, idleBeforeZero 5s).
+(a) and (b) use the default pollInterval (2s) and windows. For comparison, KEDA's documented
+defaults: up to 30 s from zero (pollingInterval), ~15 s from one (HPA sync), >= 5 min down.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import redis
+from e2e.cluster.local import LocalCluster
+from e2e.cluster.processes import OperatorProcess, wait_until
+from e2e.cluster.redis import RedisServer, free_port
+
+NS = "default"
+
+
+def deployment(name: str, url: str, replicas: int, group: str) -> dict[str, Any]:
+    env = [
+        {"name": "STREAMHERD_REDIS_URL", "value": url},
+        {"name": "STREAMHERD_STREAM", "value": name},
+        {"name": "STREAMHERD_GROUP", "value": group},
+        {"name": "WORK_MS", "value": "0"},
+        {"name": "BATCH", "value": "100"},
+    ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "bench",
+                            "command": ["python", "-m", "e2e.consumer"],
+                            "env": env,
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def custom(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "streamherd.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
+
+
+def replicas(api: Any, name: str) -> int:
+    return int(api.get("deployments.apps", NS, name)["spec"]["replicas"])
+
+
+def timed(predicate: Any, timeout: float = 120.0) -> float:
+    started = time.perf_counter()
+    wait_until(predicate, timeout, interval=0.002)
+    return time.perf_counter() - started
+
+
+def main() -> dict[str, Any]:
+    cluster = LocalCluster().start()
+    kubelet = cluster.start_kubelet(
+        log_dir=Path(tempfile.mkdtemp(prefix="bench-pods-")), stop_grace=0.5
+    )
+    server = RedisServer("7.0").start()
+    r = redis.Redis.from_url(server.url, decode_responses=True)
+    api = cluster.api
+    workdir = Path(tempfile.mkdtemp(prefix="bench-reaction-"))
+    kubeconfig = cluster.write_kubeconfig(workdir / "kubeconfig")
+    operator = None
+    try:
+        # (a) wake from zero: defaults, minReplicas 0
+        api.create(deployment("wake", server.url, 0, "wake"))
+        api.create(custom("RedisStream", "wake", {"redis": {"url": server.url}, "key": "wake"}))
+        api.create(
+            custom(
+                "ConsumerGroup",
+                "wake",
+                {
+                    "streamRef": {"name": "wake"},
+                    "consumers": {"deploymentRef": {"name": "wake"}},
+                    "autoscaling": {
+                        "minReplicas": 0,
+                        "idleBeforeZero": "1s",
+                        "scaleDown": {"stabilizationWindow": "0s"},
+                    },
+                },
+            )
+        )
+        # (b) burst at one replica: defaults, minReplicas 1
+        api.create(deployment("burst", server.url, 1, "burst"))
+        api.create(custom("RedisStream", "burst", {"redis": {"url": server.url}, "key": "burst"}))
+        api.create(
+            custom(
+                "ConsumerGroup",
+                "burst",
+                {
+                    "streamRef": {"name": "burst"},
+                    "consumers": {"deploymentRef": {"name": "burst"}},
+                    "autoscaling": {"minReplicas": 1, "maxReplicas": 10, "targetPerReplica": 100},
+                },
+            )
+        )
+        # (c) drain to min: minReplicas 0, the windows this benchmark sets
+        api.create(deployment("drain", server.url, 0, "drain"))
+        api.create(custom("RedisStream", "drain", {"redis": {"url": server.url}, "key": "drain"}))
+        api.create(
+            custom(
+                "ConsumerGroup",
+                "drain",
+                {
+                    "streamRef": {"name": "drain"},
+                    "consumers": {"deploymentRef": {"name": "drain"}},
+                    "autoscaling": {
+                        "minReplicas": 0,
+                        "maxReplicas": 4,
+                        "targetPerReplica": 500,
+                        "scaleDown": {"stabilizationWindow": "5s"},
+                        "idleBeforeZero": "5s",
+                    },
+                },
+            )
+        )
+        operator = OperatorProcess(
+            [
+                "streamherd",
+                "run",
+                "--metrics-port",
+                str(free_port()),
+                "--health-port",
+                str(free_port()),
+                "--log-level",
+                "WARNING",
+            ],
+            kubeconfig=kubeconfig,
+            log_path=workdir / "operator.log",
+        ).start()
+        for name in ("wake", "burst", "drain"):
+            wait_until(
+                lambda name=name: (
+                    (api.get("consumergroups.streamherd.io", NS, name) or {})
+                    .get("status", {})
+                    .get("desiredReplicas")
+                    is not None
+                ),
+                60,
+            )
+        wait_until(
+            lambda: (
+                replicas(api, "burst") == 1
+                and len([p for p in kubelet.processes(NS) if p.startswith("burst")]) == 1
+            ),
+            60,
+        )
+
+        wakes = []
+        for round_ in range(5):
+            wait_until(lambda: replicas(api, "wake") == 0, 60)
+            time.sleep(0.5)  # settled at zero
+            r.xadd("wake", {"msg": f"w{round_}"})
+            wakes.append(timed(lambda: replicas(api, "wake") >= 1))
+            wait_until(lambda round_=round_: r.sismember("processed:wake", f"w{round_}"), 60)
+
+        pipe = r.pipeline(transaction=False)
+        for i in range(10_000):
+            pipe.xadd("burst", {"msg": f"b{i}"})
+        pipe.execute()
+        scale_up = timed(lambda: replicas(api, "burst") > 1)
+
+        pipe = r.pipeline(transaction=False)
+        for i in range(2_000):
+            pipe.xadd("drain", {"msg": f"d{i}"})
+        pipe.execute()
+        wait_until(lambda: replicas(api, "drain") >= 1, 60)
+
+        def drained() -> bool:
+            group = {g["name"]: g for g in r.xinfo_groups("drain")}.get("drain")
+            return bool(group) and group["pending"] == 0 and group["lag"] == 0
+
+        wait_until(drained, 120, interval=0.005)
+        drained_to_min = timed(lambda: replicas(api, "drain") == 0)
+        lost = (
+            10_000 - r.scard("processed:burst")
+            if wait_until(lambda: r.scard("processed:burst") == 10_000, 120)
+            else None
+        )
+    finally:
+        if operator is not None:
+            operator.stop()
+        kubelet.cleanup()
+        cluster.stop()
+        server.cleanup()
+    return {
+        "wake_from_zero_s": round(statistics.median(wakes), 3),
+        "wake_from_zero_max_s": round(max(wakes), 3),
+        "scale_up_s": round(scale_up, 3),
+        "drained_to_min_s": round(drained_to_min, 3),
+        "poll_interval_s": 2.0,
+        "drain_windows_s": {"scale_down": 5, "idle_before_zero": 5},
+        "burst_lost": lost,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main()))
