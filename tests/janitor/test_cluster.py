@@ -1,0 +1,123 @@
+"""Redis Cluster (3 primaries): dead-lettering with the default key works (same hash slot);
+a configured key in another slot is refused, said so (Event, metric), and nothing is lost."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e.cluster.redis import VERSIONS
+from e2e.cluster.redis import RedisCluster as Cluster
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+from tests.janitor.helpers import recovery
+
+from streamherd.controller.janitor import Janitor, Progress, run_pass
+from streamherd.gateway import Endpoint, RedisGateway
+from streamherd.gateway.recovery import ORIGIN_ID_FIELD
+from streamherd.kube import KubeClient
+from streamherd.metrics import Metrics
+
+
+@pytest.fixture(scope="module", params=VERSIONS, ids=lambda v: f"redis-{v}")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    started = Cluster(version=request.param).start()
+    yield started
+    started.cleanup()
+
+
+@pytest.fixture
+async def rc(cluster: Cluster) -> AsyncIterator[RedisCluster]:
+    client = RedisCluster.from_url(cluster.url, decode_responses=True)
+    await client.initialize()
+    await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def gateway(cluster: Cluster, rc: RedisCluster) -> AsyncIterator[RedisGateway]:
+    gw = RedisGateway(Endpoint(url=cluster.url, cluster=True))
+    yield gw
+    await gw.close()
+
+
+async def stranded(rc: RedisCluster, key: str, poison: int, good: int) -> list[str]:
+    """Entries delivered to a consumer whose pod is gone; ``poison`` of them twice."""
+    ids = [await rc.xadd(key, {"msg": str(i)}) for i in range(poison + good)]
+    await rc.xgroup_create(key, "g", "0")
+    await rc.xreadgroup("g", "web-h-zzzzz", {key: ">"})
+    await rc.xreadgroup("g", "web-h-zzzzz", {key: "0"}, count=poison)
+    return [str(i) for i in ids]
+
+
+async def no_pods() -> None:
+    return None
+
+
+async def test_dead_letters_go_to_the_default_key_in_the_streams_slot(
+    gateway: RedisGateway, rc: RedisCluster
+) -> None:
+    keys = ["orders", "{tenant-1}.orders"]
+    ids = {key: await stranded(rc, key, poison=2, good=3) for key in keys}
+    assert len({rc.get_node_from_key(k).name for k in keys}) == 2, "on two nodes"
+
+    spec = recovery(min_idle="1ms", max_deliveries=2)
+    outcome = await run_pass(gateway, keys, "g", spec, pods=no_pods, progress=Progress())
+
+    assert (outcome.dead_lettered, outcome.requeued, outcome.refused) == (4, 6, {})
+    assert outcome.dead_letter_keys == {"{orders}:dlq", "{tenant-1}.orders:dlq"}
+    for key, dlq in [("orders", "{orders}:dlq"), ("{tenant-1}.orders", "{tenant-1}.orders:dlq")]:
+        assert key_slot(dlq.encode()) == key_slot(key.encode())
+        records = [f[ORIGIN_ID_FIELD] for _, f in await rc.xrange(dlq)]
+        assert records == ids[key][:2]
+        assert not (await rc.xpending(key, "g"))["pending"]
+
+
+async def test_a_dead_letter_key_in_another_slot_is_refused_and_reported(
+    gateway: RedisGateway,
+    rc: RedisCluster,
+    kube_api: Any,
+    kubeconfig: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await stranded(rc, "orders", poison=2, good=3)
+    assert key_slot(b"orders-dlq") != key_slot(b"orders")
+    body = kube_api.create(
+        {
+            "apiVersion": "streamherd.io/v1alpha1",
+            "kind": "ConsumerGroup",
+            "metadata": {"name": "orders-g", "namespace": "default"},
+            "spec": {"streamRef": {"name": "orders"}, "groupName": "g"},
+        }
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    kube, metrics = KubeClient.from_environment(), Metrics()
+    janitor = Janitor(kube, metrics, body)
+    spec = recovery(min_idle="1ms", max_deliveries=2, dead_letter={"stream": "orders-dlq"})
+    try:
+        outcome = await janitor.run(gateway, ["orders"], "g", spec, no_pods)
+        again = await janitor.run(gateway, ["orders"], "g", spec, no_pods)
+    finally:
+        await kube.close()
+
+    assert outcome.held == 2 and outcome.dead_lettered == 0 and outcome.requeued == 3
+    assert again.held == 2, "still pending, still not dead-lettered"
+    assert (await rc.xpending("orders", "g"))["pending"] == 2, "poison kept, not lost"
+    assert await rc.exists("orders-dlq") == 0
+    problem = outcome.refused["orders"]
+    assert "orders-dlq" in problem and "'{orders}:dlq'" in problem
+    events = [
+        e for e in kube_api.list("events", "default") if e["involvedObject"]["name"] == "orders-g"
+    ]
+    assert [(e["type"], e["reason"], e["message"]) for e in events] == [
+        ("Warning", "CrossSlot", problem)
+    ], "said once, not at every pass"
+    labels = {"namespace": "default", "consumergroup": "orders-g", "group": "g"}
+    sample = metrics.registry.get_sample_value
+    assert sample("streamherd_janitor_dead_letter_blocked", labels) == 1
+    assert sample("streamherd_janitor_poison_held", labels) == 2
+    status = kube_api.get("consumergroups.streamherd.io", "default", "orders-g")["status"]
+    assert (status["recovered"], status["deadLettered"]) == (3, 0)

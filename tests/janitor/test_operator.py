@@ -1,0 +1,266 @@
+"""The janitor in the operator (`streamherd run`) and as `streamherd janitor` (mode CronJob),
+through the local cluster, with consumer processes run by the kubelet and a real Redis."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+from e2e.cluster.processes import OperatorProcess, wait_until
+from tests.harness import Harness
+
+from streamherd.gateway.recovery import DELIVERIES_FIELD, ORIGIN_ID_FIELD
+
+
+def consumer_deployment(h: Harness, name: str, replicas: int, group: str, **env: str) -> None:
+    h.api.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 2,
+                        "containers": [
+                            {
+                                "name": "consumer",
+                                "image": "consumer:test",
+                                "command": ["python", "-m", "e2e.consumer"],
+                                "env": [
+                                    {"name": "STREAMHERD_REDIS_URL", "value": h.redis_server.url},
+                                    {"name": "STREAMHERD_STREAM", "value": "orders"},
+                                    {"name": "STREAMHERD_GROUP", "value": group},
+                                    {
+                                        "name": "POD_NAME",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                                    },
+                                    *({"name": k, "value": v} for k, v in env.items()),
+                                ],
+                            }
+                        ],
+                    },
+                },
+            },
+        }
+    )
+
+
+def produce(h: Harness, key: str, count: int, start: int = 0, **fields: str) -> list[str]:
+    pipe = h.r.pipeline(transaction=False)
+    for i in range(start, start + count):
+        pipe.xadd(key, {"msg": f"m{i}", **fields})
+    return [str(entry_id) for entry_id in pipe.execute()]
+
+
+def pending_by_consumer(h: Harness, key: str, group: str) -> dict[str, int]:
+    try:
+        summary = h.r.xpending(key, group)
+    except redis.ResponseError:  # no group yet
+        return {}
+    return {c["name"]: int(c["pending"]) for c in summary.get("consumers") or []}
+
+
+def consumer_names(h: Harness, key: str, group: str) -> set[str]:
+    return {c["name"] for c in h.r.xinfo_consumers(key, group)}
+
+
+def metric(h: Harness, name: str, **labels: str) -> float:
+    """The sum of a metric's samples that carry ``labels``."""
+    total = 0.0
+    for line in h.metrics().splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_killed_consumer_pod_is_recovered_at_once_and_its_name_removed(
+    harness: Harness, kubelet: Any
+) -> None:
+    """SIGKILL in the middle of a batch, and the pod is gone (replaced under a new name): its
+    entries go to the other consumers long before minIdle (60s), and its name goes away."""
+    h = harness
+    consumer_deployment(h, "workers", 3, "fulfilment", WORK_MS="40", BATCH="10")
+    produce(h, "orders", 300)
+    h.stream("orders")
+    h.group(
+        "fulfilment",
+        startId="0",
+        consumers={"deploymentRef": {"name": "workers"}},
+        recovery={"minIdle": "60s", "interval": "1s"},
+    )
+    h.start()
+
+    def busy_pod() -> str | None:
+        pending = pending_by_consumer(h, "orders", "fulfilment")
+        running = kubelet.processes("default")
+        return next((pod for pod, n in pending.items() if n >= 5 and pod in running), None)
+
+    victim = wait_until(busy_pod, 20, message="no consumer pod ever held a batch")
+    kubelet.kill(victim)  # SIGKILL mid-batch
+    h.api.delete("pods", "default", victim, gracePeriodSeconds=0)
+    killed_at = time.monotonic()
+    stranded = pending_by_consumer(h, "orders", "fulfilment").get(victim, 0)
+    assert stranded > 0
+
+    expected = {f"m{i}" for i in range(300)}
+    wait_until(
+        lambda: h.r.smembers("processed:fulfilment") == expected,
+        30,
+        interval=0.1,
+        message=lambda: (
+            f"processed {len(h.r.smembers('processed:fulfilment'))}/300\n{h.logs()[-3000:]}"
+        ),
+    )
+    wait_until(
+        lambda: victim not in consumer_names(h, "orders", "fulfilment"),
+        10,
+        message=lambda: f"{victim} still a consumer: {consumer_names(h, 'orders', 'fulfilment')}",
+    )
+    assert time.monotonic() - killed_at < 60, "recovered before its entries could go stale"
+    assert not h.r.xpending("orders", "fulfilment")["pending"]
+    status = h.wait_status(
+        "ConsumerGroup", "fulfilment", lambda s: (s.get("consumersRemoved") or 0) >= 1
+    )
+    assert status["recovered"] >= stranded and status["deadLettered"] == 0
+    assert status["lastJanitorRun"]
+    labels = {"consumergroup": "fulfilment", "group": "fulfilment"}
+    assert metric(h, "streamherd_janitor_recovered_total", strategy="requeue", **labels) >= stranded
+    assert metric(h, "streamherd_janitor_consumers_removed_total", **labels) >= 1
+    assert h.ready("ConsumerGroup", "fulfilment")["status"] == "True", "Ready is not ours"
+
+
+def test_poison_is_dead_lettered_on_every_stream_of_a_pattern_and_paused_means_hands_off(
+    harness: Harness,
+) -> None:
+    """No Deployment: only stale entries (minIdle) are recovered. A pattern's streams are all
+    looked after; a poison message ends in each stream's dead-letter stream, with an Event."""
+    h = harness
+    keys = ["events:eu", "events:us"]
+    for key in keys:
+        produce(h, key, 5)
+    h.stream("events", key=None, keyPattern="events:*")
+    h.group(
+        "audit",
+        stream="events",
+        startId="0",
+        recovery={"minIdle": "1s", "interval": "1s", "maxDeliveries": 2},
+    )
+    h.start()
+    wait_until(
+        lambda: all("audit" in h.groups_in_redis(k) for k in keys),
+        20,
+        message=lambda: f"{h.status('ConsumerGroup', 'audit')} {h.status('RedisStream', 'events')}",
+    )
+    poison = {}
+    for key in keys:
+        poison[key] = h.r.xadd(key, {"msg": "bad", "poison": "1"})
+        h.r.xreadgroup("audit", "worker", {key: ">"})  # all 6; the 5 good ones are acked
+        for entry_id, _ in h.r.xrange(key, count=5):
+            h.r.xack(key, "audit", entry_id)
+
+    def dead_lettered() -> bool:
+        for key in keys:  # a worker that keeps failing it: reads the re-queued copy, no ack
+            h.r.xreadgroup("audit", "worker", {key: ">"})
+        return all(h.r.xlen(f"{key}:dlq") == 1 for key in keys)
+
+    wait_until(
+        dead_lettered, 15, interval=0.2, message=lambda: f"no dead-letters\n{h.logs()[-3000:]}"
+    )
+    for key in keys:
+        ((_, record),) = h.r.xrange(f"{key}:dlq")
+        assert record[ORIGIN_ID_FIELD] == poison[key] and record[DELIVERIES_FIELD] == "2"
+        assert record["streamherd-consumer"] == "worker" and record["poison"] == "1"
+        assert not h.r.xpending(key, "audit")["pending"]
+    h.wait_status("ConsumerGroup", "audit", lambda s: s.get("deadLettered") == 2)
+    warnings = [e[2] for e in h.events("audit") if e[:2] == ("Warning", "DeadLettered")]
+    assert any("events:eu:dlq" in w for w in warnings), warnings
+    assert any("events:us:dlq" in w for w in warnings), warnings
+
+    h.patch(
+        "ConsumerGroup", "audit", {"metadata": {"annotations": {"streamherd.io/paused": "true"}}}
+    )
+    h.wait_ready("ConsumerGroup", "audit", "False", "Paused")
+    h.r.xadd("events:eu", {"msg": "late"})
+    h.r.xreadgroup("audit", "worker", {"events:eu": ">"})
+    time.sleep(2.5)  # past minIdle and two intervals: a janitor that ignored the pause would act
+    assert h.r.xpending("events:eu", "audit")["pending"] == 1, "paused: nothing recovered"
+
+    h.patch("ConsumerGroup", "audit", {"metadata": {"annotations": {"streamherd.io/paused": None}}})
+    wait_until(lambda: h.r.xpending("events:eu", "audit")["pending"] == 0, 10)
+    assert h.r.xrevrange("events:eu", count=1)[0][1]["msg"] == "late", "re-queued after resume"
+
+
+def test_cron_job_mode_keeps_a_cron_job_that_does_the_same_work(
+    harness: Harness, run_as_operator: Any
+) -> None:
+    h = harness
+    env = {
+        "STREAMHERD_IMAGE": "registry.local/streamherd:test",
+        "STREAMHERD_JANITOR_SERVICE_ACCOUNT": "janitor-sa",
+    }
+    produce(h, "orders", 20)
+    h.stream("orders")
+    group = h.group(
+        "billing",
+        startId="0",
+        recovery={
+            "mode": "CronJob",
+            "schedule": "*/5 * * * *",
+            "minIdle": "1s",
+            "interval": "1s",
+            "maxDeliveries": 3,
+        },
+    )
+    h.start(env=env)
+    h.wait_ready("ConsumerGroup", "billing")
+
+    cron = wait_until(
+        lambda: h.api.get("cronjobs.batch", "default", "billing-janitor"),
+        15,
+        message=lambda: f"no CronJob\n{h.logs()[-3000:]}",
+    )
+    assert cron["spec"]["schedule"] == "*/5 * * * *"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    ref = cron["metadata"]["ownerReferences"][0]
+    assert (ref["kind"], ref["name"], ref["uid"]) == (
+        "ConsumerGroup",
+        "billing",
+        group["metadata"]["uid"],
+    )
+    pod_spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod_spec["containers"]
+    command = ["streamherd", "janitor", "--namespace", "default", "--group", "billing"]
+    assert container["command"] == command
+    assert container["image"] == "registry.local/streamherd:test"
+    assert pod_spec["serviceAccountName"] == "janitor-sa"
+
+    # Work for the janitor: a crashed worker's batch, and a poison entry delivered 3 times.
+    h.r.xreadgroup("billing", "gone-worker", {"orders": ">"}, count=20)
+    h.r.xreadgroup("billing", "gone-worker", {"orders": "0"}, count=1)
+    h.r.xreadgroup("billing", "gone-worker", {"orders": "0"}, count=1)
+    time.sleep(2.5)  # past minIdle and two intervals: in mode CronJob the operator must not act
+    assert h.r.xpending("orders", "billing")["pending"] == 20
+    assert "recovered" not in h.status("ConsumerGroup", "billing")
+
+    job: OperatorProcess = run_as_operator(command)
+    wait_until(lambda: not job.running, 30, message=lambda: job.logs())
+    assert job.returncode == 0, job.logs()
+    assert "recovered 19 (re-queued 19, claimed 0), dead-lettered 1" in job.logs(), job.logs()
+    assert not h.r.xpending("orders", "billing")["pending"]
+    assert h.r.xlen("orders") == 39 and h.r.xlen("orders:dlq") == 1
+    status = h.status("ConsumerGroup", "billing")
+    assert (status["recovered"], status["deadLettered"]) == (19, 1)
+    assert status["lastJanitorRun"]
+    assert any(e[:2] == ("Warning", "DeadLettered") for e in h.events("billing"))
+
+    # Back to mode Operator: the CronJob goes, the operator's own timer takes over.
+    h.patch("ConsumerGroup", "billing", {"spec": {"recovery": {"mode": "Operator"}}})
+    wait_until(lambda: h.api.get("cronjobs.batch", "default", "billing-janitor") is None, 10)
+    h.r.xreadgroup("billing", "gone-worker", {"orders": ">"}, count=5)  # 5 copies, 2nd try
+    h.wait_status("ConsumerGroup", "billing", lambda s: s.get("recovered") == 24, timeout=15)
+    assert h.status("ConsumerGroup", "billing")["deadLettered"] == 1
