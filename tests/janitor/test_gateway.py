@@ -378,3 +378,36 @@ async def test_scripts_are_loaded_again_after_a_script_flush(
     assert batch.requeued == 2
     await r.script_flush()
     assert await remove_consumers(gateway, {KEY: [("dead", 0)]}, "g") == {KEY: ["dead"]}
+
+
+async def test_entries_are_found_however_sparse_and_whatever_their_ids(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    """Pending entries are read in ranges: runs of them, lone ones among many acked entries,
+    deleted ones in between and at the end, and ids whose parts differ in length (9-0 < 10-0
+    as numbers, not as text) must all come out right."""
+    ids = [f"{ms}-{seq}" for ms in (9, 10, 99, 100, 1000) for seq in (0, 1, 9, 10, 11)]
+    ids += [f"1001-{seq}" for seq in range(400)]  # a long run to make spans grow
+    pipe = r.pipeline(transaction=False)
+    for i, entry_id in enumerate(ids):
+        pipe.xadd(KEY, {"msg": str(i)}, id=entry_id)
+    await pipe.execute()
+    await r.xgroup_create(KEY, "g", "0")
+    await deliver(r, KEY, "dead", len(ids))
+    rng = random.Random(3)
+    acked = {i for i in ids[25:] if rng.random() < 0.9}  # sparse in the long run
+    acked |= {"9-1", "10-0", "99-10", "1000-0"}
+    await r.xack(KEY, "g", *acked)
+    gone = {"9-9", "100-0", "100-11", ids[-1]}  # in runs, between runs, at the very end
+    await r.xdel(KEY, *gone)
+    pending = [i for i in ids if i not in acked]
+
+    batches = await drain(
+        gateway, settings=settings(batch_size=37), dead_letter=DLQ, consumer="dead"
+    )
+
+    assert sum(b.dropped for b in batches) == len(gone - acked)
+    copies = [(f[ORIGIN_ID_FIELD], f["msg"]) for _, f in (await r.xrange(KEY, min="(1001-399"))]
+    expected = [(i, str(ids.index(i))) for i in pending if i not in gone]
+    assert copies == expected, "each pending entry re-queued once, with its own fields"
+    assert await pel(r, KEY) == {}

@@ -22,8 +22,9 @@
 -- times (even if delivered again just now: a consumer re-reading its history never lets a
 -- failing entry go idle), or exactly max times and stale (its last try is over).
 -- A stale entry is
---   re-queued: XADD a copy (the entry's fields, then streamherd-origin-id = the first id
---     it had, streamherd-deliveries) to the stream's tail, XACK the original; or
+--   re-queued: XADD a copy (streamherd-origin-id = the first id it had,
+--     streamherd-deliveries, then the entry's own fields) to the stream's tail, XACK the
+--     original; or
 --   claimed (strategy claim, and its owner is not itself a live target: an entry that went
 --     stale in a live consumer's PEL is not being read there, so it is re-queued instead):
 --     XCLAIM ... JUSTID to the targets round-robin; ids and delivery counts stay.
@@ -52,31 +53,86 @@ else
   pel = redis.call('XPENDING', key, group, start, '+', count)
 end
 
+-- Entry ids compare as numbers, part by part; digit strings of unequal length compare by
+-- length (no leading zeros), so any size works without float rounding.
+local function less(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  if #a_ms ~= #b_ms then return #a_ms < #b_ms end
+  if a_ms ~= b_ms then return a_ms < b_ms end
+  if #a_seq ~= #b_seq then return #a_seq < #b_seq end
+  return a_seq < b_seq
+end
+
+-- The stream entries of `ids` (ascending): id -> fields; an id without one was trimmed or
+-- deleted. Entries delivered together sit together in the stream, so one XRANGE from the
+-- first id usually returns a whole run (a seek per entry costs more than the rest of the
+-- work); where the pending ids are sparse the span shrinks to one entry per call, and
+-- grows again while most of what comes back is wanted.
+local MAX_SPAN = 512
+local function fetch(ids)
+  local found, i, n, span = {}, 1, #ids, 64
+  while i <= n do
+    local want = math.min(span, n - i + 1)
+    local got = redis.call('XRANGE', key, ids[i], '+', 'COUNT', want)
+    local hits = 0
+    for _, e in ipairs(got) do
+      local eid = e[1]
+      while i <= n and ids[i] ~= eid and less(ids[i], eid) do i = i + 1 end -- gone
+      if i > n then break end
+      if ids[i] == eid then
+        found[eid] = e[2]
+        hits = hits + 1
+        i = i + 1
+      end
+    end
+    if #got < want then break end -- the end of the stream: the rest are gone
+    if hits * 2 >= #got then span = math.min(span * 2, MAX_SPAN) else span = math.max(1, math.floor(span / 4)) end
+  end
+  return found
+end
+
 local acks, nacks = {}, 0
 local claims, nclaimed = {}, 0
 local requeued, deadlettered, dropped, held = 0, 0, 0, 0
+
+local wanted, nwanted = {}, 0
+for i = 1, #pel do
+  local p = pel[i]
+  if p[3] >= min_idle or p[4] > max_deliveries then
+    nwanted = nwanted + 1; wanted[nwanted] = p[1]
+  end
+end
+local entries = fetch(wanted)
 
 for i = 1, #pel do
   local p = pel[i]
   local id, owner, delivered = p[1], p[2], p[4]
   local stale = p[3] >= min_idle
   if stale or delivered > max_deliveries then
-    local entry = redis.call('XRANGE', key, id, id)[1]
-    if not entry then
+    local fields = entries[id]
+    if not fields then
       nacks = nacks + 1; acks[nacks] = id
       dropped = dropped + 1
     else
-      local fields, own, n = entry[2], {}, 0
-      local origin, carried = id, 0
+      -- The entry's own fields, without those of ours it carries (a re-queued copy's):
+      -- most entries have none, and are passed on as they are, without a copy.
+      local own, origin, carried = fields, id, 0
       for j = 1, #fields, 2 do
         local name = fields[j]
-        if name == 'streamherd-deliveries' then
-          carried = tonumber(fields[j + 1]) or 0
-        elseif name == 'streamherd-origin-id' then
-          origin = fields[j + 1]
-        else
-          n = n + 1; own[n] = name
-          n = n + 1; own[n] = fields[j + 1]
+        if name == 'streamherd-deliveries' or name == 'streamherd-origin-id' then
+          own = {}
+          for k = 1, #fields, 2 do
+            local f = fields[k]
+            if f == 'streamherd-deliveries' then
+              carried = tonumber(fields[k + 1]) or 0
+            elseif f == 'streamherd-origin-id' then
+              origin = fields[k + 1]
+            else
+              own[#own + 1] = f; own[#own + 1] = fields[k + 1]
+            end
+          end
+          break
         end
       end
       local total = delivered + carried
@@ -100,11 +156,8 @@ for i = 1, #pel do
         end
         ids[#ids + 1] = id
       else
-        n = n + 1; own[n] = 'streamherd-origin-id'
-        n = n + 1; own[n] = origin
-        n = n + 1; own[n] = 'streamherd-deliveries'
-        n = n + 1; own[n] = total
-        redis.call('XADD', key, '*', unpack(own))
+        redis.call('XADD', key, '*',
+          'streamherd-origin-id', origin, 'streamherd-deliveries', total, unpack(own))
         nacks = nacks + 1; acks[nacks] = id
         requeued = requeued + 1
       end
