@@ -50,6 +50,9 @@ lint: $(STAMP)
 crds: $(STAMP)
 	$(VENV)/bin/streamherd crds --output-dir crds
 
+demo: deps
+	$(PY) -m e2e.demo $(DEMO_ARGS)
+
 bench: $(addprefix bench-,$(BENCHES))
 
 $(addprefix bench-,$(BENCHES)): bench-%: deps

@@ -2,7 +2,9 @@
 
 Configured the way streamherd configures the Deployments it owns:
   STREAMHERD_REDIS_URL     redis:// URL (STREAMHERD_REDIS_USERNAME / _PASSWORD optional)
-  STREAMHERD_STREAM        stream key
+  STREAMHERD_STREAM        stream key, or
+  STREAMHERD_STREAM_PATTERN  a glob over stream keys (one stream per call): the consumer
+                           rediscovers matching streams every second and reads them all
   STREAMHERD_GROUP         consumer group
   STREAMHERD_CONSUMER      consumer name (defaults to POD_NAME, then the host name)
 Behaviour knobs (all optional):
@@ -17,7 +19,7 @@ Behaviour knobs (all optional):
   CRASH_AFTER=0       exit(1) after reading that many entries, without acking the last batch
 Every processed message's "msg" field (or its id) is added to the set
 "processed:<group>", so a test can check that nothing was lost.
-Exits 0 on SIGTERM after finishing the message at hand, like a well-behaved container.
+Exits 0 on SIGTERM after finishing the batch at hand, like a well-behaved consumer.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ def main() -> int:
         password=os.environ.get("STREAMHERD_REDIS_PASSWORD") or None,
         decode_responses=True,
     )
-    stream, group = os.environ["STREAMHERD_STREAM"], os.environ["STREAMHERD_GROUP"]
+    group = os.environ["STREAMHERD_GROUP"]
+    pattern = os.environ.get("STREAMHERD_STREAM_PATTERN")
+    stream = os.environ.get("STREAMHERD_STREAM", pattern or "")
+    streams = Streams(client, group, stream, pattern)
     me = os.environ.get("STREAMHERD_CONSUMER") or os.environ.get("POD_NAME") or socket.gethostname()
     work = float(os.environ.get("WORK_MS", "20")) / 1000
     batch = int(os.environ.get("BATCH", "10"))
@@ -60,15 +65,30 @@ def main() -> int:
     next_history = time.monotonic() + history_every
     print(f"{me} consuming {stream}/{group} mode={'history' if history else 'new'}", flush=True)
     while not stopping:
+        keys = streams.current()
+        if not keys:
+            time.sleep(0.2)
+            continue
         if history and cursor is None and time.monotonic() >= next_history:
             cursor, next_history = "0", time.monotonic() + history_every
-        reply = client.xreadgroup(
-            group, me, {stream: cursor or ">"}, count=batch, block=None if cursor else 200
-        )
-        entries = reply[0][1] if reply else []
-        if cursor is not None:
-            cursor = entries[-1][0] if entries else None  # walked to the end: back to ">"
-        for entry_id, fields in entries:
+        try:
+            reply = client.xreadgroup(
+                group,
+                me,
+                dict.fromkeys(keys, cursor or ">"),
+                count=batch,
+                block=None if cursor else 200,
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            streams.missing_group()  # a new stream the operator has not reached yet
+            continue
+        batch_entries = [(key, e) for key, entries in reply or [] for e in entries]
+        if cursor is not None:  # walked to the end of our own PEL: back to ">"
+            cursor = batch_entries[-1][1][0] if batch_entries and len(keys) == 1 else None
+        for key, (entry_id, fields) in batch_entries:
+            stream = key
             if entry_id in failed:
                 continue
             if not fields:  # a deleted entry still in our PEL: nothing to process
@@ -85,10 +105,38 @@ def main() -> int:
                 continue
             client.sadd(f"processed:{group}", fields.get("msg", entry_id))
             client.xack(stream, group, entry_id)
-            if stopping:
-                break
+            # On SIGTERM it still finishes the batch it has read: those entries count as
+            # delivered, and leaving them would spend their delivery budget for nothing.
     print(f"{me} stopping", flush=True)
     return 0
+
+
+class Streams:
+    """The stream(s) to read: one key, or every stream matching a pattern (rediscovered
+    every second; streams whose group does not exist yet are left out until it does)."""
+
+    def __init__(self, client: redis.Redis, group: str, key: str, pattern: str | None) -> None:
+        self.client, self.group, self.key, self.pattern = client, group, key, pattern
+        self.keys: list[str] = [] if pattern else [key]
+        self.refreshed = 0.0
+
+    def current(self) -> list[str]:
+        if self.pattern and time.monotonic() - self.refreshed > 1.0:
+            found = sorted(self.client.scan_iter(match=self.pattern, count=1000, _type="stream"))
+            self.keys = [k for k in found if self._has_group(k)]
+            self.refreshed = time.monotonic()
+        return self.keys
+
+    def missing_group(self) -> None:
+        self.refreshed = 0.0 if self.pattern else self.refreshed
+        if not self.pattern:
+            time.sleep(0.2)  # the operator creates the group: wait for it
+
+    def _has_group(self, key: str) -> bool:
+        try:
+            return any(g["name"] == self.group for g in self.client.xinfo_groups(key))
+        except redis.ResponseError:
+            return False
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -49,6 +50,18 @@ def who(body: Mapping[str, Any]) -> str:
     return f"{CONSUMER_GROUP.kind}:{body['metadata']['namespace']}/{body['metadata']['name']}"
 
 
+def start_position(start_id: str, *, pattern: bool, created: str | None) -> str:
+    """Where the group starts on a stream it is created on. For a key pattern (one stream
+    per call), "$" means "everything since this ConsumerGroup exists": a stream found later
+    starts at the resource's creation time as an entry id, not at its own end, or the first
+    events of every call written before discovery would be skipped. Rounded down to the
+    second: clock skew then errs towards delivering, never towards skipping."""
+    if not pattern or start_id != "$" or not created:
+        return start_id
+    stamp = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    return f"{int(stamp.timestamp()) * 1000}-0"
+
+
 def claim_target(binding: StreamBinding, group: str) -> tuple[str, ...]:
     """What two ConsumerGroups may not both manage: one group on one stream on one Redis."""
     assert binding.poller is not None and binding.source is not None
@@ -68,6 +81,7 @@ class GroupLoop:
         self.seq = 0
         self.announced: set[str] = set()
         self.autoscaler = Autoscaler(ctx, body, self.writer, self.me)
+        self.created = meta.get("creationTimestamp")
         self.ensured_at: dict[str, float] = {}
         """When we last created the group on a key: a poll taken before that still shows it
         missing, and must not make us "adopt" what we just created."""
@@ -193,9 +207,10 @@ class GroupLoop:
                 )
             missing.append(key)
         if missing:
+            start = start_position(spec.start_id, pattern=key is None, created=self.created)
             try:
                 outcomes = await binding.poller.gateway.ensure_groups(
-                    missing, group, spec.start_id, create_stream=binding.create_if_missing
+                    missing, group, start, create_stream=binding.create_if_missing
                 )
             except GatewayError as exc:
                 return problem_verdict(exc.problem, exc.message)

@@ -85,7 +85,8 @@ def recommend(
     assert metric.value is not None
     value, name, shown = metric.value, str(which).lower(), metric.display()
     if value == 0:
-        return policy.min_replicas, f"{name} 0"
+        floor = f", minReplicas {policy.min_replicas}" if policy.min_replicas else ""
+        return policy.min_replicas, f"{name} 0{floor}"
     if policy.target_drain_time is not None and rate_per_replica and rate_per_replica > 0:
         seconds = policy.target_drain_time.seconds
         raw = math.ceil(value / (rate_per_replica * seconds))

@@ -1,0 +1,40 @@
+"""A RedisStream over a key pattern (one stream per call) and the groups on it."""
+
+from __future__ import annotations
+
+from e2e.cluster.processes import wait_until
+from tests.harness import Harness
+
+
+def test_a_group_reaches_every_matching_stream_and_misses_no_early_event(harness: Harness) -> None:
+    h = harness
+    h.stream("calls", key=None, keyPattern="conv:*")
+    h.group("brain", stream="calls")  # startId "$": everything since this resource exists
+    h.r.set("conv:meta", "not a stream")
+    h.start()
+    h.wait_ready("ConsumerGroup", "brain")
+    # A call that starts now writes before the operator has even discovered its stream.
+    for call in ("conv:1", "conv:2", "conv:3"):
+        for turn in range(3):
+            h.r.xadd(call, {"turn": turn})
+    status = h.wait_status(
+        "ConsumerGroup", "brain", lambda s: s.get("streams") == 3 and s.get("lag") == 9
+    )
+    assert status["stream"] == "conv:*" and status["lagExactness"] == "Exact"
+    for call in ("conv:1", "conv:2", "conv:3"):
+        assert h.groups_in_redis(call)["brain"]["lag"] == 3, "no event of the call was skipped"
+    stream = h.wait_status("RedisStream", "calls", lambda s: s.get("matchedKeys") == 3)
+    assert stream["length"] == 9 and stream["groups"] == 1
+
+
+def test_dead_letter_streams_are_never_treated_as_sources(harness: Harness) -> None:
+    h = harness
+    h.stream("calls", key=None, keyPattern="conv:*")
+    h.group("brain", stream="calls")
+    h.r.xadd("conv:1", {"turn": 0})
+    h.r.xadd("conv:1:dlq", {"origin": "x"})
+    h.r.xadd("{conv:2}:dlq", {"origin": "y"})
+    h.start()
+    wait_until(lambda: h.status("ConsumerGroup", "brain").get("streams") == 1, 20)
+    assert h.groups_in_redis("conv:1:dlq") == {}, "no group is created on a dead-letter stream"
+    assert h.status("RedisStream", "calls").get("matchedKeys") == 1
