@@ -22,7 +22,6 @@ class Runtime:
 
     ctx: Context | None = None
     metrics_port: int | None = None
-    status_min_interval: float = 1.0
 
 
 def configure(settings: kopf.OperatorSettings, *, peering: str | None = None) -> None:

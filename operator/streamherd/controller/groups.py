@@ -79,7 +79,7 @@ class GroupLoop:
         self.writer = StatusWriter(ctx.kube, rq.CONSUMER_GROUPS, body)
         self.poller: Poller | None = None
         self.seq = 0
-        self.announced: set[str] = set()
+        self.announced_pattern = False
         self.autoscaler = Autoscaler(ctx, body, self.writer, self.me)
         self.created = meta.get("creationTimestamp")
         self.ensured_at: dict[str, float] = {}
@@ -230,17 +230,7 @@ class GroupLoop:
             # First sight of this resource's group, already in Redis: we adopt it as it is.
             # (The status then names the group, so a restarted operator does not say it again.)
             state = observation.group(key, group)
-            note = (
-                ""
-                if spec.start_id == "$"
-                else f"; startId {spec.start_id} only applies to new groups"
-            )
-            await self.writer.event(
-                "Normal",
-                "GroupAdopted",
-                f"adopted existing group {group!r} on {key!r} "
-                f"(pending {state.pending if state else '?'}){note}",
-            )
+            await self.adopted(group, key, f"with {state.pending if state else '?'} pending", spec)
         where = binding.source.text
         return Verdict.ready(f"group {group!r} on {where!r}: backlog {totals.backlog.display()}")
 
@@ -248,9 +238,9 @@ class GroupLoop:
         """An Event when the group is created or adopted on a single stream; for a key pattern
         (one stream per call), only the first time, not once per new stream."""
         if pattern:
-            if "pattern" in self.announced:
+            if self.announced_pattern:
                 return
-            self.announced.add("pattern")
+            self.announced_pattern = True
             await self.writer.event(
                 "Normal",
                 "GroupCreated",
@@ -264,16 +254,17 @@ class GroupLoop:
                 f"created group {ensured.group!r} on {ensured.key!r} at {spec.start_id}",
             )
         else:
-            note = (
-                ""
-                if spec.start_id == "$"
-                else f"; startId {spec.start_id} only applies to new groups"
-            )
-            await self.writer.event(
-                "Normal",
-                "GroupAdopted",
-                f"adopted existing group {ensured.group!r} on {ensured.key!r} at last-delivered-id {ensured.last_delivered_id}{note}",
-            )
+            where = f"at last-delivered-id {ensured.last_delivered_id}"
+            await self.adopted(ensured.group, ensured.key, where, spec)
+
+    async def adopted(self, group: str, key: str, where: str, spec: ConsumerGroupSpec) -> None:
+        """An existing group is taken over as it is; startId only ever applies to new ones."""
+        note = (
+            "" if spec.start_id == "$" else f"; startId {spec.start_id} only applies to new groups"
+        )
+        await self.writer.event(
+            "Normal", "GroupAdopted", f"adopted existing group {group!r} on {key!r} {where}{note}"
+        )
 
     async def stream_starting(self, name: str, binding: StreamBinding | None) -> bool:
         """The RedisStream exists but its loop has not connected yet (operator start-up)."""
