@@ -15,6 +15,7 @@ from redis.crc import key_slot
 from tests.janitor.helpers import recovery
 
 from streamherd.controller.janitor import Janitor, Progress, run_pass
+from streamherd.decisions.recovery import Pods
 from streamherd.gateway import Endpoint, RedisGateway
 from streamherd.gateway.recovery import ORIGIN_ID_FIELD
 from streamherd.kube import KubeClient
@@ -97,14 +98,19 @@ async def test_a_dead_letter_key_in_another_slot_is_refused_and_reported(
     kube, metrics = KubeClient.from_environment(), Metrics()
     janitor = Janitor(kube, metrics, body)
     spec = recovery(min_idle="1ms", max_deliveries=2, dead_letter={"stream": "orders-dlq"})
+
+    async def pod_gone() -> Pods:
+        return Pods("web", frozenset(), frozenset())
+
     try:
-        outcome = await janitor.run(gateway, ["orders"], "g", spec, no_pods)
-        again = await janitor.run(gateway, ["orders"], "g", spec, no_pods)
+        outcome = await janitor.run(gateway, ["orders"], "g", spec, pod_gone)
+        again = await janitor.run(gateway, ["orders"], "g", spec, pod_gone)
     finally:
         await kube.close()
 
     assert outcome.held == 2 and outcome.dead_lettered == 0 and outcome.requeued == 3
-    assert again.held == 2, "still pending, still not dead-lettered"
+    assert again.held == 2, "still pending, still not dead-lettered (and counted once)"
+    assert outcome.removed == again.removed == [], "its pod is gone, but its PEL is not empty"
     assert (await rc.xpending("orders", "g"))["pending"] == 2, "poison kept, not lost"
     assert await rc.exists("orders-dlq") == 0
     problem = outcome.refused["orders"]

@@ -66,6 +66,11 @@ WAIT_SECONDS = 1.0
 RETRY_SECONDS = 2.0
 MORE_WORK_SECONDS = 1.0
 """A pass that ran out of time budget continues this soon (or at the interval, if shorter)."""
+IDLE_SECONDS = 60.0
+"""Nothing to do (paused, disabled, mode CronJob, an invalid spec): look again this often,
+or as soon as the spec or the paused annotation changes."""
+EDIT_CHECK_SECONDS = 1.0
+"""How often a waiting loop looks at its (live) object for an edit: in memory, no API call."""
 STATUS_FIELDS = ("recovered", "deadLettered", "consumersRemoved")
 HEARTBEAT_FIELD = "lastJanitorRun"
 HEARTBEAT_SECONDS = 60.0
@@ -109,13 +114,14 @@ class Outcome:
     def recovered(self) -> int:
         return self.requeued + self.claimed
 
-    def add(self, batch: redis_recovery.Batch) -> None:
+    def add(self, batch: redis_recovery.Batch, *, count_held: bool) -> None:
         self.requeued += batch.requeued
         self.claimed += batch.claimed
         self.dead_lettered += batch.dead_lettered
         self.dropped += batch.dropped
-        self.held += batch.held
         self.acked += batch.acked
+        if count_held:  # held entries stay where they are: count them in one scan only
+            self.held += batch.held
 
     def summary(self) -> str:
         text = (
@@ -206,7 +212,7 @@ async def run_pass(
                 targets=plan.targets,
                 offset=progress.offset,
             )
-            outcome.add(batch)
+            outcome.add(batch, count_held=consumer is None)
             if batch.dead_lettered:
                 outcome.dead_letter_keys.add(str(dead_letters[key]))
             progress.offset = next_offset(progress.offset, batch.claimed, len(plan.targets))
@@ -359,7 +365,6 @@ class JanitorLoop:
         """Whether a CronJob was wanted at the last step (None: not looked yet)."""
 
     async def run(self, stopped: Stopped) -> None:
-        never = asyncio.Event()  # edits are seen at the next step: no early wake-up
         while not stopped:
             try:
                 delay = await self.step()
@@ -369,16 +374,30 @@ class JanitorLoop:
             except Exception:  # the loop must outlive any one bad pass
                 logger.exception("janitor of %s/%s failed", self.namespace, self.name)
                 delay = RETRY_SECONDS
-            await sleep(stopped, never, delay)
+            await self.wait(stopped, delay)
+
+    def edition(self) -> tuple[Any, bool]:
+        meta = self.body["metadata"]
+        return meta.get("generation"), is_paused(meta)
+
+    async def wait(self, stopped: Stopped, seconds: float) -> None:
+        """``seconds``, or less when the spec or the paused annotation changes (kopf keeps
+        the body up to date) or the daemon is stopping."""
+        seen, deadline, never = self.edition(), time.monotonic() + seconds, asyncio.Event()
+        while not stopped and self.edition() == seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await sleep(stopped, never, min(left, EDIT_CHECK_SECONDS))
 
     async def step(self) -> float:
         """One pass (or CronJob check); returns how long to wait before the next."""
         if is_paused(self.body["metadata"]):
-            return RETRY_SECONDS
+            return IDLE_SECONDS
         try:
             spec = parse(ConsumerGroupSpec, self.body.get("spec"))
         except SpecError:
-            return RETRY_SECONDS  # the group loop reports it
+            return IDLE_SECONDS  # the group loop reports it
         recovery = spec.recovery
         wanted = recovery.enabled and recovery.mode is JanitorMode.CRON_JOB
         if wanted or self.cron_job_wanted is not False:
@@ -386,7 +405,7 @@ class JanitorLoop:
         self.cron_job_wanted = wanted
         interval = recovery.interval.seconds
         if not recovery.enabled or wanted:
-            return interval
+            return IDLE_SECONDS
         group = spec.group_name or self.name
         binding = self.ctx.streams.get((self.namespace, spec.stream_ref.name))
         if (
