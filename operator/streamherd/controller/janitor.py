@@ -43,7 +43,6 @@ from streamherd.controller.reporting import StatusWriter
 from streamherd.controller.waiting import Stopped, sleep
 from streamherd.decisions.conditions import condition
 from streamherd.decisions.recovery import (
-    ConsumerState,
     Pods,
     cron_job_patch,
     dead_letter_target,
@@ -171,18 +170,16 @@ async def run_pass(
         outcome.seconds = clock() - started
         return outcome
     view = await pods()  # after the consumers: see the module's docstring
-    plans = {}
+    plans, dead_letters = {}, {}
     for key in present:
         found = listed[key]
         assert isinstance(found, list)
         plans[key] = plan_consumers(
-            [ConsumerState(c.name, c.pending, c.idle_ms) for c in found],
+            found,
             view,
             min_idle_ms=min_idle_ms,
             remove_idle_after_ms=int(recovery.remove_idle_consumers_after.seconds * 1000),
         )
-    dead_letters = {}
-    for key in present:
         target = dead_letter_target(
             key, recovery.dead_letter.stream, cluster=gateway.endpoint.cluster
         )

@@ -115,6 +115,7 @@ class ConsumerState:
     name: str
     pending: int
     idle_ms: int
+    """Since the consumer's last read (7.2+: any read attempt; 7.0: a read that got entries)."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from redis import exceptions as rx
 
+from streamherd.decisions.recovery import ConsumerState
 from streamherd.gateway.client import RedisGateway, Script
 from streamherd.gateway.errors import GatewayError
 
@@ -29,20 +30,11 @@ STREAM_FIELD = "streamherd-stream"
 GROUP_FIELD = "streamherd-group"
 CONSUMER_FIELD = "streamherd-consumer"
 """Dead-letter record: the stream, group and consumer that last held the entry."""
-OWN_FIELDS = (ORIGIN_ID_FIELD, DELIVERIES_FIELD, STREAM_FIELD, GROUP_FIELD, CONSUMER_FIELD)
 
 
 class Strategy(StrEnum):
     REQUEUE = "requeue"
     CLAIM = "claim"
-
-
-@dataclass(frozen=True)
-class Consumer:
-    name: str
-    pending: int
-    idle_ms: int
-    """Since the consumer's last read (7.2+: any read attempt; 7.0: a read that got entries)."""
 
 
 @dataclass(frozen=True)
@@ -96,11 +88,11 @@ async def _evalsha(
 
 async def consumers(
     gateway: RedisGateway, keys: Sequence[str], group: str
-) -> dict[str, list[Consumer] | GatewayError]:
+) -> dict[str, list[ConsumerState] | GatewayError]:
     """The group's consumers on each key (XINFO CONSUMERS, one pipeline); a key where the
     stream or the group does not exist gets its GatewayError."""
     replies = await gateway._pipeline([("XINFO", "CONSUMERS", key, group) for key in keys])
-    out: dict[str, list[Consumer] | GatewayError] = {}
+    out: dict[str, list[ConsumerState] | GatewayError] = {}
     for key, reply in zip(keys, replies, strict=True):
         if isinstance(reply, Exception):
             out[key] = gateway._classify(reply)
@@ -109,9 +101,9 @@ async def consumers(
     return out
 
 
-def _consumer(item: Mapping[str, Any] | Sequence[Any]) -> Consumer:
+def _consumer(item: Mapping[str, Any] | Sequence[Any]) -> ConsumerState:
     fields = item if isinstance(item, Mapping) else dict(zip(item[::2], item[1::2], strict=False))
-    return Consumer(str(fields["name"]), int(fields["pending"]), int(fields["idle"]))
+    return ConsumerState(str(fields["name"]), int(fields["pending"]), int(fields["idle"]))
 
 
 async def recover(
