@@ -3,6 +3,7 @@ redis-server: what every operator test stands on."""
 
 from __future__ import annotations
 
+import os
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -80,6 +81,20 @@ class Harness:
             return r.read().decode()
 
     # ------------------------------------------------------------ Redis
+
+    @property
+    def consumer_image(self) -> str:
+        """The image of consumer pods. The simulated kubelet runs the command and ignores the
+        image; a real cluster needs one with this repository's e2e/consumer.py in it."""
+        return os.environ.get("STREAMHERD_E2E_CONSUMER_IMAGE", "streamherd-e2e-consumer:local")
+
+    @property
+    def pod_redis_url(self) -> str:
+        """The Redis URL for consumer pods: here the kubelet runs them on this machine; on a
+        real cluster they need a host they can reach ($STREAMHERD_E2E_POD_REDIS_HOST)."""
+        host = os.environ.get("STREAMHERD_E2E_POD_REDIS_HOST")
+        url = self.redis_server.url
+        return url.replace(self.redis_server.host, host, 1) if host else url
 
     @property
     def r(self) -> redis.Redis:
@@ -210,7 +225,7 @@ class Harness:
 
 @pytest.fixture
 def harness(
-    kube_api: Any,
+    cluster_objects: Any,
     kubeconfig: Path,
     run_as_operator: Callable[..., OperatorProcess],
     redis_server_factory: Callable[..., RedisServer],
@@ -218,7 +233,9 @@ def harness(
     """An operator-ready harness on redis 7.0 (the gateway's own tests cover 8.2 in depth);
     call ``harness.start()`` once the objects the test needs before start-up exist."""
     h = Harness(
-        api=kube_api, redis_server=redis_server_factory("7.0"), start_operator=run_as_operator
+        api=cluster_objects,
+        redis_server=redis_server_factory("7.0"),
+        start_operator=run_as_operator,
     )
     yield h
     if h._redis is not None:
@@ -228,13 +245,13 @@ def harness(
 @pytest.fixture(params=["7.0", "8.2"], ids=["redis7.0", "redis8.2"])
 def harness_any_redis(
     request: pytest.FixtureRequest,
-    kube_api: Any,
+    cluster_objects: Any,
     kubeconfig: Path,
     run_as_operator: Callable[..., OperatorProcess],
     redis_server_factory: Callable[..., RedisServer],
 ) -> Iterator[Harness]:
     h = Harness(
-        api=kube_api,
+        api=cluster_objects,
         redis_server=redis_server_factory(request.param),
         start_operator=run_as_operator,
     )

@@ -83,6 +83,19 @@ def kube_api(local_cluster: LocalCluster) -> Any:
     return local_cluster.api
 
 
+@pytest.fixture
+def cluster_objects(request: pytest.FixtureRequest) -> Any:
+    """get/list/create/patch/delete of objects: the emulator's store helpers, or the same
+    five over the official client on the real cluster in $STREAMHERD_E2E_KUBECONFIG."""
+    real = real_cluster_kubeconfig()
+    if real is not None:
+        from e2e.cluster.objects import ClusterObjects
+
+        request.getfixturevalue("kubeconfig")  # installs our CRDs there once
+        return ClusterObjects(real)
+    return request.getfixturevalue("kube_api")
+
+
 class RealClusterKubelet:
     """What the kubelet fixture is on a real cluster: pod helpers via the API."""
 

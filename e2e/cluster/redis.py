@@ -92,6 +92,11 @@ class RedisServer:
     tls: TLSFiles | None = None
     extra: Sequence[tuple[str, str]] = ()
     workdir: Path | None = None
+    bind: str = field(
+        default_factory=lambda: os.environ.get("STREAMHERD_E2E_REDIS_BIND", "127.0.0.1")
+    )
+    """Where it listens; 0.0.0.0 lets pods of a real cluster reach it (clients here still
+    use 127.0.0.1)."""
     process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,7 +117,7 @@ class RedisServer:
     def _config(self) -> list[str]:
         args = [
             "--bind",
-            self.host,
+            self.bind,
             "--save",
             "",
             "--appendonly",

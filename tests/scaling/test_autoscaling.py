@@ -16,7 +16,7 @@ def consumer_deployment(
     h: Harness, name: str, replicas: int, group: str, **env: str
 ) -> dict[str, Any]:
     container_env = [
-        {"name": "STREAMHERD_REDIS_URL", "value": h.redis_server.url},
+        {"name": "STREAMHERD_REDIS_URL", "value": h.pod_redis_url},
         {"name": "STREAMHERD_STREAM", "value": "orders"},
         {"name": "STREAMHERD_GROUP", "value": group},
         {"name": "WORK_MS", "value": "5"},
@@ -37,7 +37,7 @@ def consumer_deployment(
                         "containers": [
                             {
                                 "name": "consumer",
-                                "image": "consumer:test",
+                                "image": h.consumer_image,
                                 "command": ["python", "-m", "e2e.consumer"],
                                 "env": container_env,
                             }
