@@ -14,7 +14,7 @@ from typing import Any
 
 from streamherd.api.consumergroup import Autoscaling, ConsumerGroupSpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
-from streamherd.controller.consumers import deployment_name, live_pods
+from streamherd.controller.consumers import deployment_name, deployment_pods, running
 from streamherd.controller.context import Context, StreamBinding
 from streamherd.controller.polling import Poller, Waker
 from streamherd.controller.reporting import StatusWriter
@@ -225,7 +225,7 @@ class Autoscaler:
         """Before scale-in: pods whose consumers hold the fewest pending entries go first."""
         assert binding.poller is not None
         try:
-            pods = await live_pods(self.ctx.kube, namespace, deployment) or {}
+            pods = running(await deployment_pods(self.ctx.kube, namespace, deployment) or [])
             pending = await binding.poller.gateway.consumer_pending(keys, group)
         except (KubeError, GatewayError) as exc:
             logger.warning("no pod-deletion-cost for %s/%s: %s", namespace, deployment, exc)

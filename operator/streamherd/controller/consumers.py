@@ -32,18 +32,20 @@ def selector(deployment: dict[str, Any]) -> str | None:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or None
 
 
-async def live_pods(
+async def deployment_pods(
     kube: KubeClient, namespace: str, deployment: str
-) -> dict[str, dict[str, Any]] | None:
-    """The Deployment's pods that are not terminating, by name; None when the Deployment
-    does not exist (then nobody can say which consumers are alive)."""
+) -> list[dict[str, Any]] | None:
+    """Every pod of the Deployment (terminating ones too); None when the Deployment does not
+    exist or has no selector (then nobody can say which consumers are alive)."""
     body = await kube.get(rq.DEPLOYMENTS, namespace, deployment)
-    if body is None:
-        return None
-    labels = selector(body)
+    labels = selector(body) if body is not None else None
     if labels is None:
         return None
-    pods = await kube.list(rq.PODS, namespace, labels)
+    return await kube.list(rq.PODS, namespace, labels)
+
+
+def running(pods: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The pods that run and are not terminating, by name."""
     return {
         p["metadata"]["name"]: p
         for p in pods

@@ -36,7 +36,7 @@ from streamherd.api.consumergroup import (
 )
 from streamherd.api.redisstream import RedisStreamSpec
 from streamherd.api.status import ConditionType, Reason
-from streamherd.controller.consumers import deployment_name, selector
+from streamherd.controller.consumers import deployment_name, deployment_pods
 from streamherd.controller.context import Context, SecretCache
 from streamherd.controller.groups import claim_target, who
 from streamherd.controller.reporting import StatusWriter
@@ -243,18 +243,15 @@ async def run_pass(
     return outcome
 
 
-async def deployment_pods(kube: KubeClient, namespace: str, deployment: str) -> Pods | None:
+async def read_pods(kube: KubeClient, namespace: str, deployment: str) -> Pods | None:
     """Every pod of the Deployment that may still run, terminating ones included; None when
     that cannot be known (no such Deployment, no selector, an API error)."""
     try:
-        body = await kube.get(rq.DEPLOYMENTS, namespace, deployment)
-        labels = selector(body) if body is not None else None
-        if labels is None:
-            return None
-        return Pods.of(deployment, await kube.list(rq.PODS, namespace, labels))
+        pods = await deployment_pods(kube, namespace, deployment)
     except KubeError as exc:
         logger.warning("pods of Deployment %s/%s not read: %s", namespace, deployment, exc)
         return None
+    return None if pods is None else Pods.of(deployment, pods)
 
 
 def pods_reader(kube: KubeClient, namespace: str, name: str, spec: ConsumerGroupSpec) -> PodsReader:
@@ -263,7 +260,7 @@ def pods_reader(kube: KubeClient, namespace: str, name: str, spec: ConsumerGroup
     async def read() -> Pods | None:
         if deployment is None:
             return None
-        return await deployment_pods(kube, namespace, deployment)
+        return await read_pods(kube, namespace, deployment)
 
     return read
 
