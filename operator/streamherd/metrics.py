@@ -166,17 +166,24 @@ class Metrics:
         )
 
     def forget_group(self, namespace: str, name: str, group: str) -> None:
-        for gauge in (
-            self.pending,
-            self.lag,
-            self.backlog,
-            self.consumers,
-            self.oldest_pending,
-            self.replicas,
-            self.desired_replicas,
-        ):
-            with contextlib.suppress(KeyError):  # never set: nothing to remove
-                gauge.remove(namespace, name, group)
+        """Remove every series of a deleted ConsumerGroup: a gauge would otherwise report
+        its last value forever. Covers each metric labelled by group, whatever its other labels."""
+        wanted = {"namespace": namespace, "consumergroup": name, "group": group}
+        for metric in vars(self).values():
+            if not isinstance(metric, Gauge | Counter | Histogram):
+                continue
+            names = tuple(metric._labelnames)  # prometheus_client keeps the label order here
+            if names[: len(GROUP_LABELS)] != GROUP_LABELS:
+                continue
+            series = {
+                tuple(sample.labels[n] for n in names)
+                for family in metric.collect()
+                for sample in family.samples
+                if all(sample.labels.get(k) == v for k, v in wanted.items())
+            }
+            for values in series:
+                with contextlib.suppress(KeyError):
+                    metric.remove(*values)
 
 
 def _number(value: int | None) -> float:
