@@ -29,10 +29,10 @@ def consumer_deployment(h: Harness, name: str, replicas: int, group: str, **env:
                         "containers": [
                             {
                                 "name": "consumer",
-                                "image": "consumer:test",
+                                "image": h.consumer_image,
                                 "command": ["python", "-m", "e2e.consumer"],
                                 "env": [
-                                    {"name": "STREAMHERD_REDIS_URL", "value": h.redis_server.url},
+                                    {"name": "STREAMHERD_REDIS_URL", "value": h.pod_redis_url},
                                     {"name": "STREAMHERD_STREAM", "value": "orders"},
                                     {"name": "STREAMHERD_GROUP", "value": group},
                                     {
