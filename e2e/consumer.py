@@ -76,7 +76,9 @@ def main() -> int:
                 group,
                 me,
                 dict.fromkeys(keys, cursor or ">"),
-                count=batch,
+                # COUNT is per stream: over many streams, keep a read's total near BATCH, or
+                # one read takes longer than minIdle to work through (and goes stale).
+                count=max(1, batch // len(keys)),
                 block=None if cursor else 200,
             )
         except redis.ResponseError as exc:

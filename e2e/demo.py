@@ -84,7 +84,7 @@ def resources(redis_url: str) -> list[dict[str, Any]]:
             spec["redis"] = {"url": redis_url}
         if doc["kind"] == "ConsumerGroup":
             name = doc["metadata"]["name"]
-            spec["recovery"] = {**spec.get("recovery", {}), "minIdle": "3s", "interval": "2s"}
+            spec["recovery"] = {**spec.get("recovery", {}), "minIdle": "10s", "interval": "2s"}
             spec["autoscaling"].update(
                 pollInterval="1s", idleBeforeZero="8s", scaleDown={"stabilizationWindow": "4s"}
             )
