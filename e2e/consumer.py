@@ -113,6 +113,57 @@ def main() -> int:
     return 0
 
 
+IMAGE = "streamherd-e2e-consumer:local"
+"""The simulated kubelet runs the command and ignores the image; a real cluster needs an
+image with python, redis-py and this repository."""
+
+
+def deployment(
+    name: str,
+    *,
+    redis_url: str,
+    group: str,
+    stream: str | None = None,
+    pattern: str | None = None,
+    replicas: int = 0,
+    image: str = IMAGE,
+    namespace: str = "default",
+    grace_seconds: int = 2,
+    env: dict[str, str] | None = None,
+) -> dict[str, object]:
+    """A Deployment running this consumer, configured as streamherd configures the ones it
+    owns (the consumer is named after its pod through the downward API)."""
+    variables = [
+        {"name": "STREAMHERD_REDIS_URL", "value": redis_url},
+        {
+            "name": "STREAMHERD_STREAM_PATTERN" if pattern else "STREAMHERD_STREAM",
+            "value": pattern or stream,
+        },
+        {"name": "STREAMHERD_GROUP", "value": group},
+        {"name": "STREAMHERD_CONSUMER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *({"name": k, "value": v} for k, v in (env or {}).items()),
+    ]
+    container = {
+        "name": "consumer",
+        "image": image,
+        "command": ["python", "-m", "e2e.consumer"],
+        "env": variables,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"terminationGracePeriodSeconds": grace_seconds, "containers": [container]},
+            },
+        },
+    }
+
+
 class Streams:
     """The stream(s) to read: one key, or every stream matching a pattern (rediscovered
     every second; streams whose group does not exist yet are left out until it does)."""

@@ -33,6 +33,7 @@ from typing import Any
 import redis
 import yaml
 
+from e2e import consumer
 from e2e.cluster.local import LocalCluster
 from e2e.cluster.processes import VENV_BIN, OperatorProcess, wait_until
 from e2e.cluster.redis import RedisServer, free_port
@@ -42,35 +43,10 @@ NS = "default"
 
 
 def resources(redis_url: str) -> list[dict[str, Any]]:
-    consumer = {
-        "name": "consumer",
-        "image": "example/conversation-consumer:1",
-        "command": ["python", "-m", "e2e.consumer"],
-    }
-
     def deployment(name: str, group: str, work_ms: str) -> dict[str, Any]:
-        env = [
-            {"name": "STREAMHERD_REDIS_URL", "value": redis_url},
-            {"name": "STREAMHERD_STREAM_PATTERN", "value": "conv:*"},
-            {"name": "STREAMHERD_GROUP", "value": group},
-            {"name": "WORK_MS", "value": work_ms},
-        ]
-        return {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {
-                "replicas": 0,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "terminationGracePeriodSeconds": 2,
-                        "containers": [{**consumer, "env": env}],
-                    },
-                },
-            },
-        }
+        return consumer.deployment(
+            name, redis_url=redis_url, group=group, pattern="conv:*", env={"WORK_MS": work_ms}
+        )
 
     docs = list(
         yaml.safe_load_all((REPO / "manifests" / "examples" / "conversations.yaml").read_text())

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+from e2e import consumer
 from e2e.cluster.processes import OperatorProcess, wait_until
 from e2e.cluster.redis import RedisServer, free_port
 
@@ -82,11 +83,27 @@ class Harness:
 
     # ------------------------------------------------------------ Redis
 
+    def consumer_deployment(
+        self, name: str, replicas: int, group: str, stream: str = "orders", **env: str
+    ) -> dict[str, Any]:
+        """A Deployment of real consumers (e2e/consumer.py) that the kubelet runs."""
+        body = consumer.deployment(
+            name,
+            redis_url=self.pod_redis_url,
+            group=group,
+            stream=stream,
+            replicas=replicas,
+            image=self.consumer_image,
+            namespace=self.namespace,
+            env=env,
+        )
+        return self.api.create(body)  # type: ignore[no-any-return]
+
     @property
     def consumer_image(self) -> str:
         """The image of consumer pods. The simulated kubelet runs the command and ignores the
         image; a real cluster needs one with this repository's e2e/consumer.py in it."""
-        return os.environ.get("STREAMHERD_E2E_CONSUMER_IMAGE", "streamherd-e2e-consumer:local")
+        return os.environ.get("STREAMHERD_E2E_CONSUMER_IMAGE", consumer.IMAGE)
 
     @property
     def pod_redis_url(self) -> str:

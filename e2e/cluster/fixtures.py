@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import pytest
 from e2e.cluster.local import DEFAULT_CRDS, LocalCluster
 from e2e.cluster.processes import VENV_BIN, OperatorProcess
 from e2e.cluster.redis import VERSIONS, RedisServer
+from e2e.cluster.redis import RedisCluster as RedisClusterProcesses
 
 REAL_CLUSTER_ENV = "STREAMHERD_E2E_KUBECONFIG"
 
@@ -202,3 +203,34 @@ def run_as_operator(kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[..., 
     yield run
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="module", params=VERSIONS, ids=lambda v: f"redis-{v}")
+def redis_cluster(request: pytest.FixtureRequest) -> Iterator[RedisClusterProcesses]:
+    """A 3-primary Redis Cluster on loopback, per test module and Redis version."""
+    started = RedisClusterProcesses(version=request.param).start()
+    yield started
+    started.cleanup()
+
+
+@pytest.fixture
+async def cluster_client(redis_cluster: RedisClusterProcesses) -> AsyncIterator[Any]:
+    """A plain cluster client for setting up and checking, on an emptied cluster."""
+    from redis.asyncio.cluster import RedisCluster
+
+    client = RedisCluster.from_url(redis_cluster.url, decode_responses=True)
+    await client.initialize()
+    await client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def cluster_gateway(
+    redis_cluster: RedisClusterProcesses, cluster_client: Any
+) -> AsyncIterator[Any]:
+    from streamherd.gateway import Endpoint, RedisGateway
+
+    gateway = RedisGateway(Endpoint(url=redis_cluster.url, cluster=True))
+    yield gateway
+    await gateway.close()

@@ -22,6 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import redis
+from e2e import consumer
 from e2e.cluster.local import LocalCluster
 from e2e.cluster.processes import OperatorProcess, wait_until
 from e2e.cluster.redis import RedisServer, free_port
@@ -29,37 +30,13 @@ from e2e.cluster.redis import RedisServer, free_port
 NS = "default"
 
 
-def deployment(name: str, url: str, replicas: int, group: str) -> dict[str, Any]:
-    env = [
-        {"name": "STREAMHERD_REDIS_URL", "value": url},
-        {"name": "STREAMHERD_STREAM", "value": name},
-        {"name": "STREAMHERD_GROUP", "value": group},
-        {"name": "WORK_MS", "value": "0"},
-        {"name": "BATCH", "value": "100"},
-    ]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [
-                        {
-                            "name": "c",
-                            "image": "bench",
-                            "command": ["python", "-m", "e2e.consumer"],
-                            "env": env,
-                        }
-                    ],
-                },
-            },
-        },
-    }
+def deployment(
+    name: str, url: str, replicas: int, group: str, work_ms: str = "0"
+) -> dict[str, Any]:
+    env = {"WORK_MS": work_ms, "BATCH": "100"}
+    return consumer.deployment(
+        name, redis_url=url, group=group, stream=name, replicas=replicas, grace_seconds=1, env=env
+    )
 
 
 def custom(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +89,8 @@ def main() -> dict[str, Any]:
             )
         )
         # (b) burst at one replica: defaults, minReplicas 1
-        api.create(deployment("burst", server.url, 1, "burst"))
+        # 5 ms a message: one replica cannot keep up with the burst (that is what makes it one)
+        api.create(deployment("burst", server.url, 1, "burst", work_ms="5"))
         api.create(custom("RedisStream", "burst", {"redis": {"url": server.url}, "key": "burst"}))
         api.create(
             custom(

@@ -3,54 +3,28 @@ a configured key in another slot is refused, said so (Event, metric), and nothin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e.cluster.redis import VERSIONS
-from e2e.cluster.redis import RedisCluster as Cluster
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from tests.janitor.helpers import recovery
 
 from streamherd.controller.janitor import Janitor, Progress, run_pass
 from streamherd.decisions.recovery import Pods
-from streamherd.gateway import Endpoint, RedisGateway
+from streamherd.gateway import RedisGateway
 from streamherd.gateway.recovery import ORIGIN_ID_FIELD
 from streamherd.kube import KubeClient
 from streamherd.metrics import Metrics
 
 
-@pytest.fixture(scope="module", params=VERSIONS, ids=lambda v: f"redis-{v}")
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    started = Cluster(version=request.param).start()
-    yield started
-    started.cleanup()
-
-
-@pytest.fixture
-async def rc(cluster: Cluster) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(cluster.url, decode_responses=True)
-    await client.initialize()
-    await client.flushall(target_nodes=RedisCluster.PRIMARIES)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def gateway(cluster: Cluster, rc: RedisCluster) -> AsyncIterator[RedisGateway]:
-    gw = RedisGateway(Endpoint(url=cluster.url, cluster=True))
-    yield gw
-    await gw.close()
-
-
-async def stranded(rc: RedisCluster, key: str, poison: int, good: int) -> list[str]:
+async def stranded(cluster_client: RedisCluster, key: str, poison: int, good: int) -> list[str]:
     """Entries delivered to a consumer whose pod is gone; ``poison`` of them twice."""
-    ids = [await rc.xadd(key, {"msg": str(i)}) for i in range(poison + good)]
-    await rc.xgroup_create(key, "g", "0")
-    await rc.xreadgroup("g", "web-h-zzzzz", {key: ">"})
-    await rc.xreadgroup("g", "web-h-zzzzz", {key: "0"}, count=poison)
+    ids = [await cluster_client.xadd(key, {"msg": str(i)}) for i in range(poison + good)]
+    await cluster_client.xgroup_create(key, "g", "0")
+    await cluster_client.xreadgroup("g", "web-h-zzzzz", {key: ">"})
+    await cluster_client.xreadgroup("g", "web-h-zzzzz", {key: "0"}, count=poison)
     return [str(i) for i in ids]
 
 
@@ -59,32 +33,32 @@ async def no_pods() -> None:
 
 
 async def test_dead_letters_go_to_the_default_key_in_the_streams_slot(
-    gateway: RedisGateway, rc: RedisCluster
+    cluster_gateway: RedisGateway, cluster_client: RedisCluster
 ) -> None:
     keys = ["orders", "{tenant-1}.orders"]
-    ids = {key: await stranded(rc, key, poison=2, good=3) for key in keys}
-    assert len({rc.get_node_from_key(k).name for k in keys}) == 2, "on two nodes"
+    ids = {key: await stranded(cluster_client, key, poison=2, good=3) for key in keys}
+    assert len({cluster_client.get_node_from_key(k).name for k in keys}) == 2, "on two nodes"
 
     spec = recovery(min_idle="1ms", max_deliveries=2)
-    outcome = await run_pass(gateway, keys, "g", spec, pods=no_pods, progress=Progress())
+    outcome = await run_pass(cluster_gateway, keys, "g", spec, pods=no_pods, progress=Progress())
 
     assert (outcome.dead_lettered, outcome.requeued, outcome.refused) == (4, 6, {})
     assert outcome.dead_letter_keys == {"{orders}:dlq", "{tenant-1}.orders:dlq"}
     for key, dlq in [("orders", "{orders}:dlq"), ("{tenant-1}.orders", "{tenant-1}.orders:dlq")]:
         assert key_slot(dlq.encode()) == key_slot(key.encode())
-        records = [f[ORIGIN_ID_FIELD] for _, f in await rc.xrange(dlq)]
+        records = [f[ORIGIN_ID_FIELD] for _, f in await cluster_client.xrange(dlq)]
         assert records == ids[key][:2]
-        assert not (await rc.xpending(key, "g"))["pending"]
+        assert not (await cluster_client.xpending(key, "g"))["pending"]
 
 
 async def test_a_dead_letter_key_in_another_slot_is_refused_and_reported(
-    gateway: RedisGateway,
-    rc: RedisCluster,
+    cluster_gateway: RedisGateway,
+    cluster_client: RedisCluster,
     kube_api: Any,
     kubeconfig: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await stranded(rc, "orders", poison=2, good=3)
+    await stranded(cluster_client, "orders", poison=2, good=3)
     assert key_slot(b"orders-dlq") != key_slot(b"orders")
     body = kube_api.create(
         {
@@ -103,16 +77,16 @@ async def test_a_dead_letter_key_in_another_slot_is_refused_and_reported(
         return Pods("web", frozenset(), frozenset())
 
     try:
-        outcome = await janitor.run(gateway, ["orders"], "g", spec, pod_gone)
-        again = await janitor.run(gateway, ["orders"], "g", spec, pod_gone)
+        outcome = await janitor.run(cluster_gateway, ["orders"], "g", spec, pod_gone)
+        again = await janitor.run(cluster_gateway, ["orders"], "g", spec, pod_gone)
     finally:
         await kube.close()
 
     assert outcome.held == 2 and outcome.dead_lettered == 0 and outcome.requeued == 3
     assert again.held == 2, "still pending, still not dead-lettered (and counted once)"
     assert outcome.removed == again.removed == [], "its pod is gone, but its PEL is not empty"
-    assert (await rc.xpending("orders", "g"))["pending"] == 2, "poison kept, not lost"
-    assert await rc.exists("orders-dlq") == 0
+    assert (await cluster_client.xpending("orders", "g"))["pending"] == 2, "poison kept, not lost"
+    assert await cluster_client.exists("orders-dlq") == 0
     problem = outcome.refused["orders"]
     assert "orders-dlq" in problem and "'{orders}:dlq'" in problem
     events = [

@@ -13,43 +13,6 @@ from tests.harness import Harness
 from streamherd.gateway.recovery import DELIVERIES_FIELD, ORIGIN_ID_FIELD
 
 
-def consumer_deployment(h: Harness, name: str, replicas: int, group: str, **env: str) -> None:
-    h.api.create(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "terminationGracePeriodSeconds": 2,
-                        "containers": [
-                            {
-                                "name": "consumer",
-                                "image": h.consumer_image,
-                                "command": ["python", "-m", "e2e.consumer"],
-                                "env": [
-                                    {"name": "STREAMHERD_REDIS_URL", "value": h.pod_redis_url},
-                                    {"name": "STREAMHERD_STREAM", "value": "orders"},
-                                    {"name": "STREAMHERD_GROUP", "value": group},
-                                    {
-                                        "name": "POD_NAME",
-                                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-                                    },
-                                    *({"name": k, "value": v} for k, v in env.items()),
-                                ],
-                            }
-                        ],
-                    },
-                },
-            },
-        }
-    )
-
-
 def produce(h: Harness, key: str, count: int, start: int = 0, **fields: str) -> list[str]:
     pipe = h.r.pipeline(transaction=False)
     for i in range(start, start + count):
@@ -84,7 +47,7 @@ def test_a_killed_consumer_pod_is_recovered_at_once_and_its_name_removed(
     """SIGKILL in the middle of a batch, and the pod is gone (replaced under a new name): its
     entries go to the other consumers long before minIdle (60s), and its name goes away."""
     h = harness
-    consumer_deployment(h, "workers", 3, "fulfilment", WORK_MS="40", BATCH="10")
+    h.consumer_deployment("workers", 3, "fulfilment", WORK_MS="40", BATCH="10")
     produce(h, "orders", 300)
     h.stream("orders")
     h.group(

@@ -12,43 +12,6 @@ from e2e.cluster.processes import wait_until
 from tests.harness import Harness
 
 
-def consumer_deployment(
-    h: Harness, name: str, replicas: int, group: str, **env: str
-) -> dict[str, Any]:
-    container_env = [
-        {"name": "STREAMHERD_REDIS_URL", "value": h.pod_redis_url},
-        {"name": "STREAMHERD_STREAM", "value": "orders"},
-        {"name": "STREAMHERD_GROUP", "value": group},
-        {"name": "WORK_MS", "value": "5"},
-        *({"name": k, "value": v} for k, v in env.items()),
-    ]
-    return h.api.create(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "terminationGracePeriodSeconds": 2,
-                        "containers": [
-                            {
-                                "name": "consumer",
-                                "image": h.consumer_image,
-                                "command": ["python", "-m", "e2e.consumer"],
-                                "env": container_env,
-                            }
-                        ],
-                    },
-                },
-            },
-        }
-    )
-
-
 def replicas(h: Harness, name: str) -> int:
     return int(
         (h.api.get("deployments.apps", "default", name) or {}).get("spec", {}).get("replicas", -1)
@@ -64,7 +27,7 @@ def produce(h: Harness, count: int, **fields: str) -> None:
 
 def test_burst_scales_up_drains_and_returns_to_zero(harness: Harness, kubelet: Any) -> None:
     h = harness
-    consumer_deployment(h, "workers", 0, "workers")
+    h.consumer_deployment("workers", 0, "workers", WORK_MS="5")
     h.stream("orders")
     h.group(
         "workers",
@@ -112,7 +75,7 @@ def test_one_message_wakes_a_group_at_zero_without_waiting_for_a_poll(
     harness: Harness, kubelet: Any
 ) -> None:
     h = harness
-    consumer_deployment(h, "workers", 0, "workers")
+    h.consumer_deployment("workers", 0, "workers", WORK_MS="5")
     h.stream("orders")
     h.group(
         "workers",
@@ -137,7 +100,7 @@ def test_an_hpa_on_the_deployment_is_a_conflict_and_nothing_is_scaled(
     harness: Harness, kubelet: Any
 ) -> None:
     h = harness
-    consumer_deployment(h, "workers", 1, "workers")
+    h.consumer_deployment("workers", 1, "workers", WORK_MS="5")
     h.create(
         "HorizontalPodAutoscaler",
         "workers-cpu",
@@ -244,7 +207,7 @@ def test_scale_in_removes_the_pods_with_the_least_pending_work(
     h = harness
     h.stream("orders")
     h.r.xgroup_create("orders", "workers", "$", mkstream=True)
-    consumer_deployment(h, "workers", 3, "workers", BATCH="10")
+    h.consumer_deployment("workers", 3, "workers", WORK_MS="5", BATCH="10")
     wait_until(lambda: len(kubelet.processes("default")) == 3, 20)
     pods = sorted(kubelet.processes("default"))
     for pod in pods:  # every consumer is up and blocked in XREADGROUP

@@ -51,6 +51,14 @@ class PollResult:
         return self.keys.get(source, ())
 
 
+async def cancelled(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task and wait until it has stopped."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class Poller:
     def __init__(
         self,
@@ -112,10 +120,7 @@ class Poller:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancelled(task)
         if self._waker is not None:
             await self._waker.stop()
         self.stopped = True  # nobody waits for a poll that will never come
@@ -230,10 +235,7 @@ class Waker:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancelled(task)
 
     async def _positions(self) -> dict[str, str]:
         """Per stream, the earliest last-delivered-id of the groups watching it."""
