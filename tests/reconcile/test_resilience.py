@@ -157,3 +157,20 @@ def test_metrics_show_the_documented_series(harness: Harness) -> None:
         "streamherd_endpoint_groups",
     ):
         assert name in text, name
+
+
+def test_a_paused_stream_is_not_polled_and_its_groups_wait(harness: Harness) -> None:
+    h = harness
+    h.stream("orders", metadata={"annotations": {"streamherd.io/paused": "true"}})
+    h.group("fulfilment")
+    h.start()
+    h.wait_ready("RedisStream", "orders", "False", "Paused")
+    ready = h.wait_ready("ConsumerGroup", "fulfilment", "False", "StreamNotReady")
+    assert "Paused" in ready["message"]
+    h.r.config_resetstat()
+    time.sleep(1)
+    assert "cmdstat_evalsha" not in h.r.info("commandstats"), "a paused stream is not polled"
+
+    h.patch("RedisStream", "orders", {"metadata": {"annotations": {"streamherd.io/paused": None}}})
+    h.wait_ready("RedisStream", "orders")
+    h.wait_ready("ConsumerGroup", "fulfilment")

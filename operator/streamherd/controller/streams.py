@@ -47,9 +47,10 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
         while not stopped:
             wake.clear()
             generation = body["metadata"].get("generation")
-            verdicts: list[Verdict] = []
             fields: dict[str, Any] = dict.fromkeys(STREAM_FIELDS)
             if is_paused(body["metadata"]):
+                await ctx.endpoints.release(me)  # paused: not even polled
+                binding.poller = None
                 binding.problem = Verdict.not_ready(
                     Reason.PAUSED, "paused by the streamherd.io/paused annotation"
                 )
@@ -98,8 +99,7 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
                 if verdict.status is ConditionStatus.FALSE:
                     ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, verdict.reason).inc()
                 await report(writer, [verdict], generation, fields)
-                await sleep(stopped, wake, 0)  # the next poll result paces the loop
-                continue
+                continue  # the next poll result paces the loop
             ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, binding.problem.reason).inc()
             await ctx.endpoints.release(me)
             binding.poller = None
