@@ -227,3 +227,25 @@ def test_cron_job_mode_keeps_a_cron_job_that_does_the_same_work(
     h.r.xreadgroup("billing", "gone-worker", {"orders": ">"}, count=5)  # 5 copies, 2nd try
     h.wait_status("ConsumerGroup", "billing", lambda s: s.get("recovered") == 24, timeout=15)
     assert h.status("ConsumerGroup", "billing")["deadLettered"] == 1
+
+
+def test_a_dead_letter_key_in_another_cluster_slot_is_a_condition(
+    harness: Harness, redis_cluster: Any
+) -> None:
+    h = harness
+    h.stream("orders", redis={"url": redis_cluster.url, "mode": "Cluster"})
+    h.group("g", recovery={"deadLetter": {"stream": "failed-orders"}})
+    h.start()
+
+    def refused(status: dict[str, Any]) -> bool:
+        return any(
+            c["type"] == "DeadLettering" and c["reason"] == "CrossSlot"
+            for c in status.get("conditions", [])
+        )
+
+    status = h.wait_status("ConsumerGroup", "g", refused)
+    condition = next(c for c in status["conditions"] if c["type"] == "DeadLettering")
+    assert condition["status"] == "False" and "'failed-orders'" in condition["message"]
+    assert h.ready("ConsumerGroup", "g")["status"] == "True", "consuming still works"
+    h.patch("ConsumerGroup", "g", {"spec": {"recovery": {"deadLetter": {"stream": None}}}})
+    h.wait_status("ConsumerGroup", "g", lambda s: not refused(s))

@@ -24,6 +24,8 @@ class ConditionType(StrEnum):
     """The ``streamherd.io/paused`` annotation stops all actions."""
     SCALING_ACTIVE = "ScalingActive"
     """The autoscaler can read its metric and act on the Deployment."""
+    DEAD_LETTERING = "DeadLettering"
+    """Poison entries have a dead-letter stream they can be moved to."""
 
 
 class Reason(StrEnum):

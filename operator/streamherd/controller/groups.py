@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +13,7 @@ import kopf
 
 from streamherd.api import CONSUMER_GROUP, SpecError, is_managed, is_paused, parse
 from streamherd.api.consumergroup import ConsumerGroupSpec
-from streamherd.api.redisstream import DeletionPolicy
+from streamherd.api.redisstream import DeletionPolicy, RedisMode, RedisStreamSpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.controller.autoscaler import SCALE_FIELDS, Autoscaler
 from streamherd.controller.context import Context, StreamBinding
@@ -22,6 +22,7 @@ from streamherd.controller.reporting import StatusWriter, report
 from streamherd.controller.streams import RETRY_SECONDS
 from streamherd.controller.waiting import Stopped, next_result, sleep
 from streamherd.decisions.conditions import Verdict
+from streamherd.decisions.recovery import dead_letter_target
 from streamherd.decisions.streams import problem_verdict
 from streamherd.decisions.totals import GroupTotals, group_totals
 from streamherd.gateway import EnsuredGroup, GatewayError, GroupOutcome, ScanState
@@ -60,6 +61,35 @@ def start_position(start_id: str, *, pattern: bool, created: str | None) -> str:
         return start_id
     stamp = datetime.fromisoformat(created.replace("Z", "+00:00"))
     return f"{int(stamp.timestamp()) * 1000}-0"
+
+
+def dead_lettering(
+    spec: ConsumerGroupSpec, stream: RedisStreamSpec, keys: Sequence[str]
+) -> Verdict:
+    """Whether poison entries can be dead-lettered (the janitor refuses a key in another
+    Redis Cluster hash slot, and says so here: the group loop owns the conditions)."""
+    cluster = stream.redis.mode is RedisMode.CLUSTER
+    configured = spec.recovery.dead_letter.stream
+    for key in keys:
+        target = dead_letter_target(key, configured, cluster=cluster)
+        if target.problem is not None:
+            return Verdict(
+                ConditionType.DEAD_LETTERING,
+                ConditionStatus.FALSE,
+                Reason.CROSS_SLOT,
+                target.problem,
+            )
+    where = configured or (
+        "each stream's own dead-letter stream"
+        if stream.key is None
+        else repr(dead_letter_target(stream.key, None, cluster=cluster).key)
+    )
+    return Verdict(
+        ConditionType.DEAD_LETTERING,
+        ConditionStatus.TRUE,
+        Reason.RECONCILED,
+        f"poison entries go to {where}",
+    )
 
 
 def claim_target(binding: StreamBinding, group: str) -> tuple[str, ...]:
@@ -176,6 +206,8 @@ class GroupLoop:
             verdicts += scaling.conditions
         else:
             fields.update(dict.fromkeys(SCALE_FIELDS))
+        if spec.recovery.enabled and binding.spec is not None:
+            verdicts.append(dead_lettering(spec, binding.spec, keys))
         self.ctx.metrics.set_group(self.namespace, self.name, group, totals)
         if verdicts[0].status is ConditionStatus.FALSE:
             reason = verdicts[0].reason

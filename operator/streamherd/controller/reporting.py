@@ -109,7 +109,12 @@ class StatusWriter:
             logger.warning("event %s not posted: %s", reason, exc)
 
 
-OWNED_CONDITIONS = (ConditionType.READY, ConditionType.PAUSED, ConditionType.SCALING_ACTIVE)
+OWNED_CONDITIONS = (
+    ConditionType.READY,
+    ConditionType.PAUSED,
+    ConditionType.SCALING_ACTIVE,
+    ConditionType.DEAD_LETTERING,
+)
 
 
 async def report(
