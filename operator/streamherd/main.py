@@ -14,6 +14,7 @@ from streamherd.decisions.workload import deployment_state
 from streamherd.kube import KubeClient
 
 FINALIZER = f"{API_GROUP}/finalizer"
+KOPF_PREFIX = f"kopf.{API_GROUP}"
 registry = kopf.OperatorRegistry()
 
 
@@ -27,9 +28,11 @@ class Runtime:
 def configure(settings: kopf.OperatorSettings, *, peering: str | None = None) -> None:
     """Our own names for everything kopf stores on our objects."""
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    # kopf leaves annotations under its storage prefix out of the changes it reacts to: its
+    # own prefix, then, or an edit of streamherd.io/paused would never reach a handler.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=API_GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.enabled = False  # we post our own Events, on transitions only
     settings.peering.standalone = peering is None
