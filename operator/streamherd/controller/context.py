@@ -112,7 +112,8 @@ class Context:
     secrets: SecretCache
     streams: dict[tuple[str, str], StreamBinding] = field(default_factory=dict)
     claims: GroupClaims = field(default_factory=GroupClaims)
-    wakeups: dict[str, asyncio.Event] = field(default_factory=lambda: defaultdict(asyncio.Event))
+    wakeups: dict[str, dict[str, asyncio.Event]] = field(default_factory=lambda: defaultdict(dict))
+    """Per resource, one event per loop that works on it (the group's, the janitor's)."""
     deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """Deployments by (namespace, name), kept by a watch: replicas without a GET per poll."""
     scalers: ScalerIndex = field(init=False)
@@ -139,9 +140,15 @@ class Context:
         """Within the start-up grace: resources may still be waiting for their loops."""
         return time.monotonic() - self.started_at < self.startup_grace
 
+    def wakeup(self, who: str, loop: str = "main") -> asyncio.Event:
+        """The event that tells one loop working on ``who`` its object changed."""
+        return self.wakeups[who].setdefault(loop, asyncio.Event())
+
     def wake(self, who: str) -> None:
-        """Tell a resource's loop its object changed: act now, not at the next poll."""
-        self.wakeups[who].set()
+        """Tell every loop working on a resource its object changed: act now, not at the
+        next poll or interval."""
+        for event in self.wakeups[who].values():
+            event.set()
 
     async def close(self) -> None:
         await self.endpoints.close()

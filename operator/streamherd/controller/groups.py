@@ -117,7 +117,7 @@ class GroupLoop:
         missing, and must not make us "adopt" what we just created."""
 
     async def run(self, stopped: Stopped) -> None:
-        wake = self.wake = self.ctx.wakeups[self.me]
+        wake = self.wake = self.ctx.wakeup(self.me)
         self.stopped = stopped
         try:
             while not stopped:
@@ -257,7 +257,7 @@ class GroupLoop:
                     await self.announce(outcome, spec, key is None)
             if failures:
                 return problem_verdict(failures[0].problem, failures[0].message)
-            self.ctx.wake(self.me)  # measure the new group(s) at the next poll
+            self.wake.set()  # measure the new group(s) at the next poll
         elif key is not None and totals.streams == 1 and not self.writer.current.get("group"):
             # First sight of this resource's group, already in Redis: we adopt it as it is.
             # (The status then names the group, so a restarted operator does not say it again.)

@@ -16,7 +16,6 @@ from the cursor it left.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -68,7 +67,6 @@ MORE_WORK_SECONDS = 1.0
 IDLE_SECONDS = 60.0
 """Nothing to do (paused, disabled, mode CronJob, an invalid spec): look again this often,
 or as soon as the spec or the paused annotation changes."""
-EDIT_CHECK_SECONDS = 1.0
 """How often a waiting loop looks at its (live) object for an edit: in memory, no API call."""
 STATUS_FIELDS = ("recovered", "deadLettered", "consumersRemoved")
 HEARTBEAT_FIELD = "lastJanitorRun"
@@ -359,7 +357,9 @@ class JanitorLoop:
         """Whether a CronJob was wanted at the last step (None: not looked yet)."""
 
     async def run(self, stopped: Stopped) -> None:
+        wake = self.ctx.wakeup(self.me, "janitor")
         while not stopped:
+            wake.clear()
             try:
                 delay = await self.step()
             except GatewayError as exc:
@@ -368,21 +368,7 @@ class JanitorLoop:
             except Exception:  # the loop must outlive any one bad pass
                 logger.exception("janitor of %s/%s failed", self.namespace, self.name)
                 delay = RETRY_SECONDS
-            await self.wait(stopped, delay)
-
-    def edition(self) -> tuple[Any, bool]:
-        meta = self.body["metadata"]
-        return meta.get("generation"), is_paused(meta)
-
-    async def wait(self, stopped: Stopped, seconds: float) -> None:
-        """``seconds``, or less when the spec or the paused annotation changes (kopf keeps
-        the body up to date) or the daemon is stopping."""
-        seen, deadline, never = self.edition(), time.monotonic() + seconds, asyncio.Event()
-        while not stopped and self.edition() == seen:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            await sleep(stopped, never, min(left, EDIT_CHECK_SECONDS))
+            await sleep(stopped, wake, delay)  # an edit (or unpause) cuts it short
 
     async def step(self) -> float:
         """One pass (or CronJob check); returns how long to wait before the next."""

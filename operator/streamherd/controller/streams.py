@@ -41,7 +41,7 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
     namespace, name, me = meta["namespace"], meta["name"], who(body)
     writer = StatusWriter(ctx.kube, rq.REDIS_STREAMS, body, heartbeat="lastPolled")
     binding = ctx.streams[(namespace, name)] = StreamBinding(namespace, name)
-    wake = ctx.wakeups[me]
+    wake = ctx.wakeup(me)
     seq = 0
     try:
         while not stopped:
