@@ -70,58 +70,47 @@ def main() -> dict[str, Any]:
     kubeconfig = cluster.write_kubeconfig(workdir / "kubeconfig")
     operator = None
     try:
-        # (a) wake from zero: defaults, minReplicas 0
-        api.create(deployment("wake", server.url, 0, "wake"))
-        api.create(custom("RedisStream", "wake", {"redis": {"url": server.url}, "key": "wake"}))
-        api.create(
-            custom(
-                "ConsumerGroup",
-                "wake",
-                {
-                    "streamRef": {"name": "wake"},
-                    "consumers": {"deploymentRef": {"name": "wake"}},
-                    "autoscaling": {
-                        "minReplicas": 0,
-                        "idleBeforeZero": "1s",
-                        "scaleDown": {"stabilizationWindow": "0s"},
+
+        def scenario(
+            name: str, replicas: int, autoscaling: dict[str, Any], work_ms: str = "0"
+        ) -> None:
+            """A stream, its consumer Deployment, and a ConsumerGroup that scales it."""
+            api.create(deployment(name, server.url, replicas, name, work_ms=work_ms))
+            api.create(custom("RedisStream", name, {"redis": {"url": server.url}, "key": name}))
+            api.create(
+                custom(
+                    "ConsumerGroup",
+                    name,
+                    {
+                        "streamRef": {"name": name},
+                        "consumers": {"deploymentRef": {"name": name}},
+                        "autoscaling": autoscaling,
                     },
-                },
+                )
             )
+
+        # (a) wake from zero: defaults, minReplicas 0
+        scenario(
+            "wake",
+            0,
+            {"minReplicas": 0, "idleBeforeZero": "1s", "scaleDown": {"stabilizationWindow": "0s"}},
         )
-        # (b) burst at one replica: defaults, minReplicas 1
-        # 5 ms a message: one replica cannot keep up with the burst (that is what makes it one)
-        api.create(deployment("burst", server.url, 1, "burst", work_ms="5"))
-        api.create(custom("RedisStream", "burst", {"redis": {"url": server.url}, "key": "burst"}))
-        api.create(
-            custom(
-                "ConsumerGroup",
-                "burst",
-                {
-                    "streamRef": {"name": "burst"},
-                    "consumers": {"deploymentRef": {"name": "burst"}},
-                    "autoscaling": {"minReplicas": 1, "maxReplicas": 10, "targetPerReplica": 100},
-                },
-            )
+        # (b) burst at one replica: defaults, minReplicas 1; 5 ms a message, so one replica
+        # cannot keep up with the burst (that is what makes it one)
+        scenario(
+            "burst", 1, {"minReplicas": 1, "maxReplicas": 10, "targetPerReplica": 100}, work_ms="5"
         )
         # (c) drain to min: minReplicas 0, the windows this benchmark sets
-        api.create(deployment("drain", server.url, 0, "drain"))
-        api.create(custom("RedisStream", "drain", {"redis": {"url": server.url}, "key": "drain"}))
-        api.create(
-            custom(
-                "ConsumerGroup",
-                "drain",
-                {
-                    "streamRef": {"name": "drain"},
-                    "consumers": {"deploymentRef": {"name": "drain"}},
-                    "autoscaling": {
-                        "minReplicas": 0,
-                        "maxReplicas": 4,
-                        "targetPerReplica": 500,
-                        "scaleDown": {"stabilizationWindow": "5s"},
-                        "idleBeforeZero": "5s",
-                    },
-                },
-            )
+        scenario(
+            "drain",
+            0,
+            {
+                "minReplicas": 0,
+                "maxReplicas": 4,
+                "targetPerReplica": 500,
+                "scaleDown": {"stabilizationWindow": "5s"},
+                "idleBeforeZero": "5s",
+            },
         )
         operator = OperatorProcess(
             [
