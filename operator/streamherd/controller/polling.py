@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from streamherd.decisions.lag import parse_id
-from streamherd.decisions.recovery import DEAD_LETTER_SUFFIX
 from streamherd.decisions.sampling import age_sample
 from streamherd.gateway import GatewayError, GatewayPool, RedisGateway, ScanState
 from streamherd.gateway.endpoint import Endpoint
+from streamherd.keys import is_auxiliary
 from streamherd.metrics import Metrics
 from streamherd.observations import Observation
 
@@ -178,10 +178,10 @@ class Poller:
                     message=exc.message,
                 )
                 break
-            # A pattern like conv:* also matches conv:42:dlq: dead-letter streams are never
-            # sources (a group on them would re-consume, and dead-letter, its own failures).
+            # A pattern like conv:* also matches conv:42:dlq: dead-letter (and other auxiliary)
+            # streams are never sources (a group on them would re-consume its own failures).
             found = scan.found | scan.seen
-            keys[source] = tuple(sorted(k for k in found if not k.endswith(DEAD_LETTER_SUFFIX)))
+            keys[source] = tuple(sorted(k for k in found if not is_auxiliary(k)))
             complete[source] = scan.complete_passes > 0
         for pattern in [p for p in self._scans if Source(pattern=p) not in sources]:
             del self._scans[pattern]

@@ -11,8 +11,7 @@ from typing import Any
 
 from redis.crc import key_slot
 
-DEAD_LETTER_SUFFIX = ":dlq"
-
+from streamherd.keys import DEAD_LETTER_SUFFIX
 
 # ------------------------------------------------------------------ dead-letter stream
 
