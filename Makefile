@@ -10,13 +10,15 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BENCHES := $(patsubst tests/bench/bench_%.py,%,$(wildcard tests/bench/bench_*.py))
 
-.PHONY: help deps system-deps test pytest lint crds bench demo clean $(addprefix bench-,$(BENCHES))
+.PHONY: help deps system-deps test pytest lint crds bench demo clean image image-test $(addprefix bench-,$(BENCHES))
 
 help:
 	@echo "make demo        the operator on a local simulated cluster with a real Redis"
 	@echo "make test        install everything needed, then lint + the whole test suite"
 	@echo "make lint        ruff + mypy (strict on the package)"
 	@echo "make crds        regenerate crds/ from the API models"
+	@echo "make image       build the container image (buildah; base from Debian, no registry)"
+	@echo "make image-test  build it, then test it (non-root, contents, the operator inside)"
 	@echo "make bench       every benchmark; make bench-<name> for one ($(BENCHES))"
 
 # Debian's redis-server (7.0.x) is one of the two Redis versions the suite runs against;
@@ -37,7 +39,15 @@ $(STAMP): pyproject.toml
 
 deps: system-deps $(STAMP)
 
-test: deps lint pytest
+test: deps image lint pytest
+
+# The image is built here from the real Dockerfile (e2e/image.py: mmdebstrap makes the base,
+# buildah builds and runs it); tests/image checks it as part of the suite.
+image: deps
+	$(PY) -m e2e.image build
+
+image-test: image
+	$(PY) -m pytest tests/image $(PYTEST_ARGS)
 
 pytest: deps
 	$(PY) -m pytest $(PYTEST_ARGS)

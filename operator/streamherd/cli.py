@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -111,6 +112,7 @@ def run(
     settings = kopf.OperatorSettings()
     operator.configure(settings, peering=peering)
     operator.Runtime.metrics_port = metrics_port or None
+    identity: Any = operator_identity()  # kopf's Identity type (a NewType of str) is private
     asyncio.run(
         kopf.operator(
             registry=operator.registry,
@@ -119,9 +121,21 @@ def run(
             namespaces=namespaces,
             standalone=peering is None,
             peering_name=peering,
+            identity=identity,
             liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
         )
     )
+
+
+def operator_identity() -> str:
+    """Who this operator process is (kopf's peering identity): the pod's name when the
+    Deployment passes it in (POD_NAME), else host/pid. kopf's own guess asks the password
+    database for the user's name, which fails under a uid it does not list: the image's
+    numeric USER, or the random uids OpenShift assigns."""
+    import os
+    import socket
+
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}/{os.getpid()}"
 
 
 @main.command()
