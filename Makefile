@@ -15,7 +15,7 @@ BENCHES := $(patsubst tests/bench/bench_%.py,%,$(wildcard tests/bench/bench_*.py
 help:
 	@echo "make demo        the operator on a local simulated cluster with a real Redis"
 	@echo "make test        install everything needed, then lint + the whole test suite"
-	@echo "make lint        ruff + mypy (strict on the package)"
+	@echo "make lint        ruff + mypy (strict on the package) + the layer contracts"
 	@echo "make crds        regenerate crds/ from the API models"
 	@echo "make image       build the container image (buildah; base from Debian, no registry)"
 	@echo "make image-test  build it, then test it (non-root, contents, the operator inside)"
@@ -56,6 +56,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check operator tests e2e
 	$(VENV)/bin/ruff format --check operator tests e2e
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 crds: $(STAMP)
 	$(VENV)/bin/streamherd crds --output-dir crds
@@ -69,4 +70,4 @@ $(addprefix bench-,$(BENCHES)): bench-%: deps
 	$(PY) tests/bench/bench_$*.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis

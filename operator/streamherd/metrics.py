@@ -170,20 +170,9 @@ class Metrics:
         its last value forever. Covers each metric labelled by group, whatever its other labels."""
         wanted = {"namespace": namespace, "consumergroup": name, "group": group}
         for metric in vars(self).values():
-            if not isinstance(metric, Gauge | Counter | Histogram):
-                continue
-            names = tuple(metric._labelnames)  # prometheus_client keeps the label order here
-            if names[: len(GROUP_LABELS)] != GROUP_LABELS:
-                continue
-            series = {
-                tuple(sample.labels[n] for n in names)
-                for family in metric.collect()
-                for sample in family.samples
-                if all(sample.labels.get(k) == v for k, v in wanted.items())
-            }
-            for values in series:
-                with contextlib.suppress(KeyError):
-                    metric.remove(*values)
+            if isinstance(metric, Gauge | Counter | Histogram):
+                with contextlib.suppress(ValueError):  # not labelled by group: nothing to forget
+                    metric.remove_by_labels(wanted)
 
 
 def _number(value: int | None) -> float:

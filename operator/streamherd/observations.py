@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from streamherd.api.consumergroup import LagExactness as Exactness
+from streamherd.exactness import Exactness, weakest
 
 __all__ = [
     "EndpointProblem",
@@ -62,14 +62,6 @@ class Reading:
         if self.value is None or other.value is None:
             return Reading.unknown()
         return Reading(self.value + other.value, weakest(self.exactness, other.exactness))
-
-
-_STRENGTH = [Exactness.EXACT, Exactness.CLAMPED, Exactness.LOWER_BOUND, Exactness.UNKNOWN]
-
-
-def weakest(a: Exactness, b: Exactness) -> Exactness:
-    """The less trustworthy of two exactnesses."""
-    return max(a, b, key=_STRENGTH.index)
 
 
 @dataclass(slots=True)

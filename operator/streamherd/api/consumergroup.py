@@ -21,6 +21,7 @@ from streamherd.api.base import (
 from streamherd.api.durations import Duration, duration
 from streamherd.api.redisstream import DeletionPolicy
 from streamherd.api.status import StatusModel
+from streamherd.exactness import Exactness
 
 # "$" (only new entries), "0" (the whole stream), or an entry id "<ms>-<seq>" / "<ms>".
 START_ID_PATTERN = r"^(\$|0|[0-9]{1,20}(-[0-9]{1,20})?)$"
@@ -205,15 +206,6 @@ class ConsumerGroupSpec(ApiModel):
     """Delete: deleting the resource destroys the group in Redis."""
 
 
-class LagExactness(StrEnum):
-    EXACT = "Exact"
-    CLAMPED = "Clamped"
-    """Redis 7.x reported a stale lag; bounded by the stream's length or the tail."""
-    LOWER_BOUND = "LowerBound"
-    """Redis could not say; counted up to a cap: the real lag is at least this."""
-    UNKNOWN = "Unknown"
-
-
 class ConsumerGroupStatus(StatusModel):
     """Observed state of a ConsumerGroup."""
 
@@ -227,7 +219,7 @@ class ConsumerGroupStatus(StatusModel):
     """Entries delivered and not acknowledged (PEL size)."""
     lag: Annotated[int | None, Field(ge=0)] = None
     """Entries not yet delivered (see lagExactness)."""
-    lag_exactness: LagExactness | None = None
+    lag_exactness: Exactness | None = None
     """Whether lag is exact, clamped, a lower bound, or unknown."""
     lag_display: Annotated[str | None, Field(max_length=32)] = None
     """Lag for kubectl: "120", ">=1000", or "unknown"."""
