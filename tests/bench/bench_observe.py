@@ -4,7 +4,9 @@
 (b) gateway: RedisGateway.observe over every stream, as the operator polls: every group's
     pending, lag (clamped / counted), consumers and entries-read, and the oldest pending age
     of a rotating fifth of the streams (``age_sample``: each stream's every 5th poll);
-    ``gateway_all_ages_ms`` measures the ages of every stream in every poll, for comparison.
+    ``gateway_all_ages_ms`` measures the ages of every stream in every poll, for comparison;
+    ``gateway_lags_ms`` is a poll plus every group's lag decided (``decisions.lag``), as when
+    every group on the endpoint has a ConsumerGroup.
 Both use the same redis.asyncio client settings and the hiredis parser. Rounds alternate
 (naive, gateway, naive, ...) so machine noise hits both alike; medians are reported.
 """
@@ -25,6 +27,7 @@ import redis.asyncio as aredis
 from e2e.cluster.redis import RedisServer
 from redis.utils import HIREDIS_AVAILABLE
 
+from streamherd.decisions.lag import group_lag
 from streamherd.decisions.sampling import age_sample
 from streamherd.gateway import Endpoint, RedisGateway
 
@@ -75,6 +78,17 @@ async def gateway_poll(gateway: RedisGateway, keys: list[str], ages: set[str] | 
     )
 
 
+async def gateway_poll_lags(gateway: RedisGateway, keys: list[str], ages: set[str]) -> int:
+    observed = await gateway.observe(keys, ages_for=ages)
+    assert observed.problem is None, observed.message
+    cap = observed.lag_count_cap
+    return sum(
+        group_lag(stream, group, cap).value or 0
+        for stream in observed.streams.values()
+        for group in stream.groups.values()
+    )
+
+
 async def main(version: str, rounds: int) -> dict[str, object]:
     server = RedisServer(version=version).start()
     try:
@@ -85,7 +99,7 @@ async def main(version: str, rounds: int) -> dict[str, object]:
         await gateway.connect()
         expected = await naive_poll(client, keys)
         assert await gateway_poll(gateway, keys) == expected, "both pollers must see the same"
-        naive, fast, all_ages = [], [], []
+        naive, fast, all_ages, lags = [], [], [], []
         poll = 0
         for _ in range(rounds):
             started = time.perf_counter()
@@ -99,6 +113,9 @@ async def main(version: str, rounds: int) -> dict[str, object]:
                 started = time.perf_counter()
                 await gateway_poll(gateway, keys, None)
                 all_ages.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                await gateway_poll_lags(gateway, keys, age_sample(keys, poll, AGE_EVERY))
+                lags.append(time.perf_counter() - started)
         await client.config_resetstat()
         for poll in range(AGE_EVERY):
             await gateway_poll(gateway, keys, age_sample(keys, poll, AGE_EVERY))
@@ -118,6 +135,7 @@ async def main(version: str, rounds: int) -> dict[str, object]:
         "redis": version,
         "hiredis": HIREDIS_AVAILABLE,
         "gateway_all_ages_ms": round(statistics.median(all_ages) * 1000, 1),
+        "gateway_lags_ms": round(statistics.median(lags) * 1000, 1),
         "gateway_server_ms": round(script.get("usec", 0) / 1000 / AGE_EVERY, 1),
         "longest_script_ms": round(script.get("usec_per_call", 0) / 1000, 2),
         "rounds": rounds,

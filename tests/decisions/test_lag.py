@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamherd.decisions.lag import effective_lag, parse_id
-from streamherd.observations import Exactness, Reading
+from streamherd.decisions.lag import effective_lag, group_lag, parse_id
+from streamherd.observations import Exactness, GroupState, Reading, StreamState, StreamStatus
 
 
 def lag(**kw: object) -> Reading:
@@ -91,3 +91,23 @@ def test_never_more_than_the_stream_holds_and_unknown_only_when_unmeasured(
     assert reading.value is not None and reading.value >= 0
     if reported is not None:
         assert reading.value <= length or reading.value == 0
+
+
+@pytest.mark.parametrize(
+    ("facts", "length", "expected"),
+    [
+        ({"reported_lag": 3}, 10, Reading.exact(3)),
+        ({"reported_lag": 12}, 10, Reading(10, Exactness.CLAMPED)),  # #13473
+        ({"reported_lag": 4, "at_tail": True}, 10, Reading(0, Exactness.CLAMPED)),  # #13337
+        ({"reported_lag": 4, "at_tail": True}, 0, Reading(0, Exactness.CLAMPED)),
+        ({"reported_lag": None, "counted_lag": 7}, 10, Reading.exact(7)),
+        ({"reported_lag": None, "counted_lag": 1000}, 5000, Reading(1000, Exactness.LOWER_BOUND)),
+        ({"reported_lag": None}, 10, Reading.unknown()),
+    ],
+)
+def test_a_groups_lag_is_decided_from_what_redis_reported(
+    facts: dict[str, object], length: int, expected: Reading
+) -> None:
+    state = GroupState("g", 1, 0, None, **facts)  # type: ignore[arg-type]
+    stream = StreamState("s", StreamStatus.OK, length=length, groups={"g": state})
+    assert group_lag(stream, state, count_cap=1000) == expected

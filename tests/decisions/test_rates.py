@@ -1,11 +1,11 @@
 import pytest
 
 from streamherd.decisions.rates import completion_rate
-from streamherd.observations import GroupState, Reading
+from streamherd.observations import GroupState
 
 
 def group(entries_read: int | None, pending: int = 0) -> GroupState:
-    return GroupState("g", 1, pending, entries_read, Reading.exact(0))
+    return GroupState("g", 1, pending, entries_read, 0)
 
 
 def test_rate_counts_acknowledged_work_per_second() -> None:

@@ -12,6 +12,8 @@ from streamherd.observations import (
     StreamStatus,
 )
 
+CAP = 1000
+
 
 def observed(*streams: StreamState, problem: EndpointProblem | None = None) -> Observation:
     return Observation(
@@ -19,6 +21,7 @@ def observed(*streams: StreamState, problem: EndpointProblem | None = None) -> O
         wall_time=datetime.now(UTC),
         streams={s.key: s for s in streams},
         problem=problem,
+        lag_count_cap=CAP,
     )
 
 
@@ -27,15 +30,23 @@ def stream(key: str, *groups: GroupState, length: int = 10) -> StreamState:
 
 
 def g(
-    name: str, pending: int, lag: Reading, consumers: int = 1, idle: int | None = None
+    name: str,
+    pending: int,
+    lag: int | None,
+    consumers: int = 1,
+    idle: int | None = None,
+    *,
+    counted: int | None = None,
+    at_tail: bool | None = None,
 ) -> GroupState:
-    return GroupState(name, consumers, pending, 5, lag, idle, True)
+    """A group as the gateway reports it: ``lag`` as Redis said (None: null)."""
+    return GroupState(name, consumers, pending, 5, lag, idle, True, counted, at_tail)
 
 
 def test_sums_over_a_patterns_streams() -> None:
     obs = observed(
-        stream("conv:1", g("brain", 2, Reading.exact(3), idle=100)),
-        stream("conv:2", g("brain", 1, Reading.exact(4), consumers=2, idle=900)),
+        stream("conv:1", g("brain", 2, 3, idle=100)),
+        stream("conv:2", g("brain", 1, 4, consumers=2, idle=900)),
     )
     totals = group_totals(obs, ["conv:1", "conv:2"], "brain")
     assert (totals.pending, totals.lag, totals.consumers, totals.streams) == (
@@ -53,7 +64,7 @@ def test_unreadable_endpoint_is_unknown_never_zero() -> None:
 
 
 def test_streams_without_the_group_make_the_lag_a_lower_bound() -> None:
-    obs = observed(stream("conv:1", g("brain", 0, Reading.exact(3))), stream("conv:2"))
+    obs = observed(stream("conv:1", g("brain", 0, 3)), stream("conv:2"))
     totals = group_totals(obs, ["conv:1", "conv:2"], "brain")
     assert totals.missing_group_on == ("conv:2",)
     assert totals.lag == Reading(3, Exactness.LOWER_BOUND)
@@ -61,8 +72,8 @@ def test_streams_without_the_group_make_the_lag_a_lower_bound() -> None:
 
 def test_weakest_exactness_wins_in_a_sum() -> None:
     obs = observed(
-        stream("a", g("x", 0, Reading(1000, Exactness.LOWER_BOUND))),
-        stream("b", g("x", 0, Reading(0, Exactness.CLAMPED))),
+        stream("a", g("x", 0, None, counted=CAP)),
+        stream("b", g("x", 0, 7, at_tail=True)),
     )
     assert group_totals(obs, ["a", "b"], "x").lag == Reading(1000, Exactness.LOWER_BOUND)
 
@@ -97,9 +108,7 @@ def test_stream_status_single_key_missing_depends_on_create_if_missing() -> None
 
 
 def test_stream_status_for_a_pattern_counts_matches() -> None:
-    obs = observed(
-        stream("conv:1", g("a", 0, Reading.exact(0)), length=3), stream("conv:2", length=4)
-    )
+    obs = observed(stream("conv:1", g("a", 0, 0), length=3), stream("conv:2", length=4))
     verdict, fields = stream_status(
         obs,
         key=None,

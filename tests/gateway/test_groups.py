@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 import redis.asyncio as aredis
+from tests.gateway.helpers import lag_of
 
 from streamherd.gateway import GatewayError, GroupOutcome, RedisGateway, ScanState
 from streamherd.observations import EndpointProblem, Exactness
@@ -23,8 +24,9 @@ async def test_creates_at_dollar_with_mkstream_and_reads_only_new_entries(
     assert ensured.outcome is GroupOutcome.CREATED
     assert await r.exists("orders") == 1
     await fill(r, "orders", 3)
-    state = (await gateway.observe(["orders"])).group("orders", "g")
-    assert state is not None and state.lag.value == 3 and state.lag.exactness is Exactness.EXACT
+    observed = await gateway.observe(["orders"])
+    state, lag = observed.group("orders", "g"), lag_of(observed, "orders", "g")
+    assert state is not None and lag.value == 3 and lag.exactness is Exactness.EXACT
 
 
 async def test_dollar_on_an_existing_stream_starts_at_its_end(
@@ -32,15 +34,17 @@ async def test_dollar_on_an_existing_stream_starts_at_its_end(
 ) -> None:
     await fill(r, "orders", 5)
     await gateway.ensure_group("orders", "g", "$", create_stream=True)
-    state = (await gateway.observe(["orders"])).group("orders", "g")
-    assert state is not None and state.lag.value == 0
+    observed = await gateway.observe(["orders"])
+    state, lag = observed.group("orders", "g"), lag_of(observed, "orders", "g")
+    assert state is not None and lag.value == 0
 
 
 async def test_zero_reads_the_whole_stream(gateway: RedisGateway, r: aredis.Redis) -> None:
     await fill(r, "orders", 5)
     await gateway.ensure_group("orders", "g", "0", create_stream=True)
-    state = (await gateway.observe(["orders"])).group("orders", "g")
-    assert state is not None and state.lag == state.backlog and state.lag.value == 5
+    observed = await gateway.observe(["orders"])
+    state, lag = observed.group("orders", "g"), lag_of(observed, "orders", "g")
+    assert state is not None and state.pending == 0 and lag.value == 5
 
 
 async def test_mid_stream_start_gets_a_valid_lag_through_entriesread(
@@ -51,8 +55,9 @@ async def test_mid_stream_start_gets_a_valid_lag_through_entriesread(
     assert ensured.entries_read == 4
     raw = {g["name"]: g for g in await r.xinfo_groups("orders")}
     assert raw["g"]["lag"] == 6, "Redis itself reports the lag: ENTRIESREAD made it valid"
-    state = (await gateway.observe(["orders"])).group("orders", "g")
-    assert state is not None and state.lag.value == 6 and state.lag.exactness is Exactness.EXACT
+    observed = await gateway.observe(["orders"])
+    state, lag = observed.group("orders", "g"), lag_of(observed, "orders", "g")
+    assert state is not None and lag.value == 6 and lag.exactness is Exactness.EXACT
 
 
 async def test_existing_group_is_adopted_never_reset(

@@ -9,7 +9,7 @@ Redis reports ``lag`` in XINFO GROUPS, but (redis-streams.md):
 
 from __future__ import annotations
 
-from streamherd.observations import Exactness, Reading
+from streamherd.observations import Exactness, GroupState, Reading, StreamState
 
 
 def parse_id(entry_id: str) -> tuple[int, int]:
@@ -47,3 +47,15 @@ def effective_lag(
     if reported > length:
         return Reading(length, Exactness.CLAMPED)
     return Reading.exact(reported)
+
+
+def group_lag(stream: StreamState, group: GroupState, count_cap: int) -> Reading:
+    """The lag of ``group`` on ``stream`` from what one poll read (``count_cap``: the poll's
+    ``lag_count_cap``)."""
+    return effective_lag(
+        reported=group.reported_lag,
+        counted=group.counted_lag,
+        count_cap=count_cap,
+        length=stream.length or 0,
+        at_tail=group.at_tail,
+    )

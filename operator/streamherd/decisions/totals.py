@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from streamherd.decisions.lag import group_lag
 from streamherd.observations import (
     Exactness,
     GroupState,
@@ -46,6 +47,7 @@ def group_totals(observation: Observation, keys: Iterable[str], group: str) -> G
     if observation.problem is not None:
         return GroupTotals.unknown()
     states: list[GroupState] = []
+    lag = Reading.exact(0)
     missing_group: list[str] = []
     missing_streams: list[str] = []
     unreadable = False
@@ -66,11 +68,9 @@ def group_totals(observation: Observation, keys: Iterable[str], group: str) -> G
             missing_group.append(key)
         else:
             states.append(state)
+            lag = lag + group_lag(stream, state, observation.lag_count_cap)
     if unreadable and not states:
         return GroupTotals.unknown()
-    lag = Reading.exact(0)
-    for state in states:
-        lag = lag + state.lag
     if (missing_group or unreadable) and lag.value is not None:
         # Streams not (yet) counted: what we have is at least the truth, not all of it.
         lag = Reading(lag.value, weakest(lag.exactness, Exactness.LOWER_BOUND))

@@ -26,15 +26,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
 
-from streamherd.decisions.lag import effective_lag
 from streamherd.gateway.endpoint import Endpoint
 from streamherd.gateway.errors import GatewayError, classify
 from streamherd.observations import (
     EndpointProblem,
-    Exactness,
     GroupState,
     Observation,
-    Reading,
     StreamState,
     StreamStatus,
 )
@@ -493,7 +490,11 @@ class RedisGateway:
             if not isinstance(info, Exception) and key in streams:
                 _add_details(streams[key], info)
         return Observation(
-            taken_at=started, wall_time=wall, streams=streams, duration_s=time.monotonic() - started
+            taken_at=started,
+            wall_time=wall,
+            streams=streams,
+            duration_s=time.monotonic() - started,
+            lag_count_cap=self.lag_count_cap,
         )
 
     def _batches(self, keys: Sequence[str]) -> list[list[str]]:
@@ -514,7 +515,8 @@ class RedisGateway:
         out: dict[str, StreamState],
     ) -> None:
         # The hot loop of a poll (10,000 groups on a large endpoint): five values a group,
-        # index access, shared Readings for small exact lags; rare cases go through extras.
+        # index access; rare cases go through extras. Only what Redis said is kept here: what
+        # a lag means is decided in decisions.lag, for the groups someone asks about.
         pos = 0
         for key in batch:
             status = reply[pos]
@@ -528,23 +530,13 @@ class RedisGateway:
             states: list[GroupState] = []
             for _ in range(count):
                 pending, entries_read, lag = reply[pos + 2], reply[pos + 3], reply[pos + 4]
-                if 0 <= lag <= length:
-                    reading = _EXACT[lag] if lag < _SHARED else Reading(lag, Exactness.EXACT)
-                else:  # null (counted below) or beyond the stream (#13473)
-                    reading = effective_lag(
-                        reported=None if lag < 0 else lag,
-                        counted=None,
-                        count_cap=self.lag_count_cap,
-                        length=length,
-                        at_tail=None,
-                    )
                 states.append(
                     GroupState(
                         reply[pos],
                         reply[pos + 1],
                         pending,
                         None if entries_read < 0 else entries_read,
-                        reading,
+                        None if lag < 0 else lag,
                         None,
                         aged or pending == 0,
                     )
@@ -555,22 +547,13 @@ class RedisGateway:
                 pos += 3
                 if kind == "i":
                     state.oldest_pending_idle_ms = value
-                else:
-                    state.lag = effective_lag(
-                        reported=state.lag.value if kind == "t" else None,
-                        counted=value if kind == "c" else None,
-                        count_cap=self.lag_count_cap,
-                        length=length,
-                        at_tail=kind == "t",
-                    )
+                elif kind == "c":
+                    state.counted_lag = value
+                else:  # "t"
+                    state.at_tail = True
             out[key] = StreamState(
                 key, StreamStatus.OK, length=length, groups={g.name: g for g in states}
             )
-
-
-# Readings are immutable: the common small exact lags are shared, not built 10,000 times.
-_SHARED = 1024
-_EXACT = [Reading(i, Exactness.EXACT) for i in range(_SHARED)]
 
 
 def _failed_stream(key: str, error: str) -> StreamState:
@@ -586,7 +569,6 @@ def _add_details(stream: StreamState, info: Mapping[str, Any] | list[Any]) -> No
     first, last = fields.get("first-entry"), fields.get("last-entry")
     stream.first_entry_id = first[0] if first else None
     stream.last_entry_id = last[0] if last else None
-    stream.last_generated_id = fields.get("last-generated-id")
 
 
 async def _scan_node(
