@@ -111,3 +111,19 @@ def test_a_groups_lag_is_decided_from_what_redis_reported(
     state = GroupState("g", 1, 0, None, **facts)  # type: ignore[arg-type]
     stream = StreamState("s", StreamStatus.OK, length=length, groups={"g": state})
     assert group_lag(stream, state, count_cap=1000) == expected
+
+
+@given(
+    reported=st.none() | st.integers(0, 3000),
+    counted=st.none() | st.integers(0, 1000),
+    length=st.integers(0, 3000),
+    at_tail=st.none() | st.just(True),
+)
+def test_group_lag_is_effective_lag_of_what_was_reported(
+    reported: int | None, counted: int | None, length: int, at_tail: bool | None
+) -> None:
+    state = GroupState("g", 1, 0, None, reported, counted_lag=counted, at_tail=at_tail)
+    stream = StreamState("s", StreamStatus.OK, length=length, groups={"g": state})
+    assert group_lag(stream, state, 1000) == effective_lag(
+        reported=reported, counted=counted, count_cap=1000, length=length, at_tail=at_tail
+    )
