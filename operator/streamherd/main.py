@@ -10,8 +10,8 @@ import kopf
 from streamherd.api import API_GROUP, API_VERSION
 from streamherd.controller import groups, janitor, streams
 from streamherd.controller.context import Context
-from streamherd.decisions.workload import deployment_state
 from streamherd.kube import KubeClient
+from streamherd.kube.manifests import deployment_state
 
 FINALIZER = f"{API_GROUP}/finalizer"
 KOPF_PREFIX = f"kopf.{API_GROUP}"

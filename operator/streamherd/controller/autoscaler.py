@@ -21,16 +21,18 @@ from streamherd.controller.reporting import StatusWriter
 from streamherd.decisions.conditions import Verdict, timestamp
 from streamherd.decisions.scaling import Action, Decision, Memory, Observed, decide
 from streamherd.decisions.totals import GroupTotals
-from streamherd.decisions.workload import (
-    DELETION_COST,
-    TEMPLATE_HASH,
-    consumer_deployment,
-    deletion_costs,
-    deployment_state,
-)
+from streamherd.decisions.workload import deletion_costs
 from streamherd.gateway import GatewayError
 from streamherd.kube import Conflict, KubeError
 from streamherd.kube import requests as rq
+from streamherd.kube.manifests import (
+    DELETION_COST,
+    TEMPLATE_HASH,
+    consumer_deployment,
+    deletion_cost_patch,
+    deployment_state,
+    template_patch,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -235,12 +237,7 @@ class Autoscaler:
             if annotations.get(DELETION_COST) == str(cost):
                 continue
             with contextlib.suppress(KubeError):  # a pod gone meanwhile needs no cost
-                await self.ctx.kube.merge_patch(
-                    rq.PODS,
-                    namespace,
-                    pod,
-                    {"metadata": {"annotations": {DELETION_COST: str(cost)}}},
-                )
+                await self.ctx.kube.merge_patch(rq.PODS, namespace, pod, deletion_cost_patch(cost))
 
     async def _keep_owned_deployment(
         self,
@@ -275,11 +272,9 @@ class Autoscaler:
                     f"created Deployment {deployment!r} from the template",
                 )
             elif state.get("template_hash") != wanted["metadata"]["annotations"][TEMPLATE_HASH]:
-                patch = {
-                    "metadata": {"annotations": wanted["metadata"]["annotations"]},
-                    "spec": {"template": wanted["spec"]["template"]},
-                }
-                await self.ctx.kube.merge_patch(rq.DEPLOYMENTS, namespace, deployment, patch)
+                await self.ctx.kube.merge_patch(
+                    rq.DEPLOYMENTS, namespace, deployment, template_patch(wanted)
+                )
                 state["template_hash"] = wanted["metadata"]["annotations"][TEMPLATE_HASH]
                 await self.writer.event(
                     "Normal",

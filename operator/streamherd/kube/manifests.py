@@ -1,0 +1,131 @@
+"""The bodies of the Kubernetes objects and patches the operator sends, built as data (no I/O),
+next to the requests that carry them (``requests``): the consumer Deployment, and how the
+operator reads back what it wrote."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from streamherd.api import API_GROUP, API_VERSION
+from streamherd.api.consumergroup import ConsumerGroupSpec
+from streamherd.api.redisstream import RedisStreamSpec
+
+GROUP_LABEL = f"{API_GROUP}/consumergroup"
+TEMPLATE_HASH = f"{API_GROUP}/template-hash"
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+
+
+def consumer_env(stream: RedisStreamSpec, group: str) -> list[dict[str, Any]]:
+    """What a consumer needs to know, as container env: where Redis is (credentials only by
+    Secret reference), which stream and group, and its own name (the pod's, via the downward
+    API, so the janitor can tell live consumers from dead ones)."""
+    redis = stream.redis
+    env: list[dict[str, Any]] = []
+    if redis.url_secret_ref is not None:
+        env.append(
+            _from_secret(
+                "STREAMHERD_REDIS_URL", redis.url_secret_ref.name, redis.url_secret_ref.key
+            )
+        )
+    else:
+        env.append({"name": "STREAMHERD_REDIS_URL", "value": redis.url})
+    if redis.username:
+        env.append({"name": "STREAMHERD_REDIS_USERNAME", "value": redis.username})
+    if redis.password_secret_ref is not None:
+        ref = redis.password_secret_ref
+        env.append(_from_secret("STREAMHERD_REDIS_PASSWORD", ref.name, ref.key))
+    if redis.tls is not None and redis.tls.ca_secret_ref is not None:
+        ref = redis.tls.ca_secret_ref
+        env.append(_from_secret("STREAMHERD_REDIS_CA_CERT", ref.name, ref.key))
+    if stream.key is not None:
+        env.append({"name": "STREAMHERD_STREAM", "value": stream.key})
+    else:
+        env.append({"name": "STREAMHERD_STREAM_PATTERN", "value": stream.key_pattern})
+    env.append({"name": "STREAMHERD_GROUP", "value": group})
+    env.append(
+        {"name": "STREAMHERD_CONSUMER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    )
+    return env
+
+
+def _from_secret(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def consumer_deployment(
+    *,
+    owner: Mapping[str, Any],
+    name: str,
+    spec: ConsumerGroupSpec,
+    stream: RedisStreamSpec,
+    group: str,
+    replicas: int,
+) -> dict[str, Any]:
+    """The Deployment streamherd owns for a ConsumerGroup with ``consumers.template``."""
+    assert spec.consumers is not None and spec.consumers.template is not None
+    meta = owner["metadata"]
+    template = copy.deepcopy(dict(spec.consumers.template))
+    labels = {**((template.get("metadata") or {}).get("labels") or {}), GROUP_LABEL: meta["name"]}
+    template.setdefault("metadata", {})["labels"] = labels
+    env = consumer_env(stream, group)
+    ours = {e["name"] for e in env}
+    for container in template["spec"]["containers"]:
+        container["env"] = [
+            e for e in container.get("env") or [] if e.get("name") not in ours
+        ] + env
+    template_hash = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {GROUP_LABEL: meta["name"], MANAGED_BY: "streamherd"},
+            "annotations": {TEMPLATE_HASH: template_hash},
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{API_GROUP}/{API_VERSION}",
+                    "kind": "ConsumerGroup",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {GROUP_LABEL: meta["name"]}},
+            "template": template,
+        },
+    }
+
+
+def deployment_state(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of a Deployment from its watch: replicas asked and ready, and
+    the template hash of one streamherd owns."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    return {
+        "replicas": int(spec.get("replicas", 1)),
+        "ready": int(status.get("readyReplicas") or 0),
+        "template_hash": annotations.get(TEMPLATE_HASH),
+    }
+
+
+def template_patch(wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch bringing an owned Deployment's template (and its hash) to ``wanted``'s."""
+    return {
+        "metadata": {"annotations": wanted["metadata"]["annotations"]},
+        "spec": {"template": wanted["spec"]["template"]},
+    }
+
+
+def deletion_cost_patch(cost: int) -> dict[str, Any]:
+    """The merge patch setting a pod's deletion cost (the ReplicaSet removes the cheapest first)."""
+    return {"metadata": {"annotations": {DELETION_COST: str(cost)}}}
