@@ -38,3 +38,28 @@ def test_dead_letter_streams_are_never_treated_as_sources(harness: Harness) -> N
     wait_until(lambda: h.status("ConsumerGroup", "brain").get("streams") == 1, 20)
     assert h.groups_in_redis("conv:1:dlq") == {}, "no group is created on a dead-letter stream"
     assert h.status("RedisStream", "calls").get("matchedKeys") == 1
+
+
+def test_deleting_a_pattern_cleans_up_its_streams_and_keeps_their_dead_letters(
+    harness: Harness,
+) -> None:
+    """Deletion names a pattern's streams as the poller does: dead-letter streams are not
+    among them, so deleting the resources neither destroys a group there nor the dead
+    letters themselves."""
+    h = harness
+    h.stream("calls", key=None, keyPattern="conv:*", deletionPolicy="Delete")
+    h.group("brain", stream="calls", startId="0", deletionPolicy="Delete")
+    for call in ("conv:1", "conv:2"):
+        h.r.xadd(call, {"turn": 0})
+    h.r.xadd("conv:1:dlq", {"origin": "x"})
+    h.r.xgroup_create("conv:1:dlq", "brain", "0")  # a person reading the dead letters
+    h.start()
+    wait_until(lambda: h.status("ConsumerGroup", "brain").get("streams") == 2, 20)
+    h.delete("ConsumerGroup", "brain")
+    h.wait_gone("ConsumerGroup", "brain")
+    assert h.groups_in_redis("conv:1") == {} and h.groups_in_redis("conv:2") == {}
+    assert set(h.groups_in_redis("conv:1:dlq")) == {"brain"}
+    h.delete("RedisStream", "calls")
+    h.wait_gone("RedisStream", "calls")
+    assert h.r.exists("conv:1", "conv:2") == 0, "deletionPolicy Delete removed the streams"
+    assert h.r.xlen("conv:1:dlq") == 1, "the dead letters are kept"

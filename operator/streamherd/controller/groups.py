@@ -17,7 +17,7 @@ from streamherd.api.redisstream import DeletionPolicy, RedisMode, RedisStreamSpe
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.controller.autoscaler import SCALE_FIELDS, Autoscaler
 from streamherd.controller.context import Context, StreamBinding
-from streamherd.controller.polling import DEFAULT_INTERVAL, Poller, PollResult
+from streamherd.controller.polling import DEFAULT_INTERVAL, Poller, PollResult, scan_pattern
 from streamherd.controller.reporting import StatusWriter, report
 from streamherd.controller.streams import RETRY_SECONDS
 from streamherd.controller.waiting import Stopped, next_result, sleep
@@ -25,7 +25,7 @@ from streamherd.decisions.conditions import Verdict
 from streamherd.decisions.recovery import dead_letter_target
 from streamherd.decisions.streams import problem_verdict
 from streamherd.decisions.totals import GroupTotals, group_totals
-from streamherd.gateway import EnsuredGroup, GatewayError, GroupOutcome, ScanState
+from streamherd.gateway import EnsuredGroup, GatewayError, GroupOutcome
 from streamherd.kube import requests as rq
 
 logger = logging.getLogger(__name__)
@@ -382,10 +382,7 @@ async def delete(ctx: Context, body: Mapping[str, Any]) -> None:
         if binding.source.key is not None:
             await gateway.destroy_group(binding.source.key, group)
         else:
-            scan = ScanState.start(str(binding.source.pattern))
-            while not await gateway.scan_streams(scan):
-                pass
-            for key in sorted(scan.found):
+            for key in await scan_pattern(gateway, str(binding.source.pattern)):
                 await gateway.destroy_group(key, group)
     except GatewayError as exc:
         raise kopf.TemporaryError(

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -49,6 +49,20 @@ class PollResult:
 
     def keys_of(self, source: Source) -> tuple[str, ...]:
         return self.keys.get(source, ())
+
+
+def pattern_streams(found: Iterable[str]) -> tuple[str, ...]:
+    """The streams a key pattern names, sorted: the stream keys it matches, but for the
+    auxiliary ones. A pattern like conv:* also matches conv:42:dlq: dead-letter (and other
+    auxiliary) streams are never sources (a group on them would re-consume its own failures),
+    and deleting a pattern's resources leaves them alone."""
+    return tuple(sorted(key for key in found if not is_auxiliary(key)))
+
+
+async def scan_pattern(gateway: RedisGateway, pattern: str) -> tuple[str, ...]:
+    """The streams of ``pattern`` now, after a full SCAN pass: for one-off work over all of
+    them (deletion, `streamherd janitor`); the poller discovers them a budget at a time."""
+    return pattern_streams(await gateway.scan_all(pattern))
 
 
 async def cancelled(task: asyncio.Task[None] | None) -> None:
@@ -178,10 +192,7 @@ class Poller:
                     message=exc.message,
                 )
                 break
-            # A pattern like conv:* also matches conv:42:dlq: dead-letter (and other auxiliary)
-            # streams are never sources (a group on them would re-consume its own failures).
-            found = scan.found | scan.seen
-            keys[source] = tuple(sorted(k for k in found if not is_auxiliary(k)))
+            keys[source] = pattern_streams(scan.found | scan.seen)
             complete[source] = scan.complete_passes > 0
         for pattern in [p for p in self._scans if Source(pattern=p) not in sources]:
             del self._scans[pattern]

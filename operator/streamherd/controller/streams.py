@@ -13,12 +13,12 @@ from streamherd.api import REDIS_STREAM, SpecError, is_managed, is_paused, parse
 from streamherd.api.redisstream import DeletionPolicy, RedisStreamSpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.controller.context import Context, StreamBinding
-from streamherd.controller.polling import DEFAULT_INTERVAL, Source
+from streamherd.controller.polling import DEFAULT_INTERVAL, Source, scan_pattern
 from streamherd.controller.reporting import StatusWriter, report
 from streamherd.controller.waiting import Stopped, next_result, sleep
 from streamherd.decisions.conditions import Verdict
 from streamherd.decisions.streams import STREAM_FIELDS, stream_status
-from streamherd.gateway import GatewayError, ScanState, SecretMissing
+from streamherd.gateway import GatewayError, SecretMissing
 from streamherd.kube import requests as rq
 
 logger = logging.getLogger(__name__)
@@ -129,10 +129,7 @@ async def delete(ctx: Context, body: Mapping[str, Any]) -> None:
         if spec.key is not None:
             await gateway.delete_stream(spec.key)
         else:
-            scan = ScanState.start(str(spec.key_pattern))
-            while not await gateway.scan_streams(scan):
-                pass
-            for key in sorted(scan.found):
+            for key in await scan_pattern(gateway, str(spec.key_pattern)):
                 await gateway.delete_stream(key)
     except (SecretMissing, GatewayError) as exc:
         raise kopf.TemporaryError(

@@ -348,6 +348,13 @@ class RedisGateway:
             state.complete_passes += 1
         return pass_done
 
+    async def scan_all(self, pattern: str) -> set[str]:
+        """Every stream key matching ``pattern`` now: incremental scans until a full pass."""
+        scan = ScanState.start(pattern)
+        while not await self.scan_streams(scan):
+            pass
+        return scan.found
+
     # ------------------------------------------------------------------ autoscaling
 
     async def consumer_pending(self, keys: Sequence[str], group: str) -> dict[str, int]:
