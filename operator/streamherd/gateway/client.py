@@ -385,11 +385,7 @@ class RedisGateway:
             if isinstance(reply, Exception):
                 continue
             for info in reply:
-                fields = (
-                    info
-                    if isinstance(info, Mapping)
-                    else dict(zip(info[::2], info[1::2], strict=False))
-                )
+                fields = reply_fields(info)
                 if fields.get("name") == group:
                     out[key] = str(fields.get("last-delivered-id") or "0-0")
         return out
@@ -571,8 +567,16 @@ def _failed_stream(key: str, error: str) -> StreamState:
     return StreamState(key, StreamStatus.ERROR, error=error)
 
 
+def reply_fields(reply: Mapping[str, Any] | Sequence[Any]) -> Mapping[str, Any]:
+    """An XINFO reply (or one item of it) as a mapping: redis-py hands back a dict where it
+    parses the command itself, and the flat [field, value, ...] list elsewhere."""
+    if isinstance(reply, Mapping):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=False))
+
+
 def _add_details(stream: StreamState, info: Mapping[str, Any] | list[Any]) -> None:
-    fields = info if isinstance(info, Mapping) else dict(zip(info[::2], info[1::2], strict=False))
+    fields = reply_fields(info)
     first, last = fields.get("first-entry"), fields.get("last-entry")
     stream.first_entry_id = first[0] if first else None
     stream.last_entry_id = last[0] if last else None

@@ -14,7 +14,7 @@ from typing import Any
 from redis import exceptions as rx
 
 from streamherd.decisions.recovery import ConsumerState
-from streamherd.gateway.client import RedisGateway, Script
+from streamherd.gateway.client import RedisGateway, Script, reply_fields
 from streamherd.gateway.errors import GatewayError
 
 RECOVER = Script("recover")
@@ -102,7 +102,7 @@ async def consumers(
 
 
 def _consumer(item: Mapping[str, Any] | Sequence[Any]) -> ConsumerState:
-    fields = item if isinstance(item, Mapping) else dict(zip(item[::2], item[1::2], strict=False))
+    fields = reply_fields(item)
     return ConsumerState(str(fields["name"]), int(fields["pending"]), int(fields["idle"]))
 
 
