@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import redis
 from e2e.cluster.redis import RedisServer
 
-from streamherd.keys import glob_match, is_auxiliary, literal_prefix
+from streamherd.keys import glob_match, is_auxiliary, literal_prefix, parse_id
 
 KEYS = [
     "conv:1",
@@ -73,3 +74,9 @@ def test_auxiliary_keys() -> None:
     assert is_auxiliary("{conv:1}:dlq")
     assert is_auxiliary("streamherd:streams")
     assert not is_auxiliary("conv:1")
+
+
+@pytest.mark.parametrize(("text", "pair"), [("5", (5, 0)), ("5-3", (5, 3)), ("0-0", (0, 0))])
+def test_ids_compare_numerically(text: str, pair: tuple[int, int]) -> None:
+    assert parse_id(text) == pair
+    assert parse_id("10-0") > parse_id("9-99")

@@ -7,6 +7,7 @@
 - The registry of new streams: a capped stream every publisher that uses the SDK appends a
   key's name to the first time it writes to that key, so the operator and pattern consumers
   learn new call streams in O(new keys), not by SCAN over the whole keyspace.
+- Entry ids, compared as numbers (the Lua scripts compare them as digit strings).
 """
 
 from __future__ import annotations
@@ -99,3 +100,9 @@ def literal_prefix(pattern: str) -> str:
         out.append(c)
         i += 1
     return "".join(out)
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    """An entry id as a comparable pair; "5" means "5-0". The one place Python compares ids."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

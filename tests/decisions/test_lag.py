@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamherd.decisions.lag import effective_lag, group_lag, parse_id
+from streamherd.decisions.lag import effective_lag, group_lag
 from streamherd.observations import Exactness, GroupState, Reading, StreamState, StreamStatus
 
 
@@ -60,12 +60,6 @@ def test_backlog_is_as_weak_as_its_weakest_part() -> None:
     assert Reading(3, Exactness.LOWER_BOUND) + Reading.exact(2) == Reading(5, Exactness.LOWER_BOUND)
     assert Reading(3, Exactness.CLAMPED) + Reading.exact(2) == Reading(5, Exactness.CLAMPED)
     assert (Reading.unknown() + Reading.exact(2)).value is None
-
-
-@pytest.mark.parametrize(("text", "pair"), [("5", (5, 0)), ("5-3", (5, 3)), ("0-0", (0, 0))])
-def test_ids_compare_numerically(text: str, pair: tuple[int, int]) -> None:
-    assert parse_id(text) == pair
-    assert parse_id("10-0") > parse_id("9-99")
 
 
 @given(

@@ -15,11 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from streamherd.decisions.lag import parse_id
 from streamherd.decisions.sampling import age_sample
 from streamherd.gateway import GatewayError, GatewayPool, RedisGateway, ScanState
 from streamherd.gateway.endpoint import Endpoint
-from streamherd.keys import is_auxiliary
+from streamherd.keys import is_auxiliary, parse_id
 from streamherd.metrics import Metrics
 from streamherd.observations import Observation
 

@@ -12,12 +12,6 @@ from __future__ import annotations
 from streamherd.observations import Exactness, GroupState, Reading, StreamState
 
 
-def parse_id(entry_id: str) -> tuple[int, int]:
-    """An entry id as a comparable pair; "5" means "5-0"."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def effective_lag(
     *,
     reported: int | None,
