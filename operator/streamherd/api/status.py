@@ -33,7 +33,6 @@ class Reason(StrEnum):
 
     RECONCILED = "Reconciled"
     PAUSED = "Paused"
-    RESUMED = "Resumed"
     INVALID_SPEC = "InvalidSpec"
     SECRET_NOT_FOUND = "SecretNotFound"
     REDIS_UNAVAILABLE = "RedisUnavailable"
@@ -52,7 +51,6 @@ class Reason(StrEnum):
     SCALING = "Scaling"
     SCALING_DISABLED = "ScalingDisabled"
     REDIS_ERROR = "RedisError"
-    INTERNAL_ERROR = "InternalError"
 
 
 class Condition(ApiModel):

@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON = "application/json"
@@ -59,10 +58,6 @@ class Request:
     body: Any = None
     content_type: str = JSON
 
-    @property
-    def url_path(self) -> str:
-        return f"{self.path}?{urlencode(self.params)}" if self.params else self.path
-
     def payload(self) -> bytes | None:
         return None if self.body is None else json.dumps(self.body).encode()
 
@@ -95,10 +90,6 @@ def delete(resource: Resource, namespace: str, name: str) -> Request:
 def patch_status(resource: Resource, namespace: str, name: str, status: dict[str, Any]) -> Request:
     """Merge-patch the status subresource: keys set to None are removed."""
     return merge_patch(resource, namespace, name, {"status": status}, sub="status")
-
-
-def get_scale(namespace: str, name: str) -> Request:
-    return Request("GET", DEPLOYMENTS.path(namespace, name, "scale"))
 
 
 def patch_scale(namespace: str, name: str, replicas: int) -> Request:
