@@ -275,7 +275,7 @@ class Janitor:
             kube,
             rq.CONSUMER_GROUPS,
             body,
-            min_interval=0,  # counters are cumulative: a skipped write would lose a delta
+            numbers_every=0,  # counters are cumulative: a skipped write would lose a delta
             heartbeat=HEARTBEAT_FIELD,
             heartbeat_every=HEARTBEAT_SECONDS,
         )

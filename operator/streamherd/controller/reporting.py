@@ -33,10 +33,10 @@ def involved(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class StatusWriter:
-    """Owns one resource's status. Condition changes are written at once; changes of plain
-    numbers at most every ``min_interval`` seconds (a busy stream changes every poll, and
-    every write is an etcd write); ``heartbeat`` (a timestamp field) is refreshed with any
-    write, and on its own after ``heartbeat_every`` seconds."""
+    """Owns one resource's status. A change of conditions or observedGeneration is written
+    at once; a change of plain numbers only, at most every ``numbers_every`` seconds (a busy
+    stream changes every poll, and every write is an etcd write); ``heartbeat`` (a timestamp
+    field) is refreshed with any write, and on its own after ``heartbeat_every`` seconds."""
 
     def __init__(
         self,
@@ -44,7 +44,7 @@ class StatusWriter:
         resource: rq.Resource,
         body: Mapping[str, Any],
         *,
-        min_interval: float = 1.0,
+        numbers_every: float = 1.0,
         heartbeat: str | None = None,
         heartbeat_every: float = 60.0,
     ) -> None:
@@ -52,7 +52,7 @@ class StatusWriter:
         self._resource = resource
         self._body = body
         self.current: dict[str, Any] = dict(body.get("status") or {})
-        self.min_interval = min_interval
+        self.numbers_every = numbers_every
         self._heartbeat = heartbeat
         self._heartbeat_every = heartbeat_every
         self._last_write = 0.0
@@ -64,7 +64,7 @@ class StatusWriter:
         now = time.monotonic()
         patch = status_patch(self.current, desired)
         structural = patch is not None and ("conditions" in patch or "observedGeneration" in patch)
-        if patch is not None and not structural and now - self._last_write < self.min_interval:
+        if patch is not None and not structural and now - self._last_write < self.numbers_every:
             patch = None  # numbers only, and written very recently: wait for the next poll
         if self._heartbeat and (
             patch is not None or now - self._last_heartbeat >= self._heartbeat_every
