@@ -1,32 +1,49 @@
 import pytest
 
-from streamherd.decisions.rates import completion_rate
-from streamherd.observations import GroupState
+from streamherd.decisions.rates import Progress, completion_rate, smoothed
+from streamherd.decisions.totals import GroupTotals
+from streamherd.observations import Reading
 
 
-def group(entries_read: int | None, pending: int = 0) -> GroupState:
-    return GroupState("g", 1, pending, entries_read, 0)
+def totals(entries_read: int | None, pending: int = 0, lag: int = 10) -> GroupTotals:
+    return GroupTotals(
+        known=True, pending=pending, lag=Reading.exact(lag), entries_read=entries_read
+    )
+
+
+def at(t: float, entries_read: int, pending: int = 0, lag: int = 10) -> Progress:
+    progress = Progress.of(totals(entries_read, pending, lag), t)
+    assert progress is not None
+    return progress
 
 
 def test_rate_counts_acknowledged_work_per_second() -> None:
-    assert completion_rate(group(100, 10), 10.0, group(300, 10), 12.0) == pytest.approx(100.0)
+    assert completion_rate(at(10.0, 100, 10), at(12.0, 300, 10)) == pytest.approx(100.0)
 
 
 def test_reading_ahead_into_the_pel_is_not_progress() -> None:
-    assert completion_rate(group(100, 0), 0.0, group(200, 100), 1.0) == pytest.approx(0.0)
+    assert completion_rate(at(0.0, 100, 0), at(1.0, 200, 100)) == pytest.approx(0.0)
+
+
+def test_unknown_entries_read_or_an_unreadable_endpoint_is_no_progress_at_all() -> None:
+    assert Progress.of(totals(None), 1.0) is None
+    assert Progress.of(GroupTotals.unknown(), 1.0) is None
 
 
 @pytest.mark.parametrize(
-    ("before", "after", "elapsed"),
+    ("before", "after"),
     [
-        (None, group(10), 1.0),  # first poll
-        (group(None), group(10), 1.0),  # Redis does not know entries-read
-        (group(10), group(None), 1.0),
-        (group(10), group(20), 0.0),  # no time passed
-        (group(50), group(10), 1.0),  # recreated / SETID backwards
+        (None, at(1.0, 10)),  # first poll
+        (at(1.0, 10), at(1.0, 20)),  # no time passed
+        (at(1.0, 50), at(2.0, 10)),  # recreated / SETID backwards
+        (at(1.0, 10, lag=0), at(2.0, 20)),  # no work before: the arrival rate
+        (at(1.0, 10), at(2.0, 20, lag=0)),  # no work after
     ],
 )
-def test_unknown_rather_than_wrong(
-    before: GroupState | None, after: GroupState, elapsed: float
-) -> None:
-    assert completion_rate(before, 5.0, after, 5.0 + elapsed) is None
+def test_unknown_rather_than_wrong(before: Progress | None, after: Progress) -> None:
+    assert completion_rate(before, after) is None
+
+
+def test_the_rate_is_smoothed() -> None:
+    assert smoothed(None, 10.0) == 10.0
+    assert smoothed(10.0, 20.0) == pytest.approx(15.0)

@@ -19,6 +19,7 @@ from streamherd.controller.context import Context, StreamBinding
 from streamherd.controller.polling import Poller, Waker
 from streamherd.controller.reporting import StatusWriter
 from streamherd.decisions.conditions import Verdict, timestamp
+from streamherd.decisions.rates import Progress, completion_rate, smoothed
 from streamherd.decisions.scaling import Action, Decision, Memory, Observed, decide
 from streamherd.decisions.totals import GroupTotals
 from streamherd.decisions.workload import deletion_costs
@@ -37,7 +38,6 @@ from streamherd.kube.manifests import (
 logger = logging.getLogger(__name__)
 
 SCALE_FIELDS = ("replicas", "desiredReplicas", "lastScaleTime", "lastScaleReason")
-RATE_SMOOTHING = 0.5
 OWN_WRITE_GRACE = 10.0
 """Seconds during which a Deployment that still shows the old replicas is taken to be on its
 way to what we asked (the watch that feeds the index lags our own PATCH)."""
@@ -60,7 +60,7 @@ class Autoscaler:
         self.ctx, self.body, self.writer, self.me = ctx, body, writer, me
         self.memory = Memory()
         self.rate: float | None = None
-        self._previous: tuple[float, int, int] | None = None  # (time, finished, backlog)
+        self._progress: Progress | None = None  # at the last poll
         self._requested: tuple[int, float] | None = None  # (replicas, when) we asked for
         self._waker: Waker | None = None
         status = body.get("status") or {}
@@ -167,24 +167,12 @@ class Autoscaler:
         return seen
 
     def _update_rate(self, totals: GroupTotals, now: float, ready: int) -> None:
-        """Per-replica completion rate, measured only while there was work (an idle group's
-        rate is the arrival rate, not what the consumers can do), and smoothed."""
-        if totals.entries_read is None or totals.pending is None or totals.backlog.value is None:
-            self._previous = None
-            return
-        finished, backlog = totals.entries_read - totals.pending, totals.backlog.value
-        previous, self._previous = self._previous, (now, finished, backlog)
-        if previous is None or now <= previous[0] or backlog == 0 or previous[2] == 0:
-            return
-        done = finished - previous[1]
-        if done < 0:
-            return  # the group was recreated: start over
-        measured = done / (now - previous[0]) / ready
-        self.rate = (
-            measured
-            if self.rate is None
-            else RATE_SMOOTHING * measured + (1 - RATE_SMOOTHING) * self.rate
-        )
+        """The per-replica completion rate, smoothed (decisions.rates)."""
+        progress = Progress.of(totals, now)
+        measured = completion_rate(self._progress, progress) if progress is not None else None
+        self._progress = progress
+        if measured is not None:
+            self.rate = smoothed(self.rate, measured / ready)
 
     async def _apply(
         self,
