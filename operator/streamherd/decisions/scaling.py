@@ -101,83 +101,120 @@ def recommend(
 
 
 def decide(policy: Autoscaling, observed: Observed, memory: Memory, now: float) -> Decision:
+    """The replicas for this poll: hold on an unknown metric; from zero, wake on work; to
+    zero only after idleBeforeZero; otherwise the recommendation, stabilized and stepped."""
     current = observed.replicas
-    clamped_current = min(max(current, policy.min_replicas), policy.max_replicas)
-    metric = observed.metric(policy.metric)
-    backlog = observed.backlog
+    metric, backlog = observed.metric(policy.metric), observed.backlog
     if metric.value is None or backlog.value is None:
-        return Decision(
-            clamped_current,
-            Action.UNKNOWN,
-            f"{str(policy.metric).lower()} unknown: holding {clamped_current} replicas",
-            replace(memory, idle_since=None),
-        )
-    idle_since = (
-        (memory.idle_since if memory.idle_since is not None else now)
-        if backlog.value == 0
-        else None
-    )
-
+        return _hold_unknown(policy, current, memory)
+    idle_since = _idle_since(memory, backlog.value, now)
     if current == 0 and policy.min_replicas == 0:
-        if backlog.value <= policy.activation_threshold:
-            return Decision(
-                0,
-                Action.HOLD,
-                f"idle at zero: backlog {backlog.display()}",
-                Memory(memory.recommendations, idle_since),
-            )
-        wanted, why = recommend(policy, metric, observed.rate_per_replica, policy.metric)
-        desired = _step(max(wanted, 1), 0, policy.scale_up.max_step)
-        history = _remember(memory.recommendations, now, desired, policy)
-        return Decision(
-            desired,
-            Action.WAKE,
-            f"backlog {backlog.display()} > activation {policy.activation_threshold}; {why}",
-            Memory(history, idle_since),
-        )
-
+        return _from_zero(policy, observed, Memory(memory.recommendations, idle_since), now)
     wanted, why = recommend(policy, metric, observed.rate_per_replica, policy.metric)
     if wanted == 0:  # min 0 and nothing to do: zero only after idleBeforeZero
         idle_for = now - idle_since if idle_since is not None else 0.0
         if idle_since is not None and idle_for >= policy.idle_before_zero.seconds:
-            history = _remember(memory.recommendations, now, 0, policy)
-            desired = _step(0, current, policy.scale_down.max_step)
-            action = Action.TO_ZERO if desired == 0 else Action.SCALE_DOWN
-            return Decision(
-                desired,
-                action,
-                f"backlog 0 for {policy.idle_before_zero}: going to zero",
-                Memory(history, idle_since),
-            )
+            return _to_zero(policy, current, Memory(memory.recommendations, idle_since), now)
         wanted = 1
         why = f"backlog 0 for {idle_for:.0f}s, zero after {policy.idle_before_zero}"
     history = _remember(memory.recommendations, now, wanted, policy)
-
-    if wanted > current:
-        window = [n for t, n in history if t >= now - policy.scale_up.stabilization_window.seconds]
-        desired = _step(max(min(window), current), current, policy.scale_up.max_step)
-        action = Action.SCALE_UP if desired > current else Action.HOLD
-    elif wanted < current:
-        if metric.exactness is Exactness.LOWER_BOUND:
-            desired = clamped_current
-            why += "; only a lower bound: not scaling down"
-        else:
-            window = [
-                n for t, n in history if t >= now - policy.scale_down.stabilization_window.seconds
-            ]
-            target = max(window)
-            desired = _step(min(target, current), current, policy.scale_down.max_step)
-            if target > wanted:
-                why += f"; {target} recommended within the last {policy.scale_down.stabilization_window}"
-        action = Action.SCALE_DOWN if desired < current else Action.HOLD
-    else:
-        desired, action = current, Action.HOLD
-    desired = min(max(desired, policy.min_replicas), policy.max_replicas)
-    if desired > current and action is Action.HOLD:
-        action = Action.SCALE_UP  # back inside [min, max] after a spec change
-    elif desired < current and action is Action.HOLD:
-        action = Action.SCALE_DOWN
+    desired, action, why = _stabilized(policy, history, now, current, wanted, metric, why)
+    desired, action = _within_limits(policy, current, desired, action)
     return Decision(desired, action, why, Memory(history, idle_since))
+
+
+def _clamped(policy: Autoscaling, replicas: int) -> int:
+    return min(max(replicas, policy.min_replicas), policy.max_replicas)
+
+
+def _hold_unknown(policy: Autoscaling, current: int, memory: Memory) -> Decision:
+    """Never scale on what could not be read; the idle clock starts over."""
+    held = _clamped(policy, current)
+    return Decision(
+        held,
+        Action.UNKNOWN,
+        f"{str(policy.metric).lower()} unknown: holding {held} replicas",
+        replace(memory, idle_since=None),
+    )
+
+
+def _idle_since(memory: Memory, backlog: int, now: float) -> float | None:
+    """Since when the backlog has been zero (now, if it just became so); None with work."""
+    if backlog != 0:
+        return None
+    return memory.idle_since if memory.idle_since is not None else now
+
+
+def _from_zero(policy: Autoscaling, observed: Observed, memory: Memory, now: float) -> Decision:
+    """At zero replicas: stay there until the backlog exceeds activationThreshold, then wake
+    to what the metric asks for (at least one, at most maxStep)."""
+    backlog = observed.backlog
+    assert backlog.value is not None
+    if backlog.value <= policy.activation_threshold:
+        return Decision(0, Action.HOLD, f"idle at zero: backlog {backlog.display()}", memory)
+    metric = observed.metric(policy.metric)
+    wanted, why = recommend(policy, metric, observed.rate_per_replica, policy.metric)
+    desired = _step(max(wanted, 1), 0, policy.scale_up.max_step)
+    return Decision(
+        desired,
+        Action.WAKE,
+        f"backlog {backlog.display()} > activation {policy.activation_threshold}; {why}",
+        Memory(_remember(memory.recommendations, now, desired, policy), memory.idle_since),
+    )
+
+
+def _to_zero(policy: Autoscaling, current: int, memory: Memory, now: float) -> Decision:
+    """Idle for idleBeforeZero: towards zero, at most maxStep fewer."""
+    desired = _step(0, current, policy.scale_down.max_step)
+    return Decision(
+        desired,
+        Action.TO_ZERO if desired == 0 else Action.SCALE_DOWN,
+        f"backlog 0 for {policy.idle_before_zero}: going to zero",
+        Memory(_remember(memory.recommendations, now, 0, policy), memory.idle_since),
+    )
+
+
+def _stabilized(
+    policy: Autoscaling,
+    history: Sequence[tuple[float, int]],
+    now: float,
+    current: int,
+    wanted: int,
+    metric: Reading,
+    why: str,
+) -> tuple[int, Action, str]:
+    """Up: the lowest recommendation of the scale-up window; down: the highest of the
+    scale-down window, and never on a lower bound; each at most maxStep from ``current``."""
+    if wanted > current:
+        up = policy.scale_up
+        window = [n for t, n in history if t >= now - up.stabilization_window.seconds]
+        desired = _step(max(min(window), current), current, up.max_step)
+        return desired, Action.SCALE_UP if desired > current else Action.HOLD, why
+    if wanted < current:
+        if metric.exactness is Exactness.LOWER_BOUND:
+            return (
+                _clamped(policy, current),
+                Action.HOLD,
+                why + "; only a lower bound: not scaling down",
+            )
+        down = policy.scale_down
+        window = [n for t, n in history if t >= now - down.stabilization_window.seconds]
+        target = max(window)
+        desired = _step(min(target, current), current, down.max_step)
+        if target > wanted:
+            why += f"; {target} recommended within the last {down.stabilization_window}"
+        return desired, Action.SCALE_DOWN if desired < current else Action.HOLD, why
+    return current, Action.HOLD, why
+
+
+def _within_limits(
+    policy: Autoscaling, current: int, desired: int, action: Action
+) -> tuple[int, Action]:
+    """Clamped to [min, max]: a spec change may move replicas where the metric would not."""
+    desired = _clamped(policy, desired)
+    if action is Action.HOLD and desired != current:
+        action = Action.SCALE_UP if desired > current else Action.SCALE_DOWN
+    return desired, action
 
 
 def _step(target: int, current: int, max_step: int | None) -> int:
