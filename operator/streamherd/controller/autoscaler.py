@@ -84,6 +84,8 @@ class Autoscaler:
         totals: GroupTotals,
         taken_at: float,
     ) -> ScalingOutcome:
+        """One poll's autoscaling: keep an owned Deployment, then decide and act unless
+        something stops us (no Deployment, disabled, another autoscaler)."""
         meta = self.body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         deployment = deployment_name(name, spec)
@@ -94,39 +96,12 @@ class Autoscaler:
         state = self.ctx.deployments.get((namespace, deployment))
         if state is None:
             self.unwatch()
-            message = f"Deployment {deployment!r} not found in namespace {namespace!r}"
-            not_found = Verdict.not_ready(Reason.DEPLOYMENT_NOT_FOUND, message)
-            return ScalingOutcome(
-                conditions=[_scaling(ConditionStatus.FALSE, Reason.DEPLOYMENT_NOT_FOUND, message)],
-                ready=not_found,
-            )
+            return _deployment_missing(namespace, deployment)
         current = self._current(state["replicas"])
-        fields = {
-            "replicas": current,
-            "desiredReplicas": None,
-            "lastScaleTime": self.last_time,
-            "lastScaleReason": self.last_reason,
-        }
-        if not policy.enabled:
+        stopped = await self._stopped(policy, namespace, deployment, current)
+        if stopped is not None:
             self.unwatch()
-            return ScalingOutcome(
-                fields,
-                [
-                    _scaling(
-                        ConditionStatus.FALSE, Reason.SCALING_DISABLED, "autoscaling is disabled"
-                    )
-                ],
-            )
-        conflict = await self.ctx.scalers.conflict(namespace, deployment)
-        if conflict is not None:
-            self.unwatch()
-            message = f"{conflict} already scales Deployment {deployment!r}: remove it, or disable autoscaling here"
-            return ScalingOutcome(
-                fields,
-                [_scaling(ConditionStatus.FALSE, Reason.SCALER_CONFLICT, message)],
-                ready=Verdict.not_ready(Reason.SCALER_CONFLICT, message),
-            )
-
+            return stopped
         self._update_rate(totals, taken_at, max(1, int(state.get("ready") or 0)))
         observed = Observed(
             replicas=current, lag=totals.lag, pending=totals.pending, rate_per_replica=self.rate
@@ -136,25 +111,53 @@ class Autoscaler:
         if decision.desired != current:
             await self._apply(decision, current, namespace, deployment, group, binding, keys)
             current = decision.desired
-        fields.update(
-            replicas=current,
-            desiredReplicas=decision.desired,
-            lastScaleTime=self.last_time,
-            lastScaleReason=self.last_reason,
-        )
         self.ctx.metrics.replicas.labels(namespace, name, group).set(current)
         self.ctx.metrics.desired_replicas.labels(namespace, name, group).set(decision.desired)
         if current == 0:
             self._watch(binding.poller, keys, group)
         else:
             self.unwatch()
-        if decision.action is Action.UNKNOWN:
+        return self._decided(current, decision)
+
+    def _fields(self, replicas: int, desired: int | None) -> dict[str, Any]:
+        return {
+            "replicas": replicas,
+            "desiredReplicas": desired,
+            "lastScaleTime": self.last_time,
+            "lastScaleReason": self.last_reason,
+        }
+
+    async def _stopped(
+        self, policy: Autoscaling, namespace: str, deployment: str, current: int
+    ) -> ScalingOutcome | None:
+        """Why not to scale at all this poll (disabled, or another autoscaler drives the
+        Deployment: we refuse to fight it); None to go on."""
+        if not policy.enabled:
             return ScalingOutcome(
-                fields, [_scaling(ConditionStatus.FALSE, Reason.METRIC_UNKNOWN, decision.reason)]
+                self._fields(current, None),
+                [
+                    _scaling(
+                        ConditionStatus.FALSE, Reason.SCALING_DISABLED, "autoscaling is disabled"
+                    )
+                ],
             )
+        conflict = await self.ctx.scalers.conflict(namespace, deployment)
+        if conflict is None:
+            return None
+        message = f"{conflict} already scales Deployment {deployment!r}: remove it, or disable autoscaling here"
         return ScalingOutcome(
-            fields, [_scaling(ConditionStatus.TRUE, Reason.SCALING, decision.reason)]
+            self._fields(current, None),
+            [_scaling(ConditionStatus.FALSE, Reason.SCALER_CONFLICT, message)],
+            ready=Verdict.not_ready(Reason.SCALER_CONFLICT, message),
         )
+
+    def _decided(self, current: int, decision: Decision) -> ScalingOutcome:
+        """Status fields and ScalingActive after a decision (False when the metric is unknown)."""
+        if decision.action is Action.UNKNOWN:
+            condition = _scaling(ConditionStatus.FALSE, Reason.METRIC_UNKNOWN, decision.reason)
+        else:
+            condition = _scaling(ConditionStatus.TRUE, Reason.SCALING, decision.reason)
+        return ScalingOutcome(self._fields(current, decision.desired), [condition])
 
     def _current(self, seen: int) -> int:
         """The replicas the Deployment has, or is about to have after our own recent write."""
@@ -280,6 +283,14 @@ class Autoscaler:
             self._waker.unwatch(self.me)
         self._waker = waker
         waker.watch(self.me, keys, group)
+
+
+def _deployment_missing(namespace: str, deployment: str) -> ScalingOutcome:
+    message = f"Deployment {deployment!r} not found in namespace {namespace!r}"
+    return ScalingOutcome(
+        conditions=[_scaling(ConditionStatus.FALSE, Reason.DEPLOYMENT_NOT_FOUND, message)],
+        ready=Verdict.not_ready(Reason.DEPLOYMENT_NOT_FOUND, message),
+    )
 
 
 def _scaling(status: ConditionStatus, reason: Reason, message: str) -> Verdict:
