@@ -139,22 +139,7 @@ class GroupLoop:
         meta = self.body["metadata"]
         generation = meta.get("generation")
         if is_paused(meta):
-            self.unsubscribe()
-            self.autoscaler.unwatch()
-            paused = Verdict(
-                ConditionType.PAUSED, ConditionStatus.TRUE, Reason.PAUSED, "no actions are taken"
-            )
-            await self.report(
-                [
-                    Verdict.not_ready(
-                        Reason.PAUSED, "paused by the streamherd.io/paused annotation"
-                    ),
-                    paused,
-                ],
-                generation,
-                None,
-            )
-            return RETRY_SECONDS
+            return await self.pause(generation)
         try:
             spec = parse(ConsumerGroupSpec, self.body.get("spec"))
         except SpecError as exc:
@@ -167,31 +152,76 @@ class GroupLoop:
             or binding.poller is None
             or binding.source is None
         ):
-            if await self.stream_starting(spec.stream_ref.name, binding):
-                return STARTING_RETRY_SECONDS  # its loop is still connecting: no warning for that
-            verdict = self.stream_not_ready(spec.stream_ref.name, binding)
-            return await self.fail(verdict, generation, retry=STREAM_RETRY_SECONDS)
-        target = claim_target(binding, group)
-        owner = self.ctx.claims.claim(target, self.me, meta.get("creationTimestamp") or "")
-        if owner != self.me:
-            self.unsubscribe()
-            manager = owner.split(":", 1)[1]
-            return await self.fail(
-                Verdict.not_ready(
-                    Reason.GROUP_CONFLICT,
-                    f"group {group!r} on {binding.source.text!r} is managed by {manager}",
-                ),
-                generation,
-            )
+            return await self.wait_for_stream(spec.stream_ref.name, binding, generation)
+        conflict = self.claim(binding, group)
+        if conflict is not None:
+            return await self.fail(conflict, generation)
+        result = await self.next_poll(spec, binding)
+        if result is not None:
+            await self.reconcile(spec, group, binding, result, generation)
+        return 0
+
+    async def pause(self, generation: int | None) -> float:
+        """Paused: no polls, no scaling, said in the conditions."""
+        self.unsubscribe()
+        self.autoscaler.unwatch()
+        paused = Verdict(
+            ConditionType.PAUSED, ConditionStatus.TRUE, Reason.PAUSED, "no actions are taken"
+        )
+        not_ready = Verdict.not_ready(
+            Reason.PAUSED, "paused by the streamherd.io/paused annotation"
+        )
+        await self.report([not_ready, paused], generation, None)
+        return RETRY_SECONDS
+
+    async def wait_for_stream(
+        self, name: str, binding: StreamBinding | None, generation: int | None
+    ) -> float:
+        """The RedisStream is not usable (yet): quietly while its loop is still connecting,
+        otherwise not Ready, saying why."""
+        if await self.stream_starting(name, binding):
+            return STARTING_RETRY_SECONDS
+        verdict = self.stream_not_ready(name, binding)
+        return await self.fail(verdict, generation, retry=STREAM_RETRY_SECONDS)
+
+    def claim(self, binding: StreamBinding, group: str) -> Verdict | None:
+        """Claim the group on its stream; the verdict when an older ConsumerGroup manages it."""
+        assert binding.source is not None
+        created = self.body["metadata"].get("creationTimestamp") or ""
+        owner = self.ctx.claims.claim(claim_target(binding, group), self.me, created)
+        if owner == self.me:
+            return None
+        self.unsubscribe()
+        manager = owner.split(":", 1)[1]
+        return Verdict.not_ready(
+            Reason.GROUP_CONFLICT,
+            f"group {group!r} on {binding.source.text!r} is managed by {manager}",
+        )
+
+    async def next_poll(self, spec: ConsumerGroupSpec, binding: StreamBinding) -> PollResult | None:
+        """Subscribe to the stream's poller at the group's interval and wait for its next
+        result (None when the wait was cut short)."""
+        assert binding.poller is not None and binding.source is not None
         if self.poller is not binding.poller:
             self.unsubscribe()
             self.poller, self.seq = binding.poller, 0
         interval = spec.autoscaling.poll_interval.seconds if spec.autoscaling else DEFAULT_INTERVAL
         self.poller.subscribe(self.me, binding.source, interval)
         result = await next_result(self.poller, self.seq, interval + 15, self.stopped, self.wake)
-        if result is None:
-            return 0
-        self.seq = result.seq
+        if result is not None:
+            self.seq = result.seq
+        return result
+
+    async def reconcile(
+        self,
+        spec: ConsumerGroupSpec,
+        group: str,
+        binding: StreamBinding,
+        result: PollResult,
+        generation: int | None,
+    ) -> None:
+        """One poll's work: the group where it is missing, scaling, and the status."""
+        assert binding.source is not None
         keys = result.keys_of(binding.source)
         totals = group_totals(result.observation, keys, group)
         verdict = await self.ensure(spec, group, binding, result, totals)
@@ -213,7 +243,6 @@ class GroupLoop:
             reason = verdicts[0].reason
             self.ctx.metrics.reconcile_errors.labels(CONSUMER_GROUP.kind, reason).inc()
         await self.report(verdicts, generation, fields)
-        return 0
 
     async def ensure(
         self,
