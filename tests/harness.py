@@ -81,6 +81,16 @@ class Harness:
         ) as r:
             return r.read().decode()
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples that carry ``labels``."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith((name + "{", name + " ")) and all(
+                f'{k}="{v}"' in line for k, v in labels.items()
+            ):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
     # ------------------------------------------------------------ Redis
 
     def consumer_deployment(

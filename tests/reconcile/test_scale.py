@@ -15,7 +15,15 @@ def test_two_hundred_groups_share_one_poll_and_stay_current(harness: Harness) ->
     for s in range(STREAMS):
         h.stream(f"s{s}", key=f"s{s}")
         for g in range(GROUPS_PER_STREAM):
-            h.group(f"s{s}-g{g}", stream=f"s{s}", groupName=f"g{g}", startId="0")
+            # No janitor: its passes run scripts too (and have their own benchmark); this
+            # test counts the poll's.
+            h.group(
+                f"s{s}-g{g}",
+                stream=f"s{s}",
+                groupName=f"g{g}",
+                startId="0",
+                recovery={"enabled": False},
+            )
     names = [(f"s{s}-g{g}", s) for s in range(STREAMS) for g in range(GROUPS_PER_STREAM)]
     h.start()
     wait_until(
@@ -34,16 +42,17 @@ def test_two_hundred_groups_share_one_poll_and_stay_current(harness: Harness) ->
     assert calls <= polls_at_most * (STREAMS / 10), f"{calls} script calls in {window}s"
     assert calls >= 2 * (STREAMS / 10), "it did poll"
 
-    # New work shows up in every group's status within its interval (plus write time).
+    # New work shows up in every group's status within a few polls of the endpoint (counted,
+    # not timed: on a loaded machine the polls themselves are what may be late).
+    polls_before = h.metric("streamherd_polls_total")
     for s in range(STREAMS):
         for _ in range(s + 1):
             h.r.xadd(f"s{s}", {"x": 1})
-    started = time.monotonic()
     wait_until(
         lambda: all(h.status("ConsumerGroup", name).get("lag") == s + 1 for name, s in names),
-        30,
+        60,
         interval=0.2,
         message="not every group saw its new entries",
     )
-    elapsed = time.monotonic() - started
-    assert elapsed < 2.0 + 4.0, f"took {elapsed:.1f}s for 200 groups to show new entries"
+    polls = h.metric("streamherd_polls_total") - polls_before
+    assert polls <= 4, f"{polls:.0f} polls before all 200 groups showed their new entries"
