@@ -56,6 +56,12 @@ class Metrics:
             GROUP_LABELS,
             registry=r,
         )
+        self.health = Gauge(
+            "streamherd_group_health",
+            "1 for the group's health state (OK, Lagging, Stalled, Stopped, Unknown), 0 for the others.",
+            (*GROUP_LABELS, "state"),
+            registry=r,
+        )
         self.reconcile_errors = Counter(
             "streamherd_reconcile_errors_total",
             "Reconciliations that ended not Ready, by reason.",

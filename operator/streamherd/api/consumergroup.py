@@ -183,6 +183,15 @@ class Recovery(ApiModel):
     """A run stops after this long and continues from its cursor next time."""
 
 
+class Health(ApiModel):
+    """How the group's health (condition Healthy) is judged."""
+
+    window: Annotated[Duration, at_least("1s")] = duration("60s")
+    """Health is judged over the polls of this past window: Lagging when the backlog grew
+    throughout it, Stalled when nothing was delivered or acknowledged in it, Stopped when no
+    consumer was live in it. Longer than the time a pod takes to start (a wake from zero)."""
+
+
 class ConsumerGroupSpec(ApiModel):
     """Desired state of a ConsumerGroup."""
 
@@ -202,6 +211,8 @@ class ConsumerGroupSpec(ApiModel):
     """Autoscaling of the consumer Deployment."""
     recovery: Recovery = Recovery()
     """Recovery of stranded work and dead-lettering."""
+    health: Health = Health()
+    """How the group's health is judged."""
     deletion_policy: DeletionPolicy = DeletionPolicy.RETAIN
     """Delete: deleting the resource destroys the group in Redis."""
 

@@ -26,6 +26,11 @@ class ConditionType(StrEnum):
     """The autoscaler can read its metric and act on the Deployment."""
     DEAD_LETTERING = "DeadLettering"
     """Poison entries have a dead-letter stream they can be moved to."""
+    HEALTHY = "Healthy"
+    """The group keeps up, judged over a window of polls (reasons OK, Lagging, Stalled,
+    Stopped, Unknown)."""
+    DURABLE = "Durable"
+    """The Redis endpoint's persistence and replication keep acknowledged writes."""
 
 
 class Reason(StrEnum):
@@ -51,6 +56,12 @@ class Reason(StrEnum):
     SCALING = "Scaling"
     SCALING_DISABLED = "ScalingDisabled"
     REDIS_ERROR = "RedisError"
+    # Healthy
+    OK = "OK"
+    LAGGING = "Lagging"
+    STALLED = "Stalled"
+    STOPPED = "Stopped"
+    UNKNOWN = "Unknown"
 
 
 class Condition(ApiModel):

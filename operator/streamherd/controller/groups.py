@@ -17,6 +17,7 @@ from streamherd.api.redisstream import DeletionPolicy, RedisMode, RedisStreamSpe
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.controller.autoscaler import SCALE_FIELDS, Autoscaler
 from streamherd.controller.context import Context, StreamBinding
+from streamherd.controller.health import HealthWatch
 from streamherd.controller.polling import DEFAULT_INTERVAL, Poller, PollResult, scan_pattern
 from streamherd.controller.reporting import StatusWriter, report
 from streamherd.controller.streams import RETRY_SECONDS
@@ -111,6 +112,7 @@ class GroupLoop:
         self.seq = 0
         self.announced_pattern = False
         self.autoscaler = Autoscaler(ctx, body, self.writer, self.me)
+        self.health = HealthWatch(ctx, body, self.writer)
         self.created = meta.get("creationTimestamp")
         self.ensured_at: dict[str, float] = {}
         """When we last created the group on a key: a poll taken before that still shows it
@@ -165,6 +167,7 @@ class GroupLoop:
         """Paused: no polls, no scaling, said in the conditions."""
         self.unsubscribe()
         self.autoscaler.unwatch()
+        self.health.unknown()
         paused = Verdict(
             ConditionType.PAUSED, ConditionStatus.TRUE, Reason.PAUSED, "no actions are taken"
         )
@@ -227,8 +230,8 @@ class GroupLoop:
         verdict = await self.ensure(spec, group, binding, result, totals)
         fields = self.fields(binding, group, totals)
         verdicts = [verdict]
+        taken_at = result.observation.taken_at
         if spec.consumers is not None:
-            taken_at = result.observation.taken_at
             scaling = await self.autoscaler.step(spec, group, binding, keys, totals, taken_at)
             fields.update(scaling.fields)
             if scaling.ready is not None and verdict.status is ConditionStatus.TRUE:
@@ -238,6 +241,7 @@ class GroupLoop:
             fields.update(dict.fromkeys(SCALE_FIELDS))
         if spec.recovery.enabled and binding.spec is not None:
             verdicts.append(dead_lettering(spec, binding.spec, keys))
+        verdicts.append(await self.health.step(spec, group, totals, taken_at, fields))
         self.ctx.metrics.set_group(self.namespace, self.name, group, totals)
         if verdicts[0].status is ConditionStatus.FALSE:
             reason = verdicts[0].reason
@@ -369,6 +373,7 @@ class GroupLoop:
         self, verdict: Verdict, generation: int | None, retry: float = RETRY_SECONDS
     ) -> float:
         self.ctx.metrics.reconcile_errors.labels(CONSUMER_GROUP.kind, verdict.reason).inc()
+        self.health.unknown()
         unknown = dict.fromkeys(GROUP_FIELDS)
         unknown.update(lagExactness="Unknown", lagDisplay="unknown")
         await self.report([verdict], generation, unknown)

@@ -114,6 +114,8 @@ OWNED_CONDITIONS = (
     ConditionType.PAUSED,
     ConditionType.SCALING_ACTIVE,
     ConditionType.DEAD_LETTERING,
+    ConditionType.HEALTHY,
+    ConditionType.DURABLE,
 )
 
 
