@@ -173,3 +173,198 @@ def janitor(namespace: str, name: str, log_level: str) -> None:
         code, line = 1, f"janitor of ConsumerGroup {namespace}/{name} failed: {exc}"
     click.echo(line, err=code != 0)
     raise SystemExit(code)
+
+
+# ------------------------------------------------------------------ streamherd dlq
+
+
+def _where_options(fn: Any) -> Any:
+    options = [
+        click.option("-n", "--namespace", help="Namespace of the RedisStream."),
+        click.option(
+            "-s",
+            "--redisstream",
+            help="The RedisStream: Redis and credentials as the operator resolves them.",
+        ),
+        click.option(
+            "--url",
+            envvar="STREAMHERD_REDIS_URL",
+            help="Or a Redis URL (env STREAMHERD_REDIS_URL).",
+        ),
+        click.option(
+            "--username", envvar="STREAMHERD_REDIS_USERNAME", help="ACL user (with --url)."
+        ),
+        click.option(
+            "--password-env",
+            default="STREAMHERD_REDIS_PASSWORD",
+            show_default=True,
+            help="Environment variable holding the password (with --url; never on the command line).",
+        ),
+        click.option(
+            "--ca-cert",
+            type=click.Path(exists=True, dir_okay=False),
+            help="CA bundle (PEM) for rediss://.",
+        ),
+        click.option("--cluster", is_flag=True, help="Redis Cluster (with --url)."),
+        click.option("--key", help="The stream key (with --url)."),
+        click.option(
+            "--pattern", help="A key pattern (with --url): every stream's dead-letter stream."
+        ),
+        click.option(
+            "--dead-letter",
+            "dead_letters",
+            multiple=True,
+            help="A dead-letter stream key (repeat).",
+        ),
+        click.option(
+            "--strategy",
+            type=click.Choice(["Requeue", "Claim"]),
+            default="Requeue",
+            show_default=True,
+            help="Recovery strategy of groups without a ConsumerGroup (all groups, with --url).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _selection_options(fn: Any) -> Any:
+    options = [
+        click.option("-g", "--group", "groups", multiple=True, help="Only this group (repeat)."),
+        click.option(
+            "--source", "sources", multiple=True, help="Only entries of this stream key (repeat)."
+        ),
+        click.option(
+            "--id", "record_ids", multiple=True, help="Only this dead-letter record id (repeat)."
+        ),
+        click.option(
+            "--origin",
+            "origin_ids",
+            multiple=True,
+            help="Only the entry of this origin id (repeat).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _dlq_run(options: dict[str, Any], command: Any) -> None:
+    """Resolve where the dead letters are, run ``command(target)``, print, exit."""
+    import asyncio
+    import os
+
+    from streamherd.api.consumergroup import RecoveryStrategy
+    from streamherd.controller import deadletters
+
+    ca_path = options.get("ca_cert")
+    where = deadletters.Where(
+        namespace=options.get("namespace") or "default",
+        redisstream=options.get("redisstream"),
+        url=options.get("url") if not options.get("redisstream") else None,
+        username=options.get("username"),
+        password=os.environ.get(options.get("password_env") or "") or None,
+        ca_cert=Path(ca_path).read_bytes() if ca_path else None,
+        cluster=bool(options.get("cluster")),
+        key=options.get("key"),
+        pattern=options.get("pattern"),
+        dead_letters=tuple(options.get("dead_letters") or ()),
+        strategy=RecoveryStrategy(options.get("strategy") or "Requeue"),
+    )
+
+    async def go() -> tuple[int, str]:
+        kube = None
+        if where.redisstream is not None:
+            from streamherd.kube import KubeClient
+
+            kube = KubeClient.from_environment()
+        try:
+            return await deadletters.run(where, kube, command)
+        finally:
+            if kube is not None:
+                await kube.close()
+
+    try:
+        code, text = asyncio.run(go())
+    except Exception as exc:  # no credentials, the API unreachable, a missing resource
+        code, text = 1, str(exc)
+    click.echo(text, err=code != 0)
+    raise SystemExit(code)
+
+
+def _selection(options: dict[str, Any], everything: bool = False) -> Any:
+    from streamherd.decisions.deadletter import Selection
+
+    return Selection(
+        groups=frozenset(options.get("groups") or ()),
+        streams=frozenset(options.get("sources") or ()),
+        record_ids=frozenset(options.get("record_ids") or ()),
+        origin_ids=frozenset(options.get("origin_ids") or ()),
+        everything=everything,
+    )
+
+
+@main.group()
+def dlq() -> None:
+    """Dead-letter streams: list, show, replay (after a fix), purge."""
+
+
+@dlq.command("list")
+@_where_options
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def dlq_list(output: str, **options: Any) -> None:
+    """Records per dead-letter stream, stream and group."""
+    from streamherd.controller import deadletters
+
+    _dlq_run(options, lambda t: deadletters.list_command(t, as_json=output == "json"))
+
+
+@dlq.command("show")
+@_where_options
+@_selection_options
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def dlq_show(limit: int, output: str, **options: Any) -> None:
+    """Records: origin id, stream, group, last consumer, deliveries, fields."""
+    from streamherd.controller import deadletters
+
+    selection = _selection(options)
+    _dlq_run(
+        options,
+        lambda t: deadletters.show_command(t, selection, limit=limit, as_json=output == "json"),
+    )
+
+
+@dlq.command("replay")
+@_where_options
+@_selection_options
+@click.option("--all", "everything", is_flag=True, help="Every entry (with the filters given).")
+@click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+def dlq_replay(everything: bool, dry_run: bool, output: str, **options: Any) -> None:
+    """Put entries back to the group they were poison for (after a fix), each once: by id
+    into the group's pending entries (strategy Claim), or as a copy tagged for the group
+    (Requeue). Replaying again does nothing: the records are deleted as each entry goes back."""
+    from streamherd.controller import deadletters
+
+    selection = _selection(options, everything)
+    _dlq_run(
+        options,
+        lambda t: deadletters.replay_command(
+            t, selection, dry_run=dry_run, as_json=output == "json"
+        ),
+    )
+
+
+@dlq.command("purge")
+@_where_options
+@_selection_options
+@click.option("--all", "everything", is_flag=True, help="Every record (with the filters given).")
+@click.option("--yes", is_flag=True, help="Really delete (without it: say what would go).")
+def dlq_purge(everything: bool, yes: bool, **options: Any) -> None:
+    """Delete dead-letter records for good."""
+    from streamherd.controller import deadletters
+
+    selection = _selection(options, everything)
+    _dlq_run(options, lambda t: deadletters.purge_command(t, selection, yes=yes))

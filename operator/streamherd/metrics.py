@@ -94,6 +94,18 @@ class Metrics:
             ("endpoint",),
             registry=r,
         )
+        self.endpoint_durable = Gauge(
+            "streamherd_endpoint_durable",
+            "1 when the endpoint fsyncs every write (AOF always) and has a replica online, 0 when a crash can lose acknowledged writes, NaN when not known (condition Durable says what).",
+            ("endpoint",),
+            registry=r,
+        )
+        self.endpoint_replicas = Gauge(
+            "streamherd_endpoint_connected_replicas",
+            "Replicas online (INFO replication; the weakest primary of a cluster). NaN when not known.",
+            ("endpoint",),
+            registry=r,
+        )
         self.scaling_decisions = Counter(
             "streamherd_scaling_decisions_total",
             "Autoscaling decisions that changed replicas, by action (ScaledUp, ScaledDown, WokeUp, ScaledToZero).",

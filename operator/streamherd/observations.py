@@ -14,11 +14,13 @@ from enum import StrEnum
 from streamherd.exactness import Exactness, weakest
 
 __all__ = [
+    "DeadLetterRecord",
     "EndpointProblem",
     "Exactness",
     "GroupState",
     "Observation",
     "Reading",
+    "ServerDurability",
     "StreamState",
     "StreamStatus",
     "weakest",
@@ -135,7 +137,62 @@ class Observation:
     duration_s: float = 0.0
     lag_count_cap: int = 0
     """Where counting a null lag stopped: a ``counted_lag`` this high is a lower bound."""
+    lengths: Mapping[str, int | None] = field(default_factory=dict)
+    """XLEN of the extra keys asked for (dead-letter streams); None where it failed."""
 
     def group(self, key: str, group: str) -> GroupState | None:
         stream = self.streams.get(key)
         return stream.groups.get(group) if stream else None
+
+
+@dataclass(frozen=True)
+class ServerDurability:
+    """What one Redis server says about keeping acknowledged writes: ``INFO persistence`` and
+    ``INFO replication``, and ``CONFIG GET`` where the user may run it (managed services often
+    forbid it). None wherever it could not be read: never a guess."""
+
+    node: str
+    """host:port of the server."""
+    info_error: str | None = None
+    """Why INFO could not be read (then everything below is None)."""
+    config_error: str | None = None
+    """Why CONFIG GET could not be read (then appendfsync, save, min-replicas-* are None)."""
+    aof_enabled: bool | None = None
+    appendfsync: str | None = None
+    """always, everysec or no."""
+    save: str | None = None
+    """The RDB snapshot rules ("3600 1 300 100"); "" when snapshots are off."""
+    aof_write_ok: bool | None = None
+    """The last AOF write succeeded (INFO aof_last_write_status)."""
+    snapshot_ok: bool | None = None
+    """The last RDB snapshot succeeded (INFO rdb_last_bgsave_status)."""
+    role: str | None = None
+    """master or slave."""
+    connected_replicas: int | None = None
+    """Replicas connected and online."""
+    min_replicas_to_write: int | None = None
+    min_replicas_max_lag: int | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """One entry of a dead-letter stream, as the janitor wrote it: where the poison entry came
+    from, and its own fields. A header field that is missing is None (not a record we wrote,
+    or written by hand)."""
+
+    key: str
+    """The dead-letter stream."""
+    id: str
+    """The record's id in it."""
+    origin_id: str | None
+    """The id the entry first had in its stream (a re-queued copy's ancestor)."""
+    stream: str | None
+    group: str | None
+    """The group the entry was poison for."""
+    consumer: str | None
+    """Who held it last."""
+    deliveries: int | None
+    fields: Mapping[str, str] = field(default_factory=dict)
+    """The entry's own fields (ours removed)."""
+    part: str | None = None
+    """"i/n" for one record of an entry too large for one record."""

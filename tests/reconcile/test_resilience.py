@@ -28,7 +28,7 @@ def test_paused_takes_no_action_until_resumed(harness: Harness) -> None:
     h.wait_ready("ConsumerGroup", "fulfilment")
     assert "fulfilment" in h.groups_in_redis("orders")
     conditions = h.status("ConsumerGroup", "fulfilment")["conditions"]
-    assert [c["type"] for c in conditions] == ["Ready", "DeadLettering"], (
+    assert [c["type"] for c in conditions] == ["Ready", "DeadLettering", "Healthy"], (
         "the Paused condition is gone"
     )
 

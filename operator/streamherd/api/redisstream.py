@@ -106,6 +106,26 @@ class RedisStreamSpec(ApiModel):
     """What deleting this resource does to the stream in Redis."""
 
 
+class DurabilityStatus(ApiModel):
+    """The endpoint's persistence and replication, as Redis reports them (null: not readable,
+    e.g. CONFIG GET denied). On Redis Cluster, those of the weakest primary."""
+
+    append_only: bool | None = None
+    """The append-only file (AOF) is on."""
+    append_fsync: Annotated[str | None, Field(max_length=16)] = None
+    """AOF fsync policy: always, everysec or no."""
+    snapshots: Annotated[str | None, Field(max_length=256)] = None
+    """RDB snapshot rules ("3600 1 300 100"); empty when snapshots are off."""
+    connected_replicas: Annotated[int | None, Field(ge=0)] = None
+    """Replicas online."""
+    min_replicas_to_write: Annotated[int | None, Field(ge=0)] = None
+    """Redis refuses writes with fewer replicas than this within min-replicas-max-lag."""
+    role: Annotated[str | None, Field(max_length=16)] = None
+    """master, or slave for a replica."""
+    servers: Annotated[int | None, Field(ge=1)] = None
+    """Primaries read (Redis Cluster)."""
+
+
 class RedisStreamStatus(StatusModel):
     """Observed state of a RedisStream."""
 
@@ -121,3 +141,5 @@ class RedisStreamStatus(StatusModel):
     """Stream keys matching keyPattern."""
     last_polled: datetime | None = None
     """When Redis was last read."""
+    durability: DurabilityStatus | None = None
+    """What the endpoint keeps on a crash (see the Durable condition)."""

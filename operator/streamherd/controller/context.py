@@ -11,6 +11,7 @@ from typing import Any
 
 from streamherd.api.redisstream import RedisEndpoint, RedisStreamSpec
 from streamherd.controller.consumers import ScalerIndex
+from streamherd.controller.durability import DurabilityWatch
 from streamherd.controller.polling import Endpoints, Poller, Source
 from streamherd.decisions.conditions import Verdict
 from streamherd.gateway.endpoint import (
@@ -118,6 +119,8 @@ class Context:
     """Deployments by (namespace, name), kept by a watch: replicas without a GET per poll."""
     scalers: ScalerIndex = field(init=False)
     """Other autoscalers (HPA, KEDA) per namespace."""
+    durability: DurabilityWatch = field(init=False)
+    """Each endpoint's persistence and replication, read once a minute."""
     started_at: float = field(default_factory=time.monotonic)
     startup_grace: float = 30.0
 
@@ -135,6 +138,7 @@ class Context:
 
     def __post_init__(self) -> None:
         self.scalers = ScalerIndex(self.kube)
+        self.durability = DurabilityWatch(self.metrics)
 
     def young(self) -> bool:
         """Within the start-up grace: resources may still be waiting for their loops."""

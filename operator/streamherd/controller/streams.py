@@ -17,6 +17,7 @@ from streamherd.controller.polling import DEFAULT_INTERVAL, Source, scan_pattern
 from streamherd.controller.reporting import StatusWriter, report
 from streamherd.controller.waiting import Stopped, next_result, sleep
 from streamherd.decisions.conditions import Verdict
+from streamherd.decisions.durability import DURABILITY_FIELD
 from streamherd.decisions.streams import STREAM_FIELDS, stream_status
 from streamherd.gateway import GatewayError, SecretMissing
 from streamherd.kube import requests as rq
@@ -47,7 +48,7 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
         while not stopped:
             wake.clear()
             generation = body["metadata"].get("generation")
-            fields: dict[str, Any] = dict.fromkeys(STREAM_FIELDS)
+            fields: dict[str, Any] = dict.fromkeys((*STREAM_FIELDS, DURABILITY_FIELD))
             if is_paused(body["metadata"]):
                 await ctx.endpoints.release(me)  # paused: not even polled
                 binding.poller = None
@@ -98,7 +99,9 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
                     ctx.metrics.stream_length.labels(namespace, name).set(fields["length"])
                 if verdict.status is ConditionStatus.FALSE:
                     ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, verdict.reason).inc()
-                await report(writer, [verdict], generation, fields)
+                durable = await ctx.durability.of(poller.gateway)
+                fields[DURABILITY_FIELD] = durable.fields or None
+                await report(writer, [verdict, durable.verdict], generation, fields)
                 continue  # the next poll result paces the loop
             ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, binding.problem.reason).inc()
             await ctx.endpoints.release(me)

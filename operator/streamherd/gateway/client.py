@@ -26,12 +26,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
 
+from streamherd.gateway import durability
 from streamherd.gateway.endpoint import Endpoint
 from streamherd.gateway.errors import GatewayError, classify
 from streamherd.observations import (
     EndpointProblem,
     GroupState,
     Observation,
+    ServerDurability,
     StreamState,
     StreamStatus,
 )
@@ -47,10 +49,15 @@ class Script:
         self.source = resources.files(__package__).joinpath(f"scripts/{name}.lua").read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
+    def command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The EVALSHA command calling this script (for ``RedisGateway.pipeline``)."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+
 
 OBSERVE = Script("observe")
 ENSURE_GROUP = Script("ensure_group")
-SCRIPTS = (OBSERVE, ENSURE_GROUP)
+REPLAY = Script("replay")
+SCRIPTS = (OBSERVE, ENSURE_GROUP, REPLAY)
 
 
 class GroupOutcome(StrEnum):
@@ -113,6 +120,15 @@ class RedisGateway:
 
     def _classify(self, exc: BaseException) -> GatewayError:
         return classify(exc, self.endpoint)
+
+    def classify(self, exc: BaseException) -> GatewayError:
+        """A Redis failure (an exception, or an error reply in a pipeline's results) as the
+        typed GatewayError it means, naming this endpoint."""
+        return self._classify(exc)
+
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Commands in one non-transactional pipeline (see ``_pipeline``)."""
+        return await self._pipeline(commands)
 
     @property
     def stale_lag_possible(self) -> bool:
@@ -432,6 +448,29 @@ class RedisGateway:
                 if entries:
                     moved[str(key)] = str(entries[-1][0])
         return moved
+
+    # ------------------------------------------------------------------ durability
+
+    async def durability(self) -> list[ServerDurability]:
+        """Persistence and replication of the server (every primary of a cluster): one
+        pipeline per server. A command the user may not run becomes unknown settings;
+        raises GatewayError only when the endpoint cannot be reached at all."""
+        await self.connect()
+        client = self._require()
+        if not isinstance(client, RedisCluster):
+            return [durability.parse(self.where, await self._pipeline(durability.COMMANDS))]
+        servers = []
+        for node in client.get_primaries():
+            replies: list[Any] = []
+            for command in durability.COMMANDS:
+                try:
+                    replies.append(await client.execute_command(*command, target_nodes=node))
+                except (rx.ConnectionError, rx.TimeoutError) as exc:
+                    raise self._classify(exc) from exc
+                except rx.RedisError as exc:
+                    replies.append(exc)
+            servers.append(durability.parse(str(node.name), replies))
+        return servers
 
     # ------------------------------------------------------------------ observation
 
