@@ -156,6 +156,12 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
         )
+        self.dead_letter_entries = Gauge(
+            "streamherd_group_dead_letter_entries",
+            "Entries in the dead-letter stream(s) the group's poison entries go to (a default <key>:dlq is shared by the groups of its stream). Read with each poll; NaN until read.",
+            GROUP_LABELS,
+            registry=r,
+        )
         self.janitor_poison_held = Gauge(
             "streamherd_janitor_poison_held",
             "Poison entries the last pass left pending because no dead-letter stream can take them.",

@@ -6,7 +6,10 @@
     of a rotating fifth of the streams (``age_sample``: each stream's every 5th poll);
     ``gateway_all_ages_ms`` measures the ages of every stream in every poll, for comparison;
     ``gateway_lags_ms`` is a poll plus every group's lag decided (``decisions.lag``), as when
-    every group on the endpoint has a ConsumerGroup.
+    every group on the endpoint has a ConsumerGroup;
+    ``gateway_dead_letters_ms`` the poll that also reads the length of every stream's
+    dead-letter stream (XLEN in the same pipeline, for the dead-letter metric; the operator
+    does so in one poll of five).
 Both use the same redis.asyncio client settings and the hiredis parser. Rounds alternate
 (naive, gateway, naive, ...) so machine noise hits both alike; medians are reported.
 """
@@ -70,8 +73,13 @@ async def naive_poll(client: aredis.Redis, keys: list[str]) -> int:
     return pending
 
 
-async def gateway_poll(gateway: RedisGateway, keys: list[str], ages: set[str] | None = None) -> int:
-    observed = await gateway.observe(keys, ages_for=ages)
+async def gateway_poll(
+    gateway: RedisGateway,
+    keys: list[str],
+    ages: set[str] | None = None,
+    lengths: frozenset[str] = frozenset(),
+) -> int:
+    observed = await gateway.observe(keys, ages_for=ages, lengths_for=lengths)
     assert observed.problem is None, observed.message
     return sum(
         group.pending for stream in observed.streams.values() for group in stream.groups.values()
@@ -99,7 +107,8 @@ async def main(version: str, rounds: int) -> dict[str, object]:
         await gateway.connect()
         expected = await naive_poll(client, keys)
         assert await gateway_poll(gateway, keys) == expected, "both pollers must see the same"
-        naive, fast, all_ages, lags = [], [], [], []
+        naive, fast, all_ages, lags, with_dlq = [], [], [], [], []
+        dead_letters = frozenset(f"{key}:dlq" for key in keys)
         poll = 0
         for _ in range(rounds):
             started = time.perf_counter()
@@ -116,6 +125,9 @@ async def main(version: str, rounds: int) -> dict[str, object]:
                 started = time.perf_counter()
                 await gateway_poll_lags(gateway, keys, age_sample(keys, poll, AGE_EVERY))
                 lags.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                await gateway_poll(gateway, keys, age_sample(keys, poll, AGE_EVERY), dead_letters)
+                with_dlq.append(time.perf_counter() - started)
         await client.config_resetstat()
         for poll in range(AGE_EVERY):
             await gateway_poll(gateway, keys, age_sample(keys, poll, AGE_EVERY))
@@ -136,6 +148,7 @@ async def main(version: str, rounds: int) -> dict[str, object]:
         "hiredis": HIREDIS_AVAILABLE,
         "gateway_all_ages_ms": round(statistics.median(all_ages) * 1000, 1),
         "gateway_lags_ms": round(statistics.median(lags) * 1000, 1),
+        "gateway_dead_letters_ms": round(statistics.median(with_dlq) * 1000, 1),
         "gateway_server_ms": round(script.get("usec", 0) / 1000 / AGE_EVERY, 1),
         "longest_script_ms": round(script.get("usec_per_call", 0) / 1000, 2),
         "rounds": rounds,

@@ -362,3 +362,90 @@ async def test_replay_on_a_redis_cluster(cluster_gateway: Any, cluster_client: A
     assert code == 0 and "copied as" in text, text
     assert [f["streamherd-origin-id"] for _, f in await r.xrange(key, "(" + origin)] == [origin]
     assert await r.xlen(dlq) == 0
+
+
+def dead_letter_metric(h: Harness, name: str) -> float | None:
+    for line in h.metrics().splitlines():
+        if line.startswith("streamherd_group_dead_letter_entries{") and (
+            f'consumergroup="{name}"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_poison_is_dead_lettered_counted_and_replayed_after_a_fix(
+    harness: Harness, kubelet: Any, kubeconfig: Any
+) -> None:
+    from e2e import consumer
+    from e2e.cluster.processes import wait_until
+
+    h = harness
+    h.consumer_deployment("workers", 1, "workers", WORK_MS="1")
+    h.stream("orders")
+    h.group(
+        "workers",
+        startId="0",
+        consumers={"deploymentRef": {"name": "workers"}},
+        autoscaling={"enabled": False, "pollInterval": "500ms"},
+        recovery={"minIdle": "1s", "interval": "1s", "maxDeliveries": 1},
+    )
+    for i in range(3):
+        h.r.xadd(KEY, {"msg": f"p{i}", "poison": "1"})
+    for i in range(5):
+        h.r.xadd(KEY, {"msg": f"m{i}"})
+    h.start()
+    h.wait_status("ConsumerGroup", "workers", lambda s: s.get("deadLettered") == 3, timeout=60)
+    wait_until(lambda: dead_letter_metric(h, "workers") == 3, 30, message="no dead-letter count")
+    assert h.r.smembers("processed:workers") == {f"m{i}" for i in range(5)}
+
+    old_pods = {p["metadata"]["name"] for p in h.api.list("pods", "default")}
+    # The fix: consumers that no longer fail on those entries (a new pod template).
+    fixed = consumer.deployment(
+        "workers",
+        redis_url=h.pod_redis_url,
+        group="workers",
+        stream=KEY,
+        replicas=1,
+        image=h.consumer_image,
+        env={"WORK_MS": "1", "POISON_FIELD": "never-set"},
+    )
+    h.api.patch(
+        "deployments.apps", "default", "workers", {"spec": {"template": fixed["spec"]["template"]}}
+    )  # type: ignore[index]
+
+    def rolled_out() -> bool:  # the failing consumer gone: it would fail the copies again
+        pods = h.api.list("pods", "default")
+        return bool(pods) and all(
+            p["metadata"]["name"] not in old_pods
+            and (p.get("status") or {}).get("phase") == "Running"
+            for p in pods
+        )
+
+    wait_until(rolled_out, 60, message="the fixed consumers never replaced the old one")
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    command = [
+        sys.executable,
+        "-m",
+        "streamherd",
+        "dlq",
+        "replay",
+        "-n",
+        "default",
+        "-s",
+        "orders",
+        "--all",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("copied as") == 3
+    everything = {f"m{i}" for i in range(5)} | {f"p{i}" for i in range(3)}
+    wait_until(
+        lambda: h.r.smembers("processed:workers") == everything,
+        60,
+        message=lambda: f"processed {h.r.smembers('processed:workers')}",
+    )
+    wait_until(lambda: dead_letter_metric(h, "workers") == 0, 30, message="count not back to 0")
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    assert again.returncode == 0 and "nothing matches" in again.stdout
+    copies = [f for _, f in h.r.xrange(KEY) if "streamherd-group" in f]
+    assert sorted(f["msg"] for f in copies) == ["p0", "p1", "p2"], "one copy each, ever"

@@ -4,6 +4,7 @@ endpoint, and report. Autoscaling and recovery plug in here (their own issues)."
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -91,6 +92,16 @@ def dead_lettering(
         Reason.RECONCILED,
         f"poison entries go to {where}",
     )
+
+
+def dead_letter_keys(
+    spec: ConsumerGroupSpec, stream: RedisStreamSpec, keys: Sequence[str]
+) -> frozenset[str]:
+    """Where the group's poison entries go, over all its streams (for their length)."""
+    cluster = stream.redis.mode is RedisMode.CLUSTER
+    configured = spec.recovery.dead_letter.stream
+    targets = (dead_letter_target(key, configured, cluster=cluster).key for key in keys)
+    return frozenset(t for t in targets if t is not None)
 
 
 def claim_target(binding: StreamBinding, group: str) -> tuple[str, ...]:
@@ -241,12 +252,29 @@ class GroupLoop:
             fields.update(dict.fromkeys(SCALE_FIELDS))
         if spec.recovery.enabled and binding.spec is not None:
             verdicts.append(dead_lettering(spec, binding.spec, keys))
+            self.count_dead_letters(dead_letter_keys(spec, binding.spec, keys), group, result)
+        else:
+            self.poller.measure_lengths(self.me, frozenset())
         verdicts.append(await self.health.step(spec, group, totals, taken_at, fields))
         self.ctx.metrics.set_group(self.namespace, self.name, group, totals)
         if verdicts[0].status is ConditionStatus.FALSE:
             reason = verdicts[0].reason
             self.ctx.metrics.reconcile_errors.labels(CONSUMER_GROUP.kind, reason).inc()
         await self.report(verdicts, generation, fields)
+
+    def count_dead_letters(self, keys: frozenset[str], group: str, result: PollResult) -> None:
+        """The dead-letter streams' length, read by every 5th poll of the endpoint (one XLEN
+        each in its pipeline); a poll that did not read them leaves the metric as it was."""
+        assert self.poller is not None
+        self.poller.measure_lengths(self.me, keys)
+        measured = result.observation.lengths
+        if not keys or any(k not in measured for k in keys):
+            return
+        lengths = [measured[k] for k in keys]
+        known = [n for n in lengths if n is not None]
+        self.ctx.metrics.dead_letter_entries.labels(self.namespace, self.name, group).set(
+            sum(known) if len(known) == len(lengths) else math.nan
+        )
 
     async def ensure(
         self,

@@ -86,6 +86,8 @@ class Poller:
         self._age_every = age_every
         self._scan_budget = scan_budget
         self._subscriptions: dict[str, tuple[Source, float]] = {}
+        self._lengths: dict[str, frozenset[str]] = {}
+        """Per subscriber, other keys whose length each poll reads (dead-letter streams)."""
         self._scans: dict[str, ScanState] = {}
         self._result: PollResult | None = None
         # Set (and replaced) on every publication: waiters need no lock, so cancelling one
@@ -126,6 +128,15 @@ class Poller:
 
     def unsubscribe(self, who: str) -> None:
         self._subscriptions.pop(who, None)
+        self._lengths.pop(who, None)
+
+    def measure_lengths(self, who: str, keys: frozenset[str]) -> None:
+        """Read these keys' XLEN with every ``age_every``-th poll (in its pipeline: no round
+        trip of its own)."""
+        if keys:
+            self._lengths[who] = keys
+        else:
+            self._lengths.pop(who, None)
 
     def start(self) -> None:
         if self._task is None:
@@ -201,6 +212,10 @@ class Poller:
                 every_key,
                 ages_for=age_sample(every_key, seq, self._age_every),
                 details_for={s.key for s in sources if s.key is not None},
+                # Dead-letter streams grow slowly: their lengths every 5th poll (as ages).
+                lengths_for=frozenset().union(*self._lengths.values())
+                if seq % self._age_every == 1 or self._age_every == 1
+                else frozenset(),
             )
         self._record(observation)
         result = self._result = PollResult(seq, observation, keys, complete)

@@ -480,11 +480,13 @@ class RedisGateway:
         *,
         ages_for: Collection[str] | None = None,
         details_for: Collection[str] = (),
+        lengths_for: Collection[str] = (),
     ) -> Observation:
         """One poll of ``keys`` and all their groups, in one pipeline (per cluster node).
 
         ages_for: keys whose groups' oldest pending idle time is measured (None: all).
         details_for: keys that also get XINFO STREAM (first/last entry ids).
+        lengths_for: other keys whose XLEN is read in the same pipeline (dead-letter streams).
         Never raises for Redis trouble: the Observation then carries the problem, and every
         number in it is unknown rather than zero.
         """
@@ -510,6 +512,8 @@ class RedisGateway:
         detail_keys = [k for k in keys if k in details_for]
         commands = [command for _, command in calls]
         commands += [("XINFO", "STREAM", key) for key in detail_keys]
+        length_keys = list(lengths_for)
+        commands += [("XLEN", key) for key in length_keys]
         try:
             replies = await self._pipeline(commands) if commands else []
         except GatewayError as exc:
@@ -528,15 +532,21 @@ class RedisGateway:
                     streams[key] = StreamState(key, StreamStatus.ERROR, error=error.message)
             else:
                 self._parse_observe(batch, reply, ages_for, streams)
-        for key, info in zip(detail_keys, replies[len(calls) :], strict=True):
+        details_end = len(calls) + len(detail_keys)
+        for key, info in zip(detail_keys, replies[len(calls) : details_end], strict=True):
             if not isinstance(info, Exception) and key in streams:
                 _add_details(streams[key], info)
+        lengths = {
+            key: None if isinstance(n, Exception) else int(n)
+            for key, n in zip(length_keys, replies[details_end:], strict=True)
+        }
         return Observation(
             taken_at=started,
             wall_time=wall,
             streams=streams,
             duration_s=time.monotonic() - started,
             lag_count_cap=self.lag_count_cap,
+            lengths=lengths,
         )
 
     def _batches(self, keys: Sequence[str]) -> list[list[str]]:
