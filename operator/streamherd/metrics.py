@@ -8,6 +8,7 @@ import math
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from streamherd import __version__
 from streamherd.decisions.totals import GroupTotals
 
 GROUP_LABELS = ("namespace", "consumergroup", "group")
@@ -62,6 +63,19 @@ class Metrics:
             (*GROUP_LABELS, "state"),
             registry=r,
         )
+        self.api_requests = Counter(
+            "streamherd_api_requests_total",
+            "Kubernetes API requests the operator's loops sent (kopf's own watches and handler patches not included), by verb and resource.",
+            ("verb", "resource"),
+            registry=r,
+        )
+        self.info = Gauge(
+            "streamherd_operator_info",
+            "1 while the operator runs (its version as a label): absent means it is down or not scraped.",
+            ("version",),
+            registry=r,
+        )
+        self.info.labels(__version__).set(1)
         self.reconcile_errors = Counter(
             "streamherd_reconcile_errors_total",
             "Reconciliations that ended not Ready, by reason.",

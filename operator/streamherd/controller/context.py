@@ -139,6 +139,8 @@ class Context:
     def __post_init__(self) -> None:
         self.scalers = ScalerIndex(self.kube)
         self.durability = DurabilityWatch(self.metrics)
+        requests = self.metrics.api_requests
+        self.kube.on_request = lambda r: requests.labels(r.method, r.resource).inc()
 
     def young(self) -> bool:
         """Within the start-up grace: resources may still be waiting for their loops."""

@@ -250,11 +250,11 @@ class GroupLoop:
             verdicts += scaling.conditions
         else:
             fields.update(dict.fromkeys(SCALE_FIELDS))
+        dead_letters: frozenset[str] = frozenset()
         if spec.recovery.enabled and binding.spec is not None:
             verdicts.append(dead_lettering(spec, binding.spec, keys))
-            self.count_dead_letters(dead_letter_keys(spec, binding.spec, keys), group, result)
-        else:
-            self.poller.measure_lengths(self.me, frozenset())
+            dead_letters = dead_letter_keys(spec, binding.spec, keys)
+        self.count_dead_letters(dead_letters, group, result)
         verdicts.append(await self.health.step(spec, group, totals, taken_at, fields))
         self.ctx.metrics.set_group(self.namespace, self.name, group, totals)
         if verdicts[0].status is ConditionStatus.FALSE:

@@ -58,6 +58,17 @@ class Request:
     body: Any = None
     content_type: str = JSON
 
+    @property
+    def resource(self) -> str:
+        """What the request is about, for metrics: "consumergroups", "deployments/scale"."""
+        parts = self.path.strip("/").split("/")
+        parts = parts[2:] if parts[:1] == ["api"] else parts[3:]  # api/v1 | apis/<group>/<v>
+        if parts[:1] == ["namespaces"] and len(parts) > 2:
+            parts = parts[2:]
+        if not parts:
+            return "?"
+        return parts[0] + (f"/{parts[2]}" if len(parts) > 2 else "")
+
     def payload(self) -> bytes | None:
         return None if self.body is None else json.dumps(self.body).encode()
 
