@@ -102,7 +102,7 @@ def test_the_check_catches_a_renamed_metric_or_label() -> None:
         "streamherd_group_backlog has no label ['consumer_group']"
     ]
     assert unknown_names('sum(rate(streamherd_polls_total{outcome="ok"}[5m]))') == []
-    with pytest.raises(ValueError, match="."):
+    with pytest.raises(ValueError, match="unclosed left parenthesis"):
         selectors("sum(rate(streamherd_polls_total[5m])")  # not PromQL
 
 
