@@ -127,12 +127,7 @@ async def consumers(gateway: RedisGateway, stream: str, group: str) -> list[tupl
     (reply,) = await gateway.pipeline([("XINFO", "CONSUMERS", stream, group)])
     if isinstance(reply, Exception):
         return []
-    found = []
-    for item in reply:
-        fields = (
-            item if isinstance(item, Mapping) else dict(zip(item[::2], item[1::2], strict=False))
-        )
-        found.append((str(fields["name"]), int(fields["idle"])))
+    found = [(str(f["name"]), int(f["idle"])) for f in map(_as_dict, reply)]
     return sorted(found, key=lambda c: c[1])
 
 
@@ -141,10 +136,9 @@ async def groups(gateway: RedisGateway, stream: str) -> list[str]:
     (reply,) = await gateway.pipeline([("XINFO", "GROUPS", stream)])
     if isinstance(reply, Exception):
         return []
-    out = []
-    for item in reply:
-        fields = (
-            item if isinstance(item, Mapping) else dict(zip(item[::2], item[1::2], strict=False))
-        )
-        out.append(str(fields["name"]))
-    return out
+    return [str(f["name"]) for f in map(_as_dict, reply)]
+
+
+def _as_dict(item: Mapping[str, Any] | Sequence[Any]) -> Mapping[str, Any]:
+    """An XINFO item: a mapping (RESP3, or redis-py's parsing) or a flat name/value list."""
+    return item if isinstance(item, Mapping) else dict(zip(item[::2], item[1::2], strict=False))
