@@ -271,3 +271,13 @@ def test_the_operator_reports_durability_on_the_redisstream(harness: Harness) ->
     time.sleep(5)
     after = h.r.info("commandstats")["cmdstat_info"]["calls"]
     assert after - before == 1  # our own INFO commandstats
+
+    # Redis gone: not known (and no extra connection attempt for it); back: read again.
+    def durable_reason() -> str | None:
+        conditions = h.status("RedisStream", "orders").get("conditions") or []
+        return next((c["reason"] for c in conditions if c["type"] == "Durable"), None)
+
+    h.redis_server.stop()
+    wait_until(lambda: durable_reason() == "Unknown", 30, message="never Unknown")
+    h.redis_server.start()
+    wait_until(lambda: durable_reason() == "NoPersistence", 30, message="never read again")

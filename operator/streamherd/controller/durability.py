@@ -10,6 +10,7 @@ import time
 import weakref
 from dataclasses import dataclass
 
+from streamherd.api.status import ConditionStatus, Reason
 from streamherd.decisions.durability import Assessment, assess
 from streamherd.gateway import GatewayError, RedisGateway
 from streamherd.metrics import Metrics
@@ -38,8 +39,18 @@ class DurabilityWatch:
             weakref.WeakKeyDictionary()
         )
 
-    async def of(self, gateway: RedisGateway) -> Assessment:
-        """The endpoint's assessment, read now if the last one is old enough."""
+    async def of(self, gateway: RedisGateway, *, reachable: bool = True) -> Assessment:
+        """The endpoint's assessment, read now if the last one is old enough. Not
+        ``reachable`` (the poll just failed): Unknown, without trying to connect again."""
+        if not reachable:
+            assessment = Assessment(
+                ConditionStatus.UNKNOWN,
+                Reason.UNKNOWN,
+                "Redis cannot be read (see Ready): persistence and replication not known",
+            )
+            self._readings.pop(gateway, None)  # read again as soon as it answers
+            self._record(gateway.where, assessment)
+            return assessment
         lock = self._locks.setdefault(gateway, asyncio.Lock())
         async with lock:  # many RedisStreams on one endpoint: one read
             reading = self._readings.get(gateway)

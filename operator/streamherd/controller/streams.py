@@ -99,7 +99,8 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
                     ctx.metrics.stream_length.labels(namespace, name).set(fields["length"])
                 if verdict.status is ConditionStatus.FALSE:
                     ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, verdict.reason).inc()
-                durable = await ctx.durability.of(poller.gateway)
+                reachable = result.observation.problem is None
+                durable = await ctx.durability.of(poller.gateway, reachable=reachable)
                 fields[DURABILITY_FIELD] = durable.fields or None
                 await report(writer, [verdict, durable.verdict], generation, fields)
                 continue  # the next poll result paces the loop
