@@ -21,7 +21,7 @@ from streamherd.api.redisstream import RedisStreamSpec
 from streamherd.controller.context import SecretCache
 from streamherd.decisions import deadletter as dl
 from streamherd.decisions.recovery import default_dead_letter_key
-from streamherd.gateway import Endpoint, GatewayError, RedisGateway, ScanState, SecretMissing
+from streamherd.gateway import Endpoint, GatewayError, RedisGateway, SecretMissing
 from streamherd.gateway import deadletter as redis_dl
 from streamherd.gateway.endpoint import TLSMaterial
 from streamherd.keys import DEAD_LETTER_SUFFIX
@@ -150,10 +150,7 @@ async def dead_letter_keys(target: Target) -> dict[str, int | None]:
         if target.cluster:
             globs.append("{" + target.pattern + "}" + DEAD_LETTER_SUFFIX)
         for glob in globs:
-            scan = ScanState.start(glob)
-            while not await target.gateway.scan_streams(scan):
-                pass
-            candidates |= scan.found
+            candidates |= await target.gateway.scan_all(glob)
     ordered = sorted(candidates)
     found = await redis_dl.lengths(target.gateway, ordered) if ordered else {}
     return {k: n for k, n in found.items() if n != 0 or k in target.dead_letters}

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streamherd.gateway.client import REPLAY, RedisGateway
+from streamherd.gateway.client import REPLAY, RedisGateway, reply_fields
 from streamherd.gateway.recovery import (
     CONSUMER_FIELD,
     DELIVERIES_FIELD,
@@ -127,7 +127,7 @@ async def consumers(gateway: RedisGateway, stream: str, group: str) -> list[tupl
     (reply,) = await gateway.pipeline([("XINFO", "CONSUMERS", stream, group)])
     if isinstance(reply, Exception):
         return []
-    found = [(str(f["name"]), int(f["idle"])) for f in map(_as_dict, reply)]
+    found = [(str(f["name"]), int(f["idle"])) for f in map(reply_fields, reply)]
     return sorted(found, key=lambda c: c[1])
 
 
@@ -136,9 +136,4 @@ async def groups(gateway: RedisGateway, stream: str) -> list[str]:
     (reply,) = await gateway.pipeline([("XINFO", "GROUPS", stream)])
     if isinstance(reply, Exception):
         return []
-    return [str(f["name"]) for f in map(_as_dict, reply)]
-
-
-def _as_dict(item: Mapping[str, Any] | Sequence[Any]) -> Mapping[str, Any]:
-    """An XINFO item: a mapping (RESP3, or redis-py's parsing) or a flat name/value list."""
-    return item if isinstance(item, Mapping) else dict(zip(item[::2], item[1::2], strict=False))
+    return [str(f["name"]) for f in map(reply_fields, reply)]
