@@ -187,9 +187,7 @@ class Health(ApiModel):
     """How the group's health (condition Healthy) is judged."""
 
     window: Annotated[Duration, at_least("1s")] = duration("60s")
-    """Health is judged over the polls of this past window: Lagging when the backlog grew
-    throughout it, Stalled when nothing was delivered or acknowledged in it, Stopped when no
-    consumer was live in it. Longer than the time a pod takes to start (a wake from zero)."""
+    """Health is judged over the polls of this window; longer than a pod takes to start."""
 
 
 class ConsumerGroupSpec(ApiModel):

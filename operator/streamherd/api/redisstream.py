@@ -107,8 +107,7 @@ class RedisStreamSpec(ApiModel):
 
 
 class DurabilityStatus(ApiModel):
-    """The endpoint's persistence and replication, as Redis reports them (null: not readable,
-    e.g. CONFIG GET denied). On Redis Cluster, those of the weakest primary."""
+    """Persistence and replication as Redis reports them (null: not readable)."""
 
     append_only: bool | None = None
     """The append-only file (AOF) is on."""

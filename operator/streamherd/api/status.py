@@ -15,15 +15,6 @@ class ConditionStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
     UNKNOWN = "Unknown"
-    # Durable
-    FSYNC_ALWAYS_WITH_REPLICA = "FsyncAlwaysWithReplica"
-    PERSISTENCE_FAILING = "PersistenceFailing"
-    NO_PERSISTENCE = "NoPersistence"
-    NO_APPEND_ONLY_FILE = "NoAppendOnlyFile"
-    SNAPSHOTS_ONLY = "SnapshotsOnly"
-    FSYNC_NEVER = "FsyncNever"
-    FSYNC_EVERY_SECOND = "FsyncEverySecond"
-    NO_REPLICA = "NoReplica"
 
 
 class ConditionType(StrEnum):
