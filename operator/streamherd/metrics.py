@@ -172,7 +172,7 @@ class Metrics:
         )
         self.dead_letter_entries = Gauge(
             "streamherd_group_dead_letter_entries",
-            "Entries in the dead-letter stream(s) the group's poison entries go to (a default <key>:dlq is shared by the groups of its stream). Read with each poll; NaN until read.",
+            "Entries in the dead-letter stream(s) the group's poison entries go to (a default <key>:dlq is shared by the groups of its stream). Read by one poll in five; NaN when a length could not be read.",
             GROUP_LABELS,
             registry=r,
         )

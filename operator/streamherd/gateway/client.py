@@ -26,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
 
-from streamherd.gateway import durability
+from streamherd.gateway import durability as persistence
 from streamherd.gateway.endpoint import Endpoint
 from streamherd.gateway.errors import GatewayError, classify
 from streamherd.observations import (
@@ -458,18 +458,18 @@ class RedisGateway:
         await self.connect()
         client = self._require()
         if not isinstance(client, RedisCluster):
-            return [durability.parse(self.where, await self._pipeline(durability.COMMANDS))]
+            return [persistence.parse(self.where, await self._pipeline(persistence.COMMANDS))]
         servers = []
         for node in client.get_primaries():
             replies: list[Any] = []
-            for command in durability.COMMANDS:
+            for command in persistence.COMMANDS:
                 try:
                     replies.append(await client.execute_command(*command, target_nodes=node))
                 except (rx.ConnectionError, rx.TimeoutError) as exc:
                     raise self._classify(exc) from exc
                 except rx.RedisError as exc:
                     replies.append(exc)
-            servers.append(durability.parse(str(node.name), replies))
+            servers.append(persistence.parse(str(node.name), replies))
         return servers
 
     # ------------------------------------------------------------------ observation
