@@ -13,8 +13,8 @@ from tests.janitor.helpers import recovery
 
 from streamherd.controller.janitor import Janitor, Progress, run_pass
 from streamherd.decisions.recovery import Pods
+from streamherd.fields import ORIGIN_ID_FIELD
 from streamherd.gateway import RedisGateway
-from streamherd.gateway.recovery import ORIGIN_ID_FIELD
 from streamherd.kube import KubeClient
 from streamherd.metrics import Metrics
 

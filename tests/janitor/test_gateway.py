@@ -12,13 +12,15 @@ import redis.asyncio as aredis
 from tests.janitor.helpers import deliver, idle, pel, seed, settings
 
 from streamherd.decisions.recovery import next_offset
-from streamherd.gateway import GatewayError, RedisGateway
-from streamherd.gateway.recovery import (
+from streamherd.fields import (
     CONSUMER_FIELD,
     DELIVERIES_FIELD,
     GROUP_FIELD,
     ORIGIN_ID_FIELD,
     STREAM_FIELD,
+)
+from streamherd.gateway import GatewayError, RedisGateway
+from streamherd.gateway.recovery import (
     Batch,
     Strategy,
     consumers,

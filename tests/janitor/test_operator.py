@@ -10,7 +10,7 @@ import redis
 from e2e.cluster.processes import OperatorProcess, wait_until
 from tests.harness import Harness
 
-from streamherd.gateway.recovery import DELIVERIES_FIELD, ORIGIN_ID_FIELD
+from streamherd.fields import DELIVERIES_FIELD, ORIGIN_ID_FIELD
 
 
 def produce(h: Harness, key: str, count: int, start: int = 0, **fields: str) -> list[str]:

@@ -21,8 +21,8 @@ from tests.janitor.helpers import deliver, idle, pel, recovery, seed
 
 from streamherd.controller.janitor import Outcome, Progress, run_pass
 from streamherd.decisions.recovery import Pods
+from streamherd.fields import DELIVERIES_FIELD, ORIGIN_ID_FIELD
 from streamherd.gateway import RedisGateway
-from streamherd.gateway.recovery import DELIVERIES_FIELD, ORIGIN_ID_FIELD
 
 KEY = "orders"
 DEAD = "web-5d8f7c6b9a-x2x4z"  # named after a pod of Deployment "web" that is gone

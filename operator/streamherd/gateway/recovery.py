@@ -21,16 +21,6 @@ RECOVER = Script("recover")
 REMOVE_CONSUMERS = Script("remove_consumers")
 SCRIPTS = (RECOVER, REMOVE_CONSUMERS)
 
-# Fields the janitor writes (the names are literals in recover.lua too).
-ORIGIN_ID_FIELD = "streamherd-origin-id"
-"""On a re-queued copy and a dead-letter record: the id the message first had."""
-DELIVERIES_FIELD = "streamherd-deliveries"
-"""On a re-queued copy: deliveries so far; on a dead-letter record: deliveries in total."""
-STREAM_FIELD = "streamherd-stream"
-GROUP_FIELD = "streamherd-group"
-CONSUMER_FIELD = "streamherd-consumer"
-"""Dead-letter record: the stream, group and consumer that last held the entry."""
-
 
 class Strategy(StrEnum):
     REQUEUE = "requeue"
