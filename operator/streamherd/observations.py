@@ -14,6 +14,7 @@ from enum import StrEnum
 from streamherd.exactness import Exactness, weakest
 
 __all__ = [
+    "ConsumerState",
     "DeadLetterRecord",
     "EndpointProblem",
     "Exactness",
@@ -87,6 +88,16 @@ class GroupState:
     at_tail: bool | None = None
     """True when ``reported_lag`` > 0 but no entry lies after last-delivered-id (a stale 7.x
     lag); None when that was not checked (8.x, or lag 0)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerState:
+    """One consumer of a group on one stream (XINFO CONSUMERS)."""
+
+    name: str
+    pending: int
+    idle_ms: int
+    """Since the consumer's last read (7.2+: any read attempt; 7.0: a read that got entries)."""
 
 
 class StreamStatus(StrEnum):

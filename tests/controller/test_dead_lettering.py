@@ -3,6 +3,7 @@ from redis.crc import key_slot
 from streamherd.api.consumergroup import ConsumerGroupSpec
 from streamherd.api.redisstream import RedisStreamSpec
 from streamherd.controller.groups import dead_lettering
+from streamherd.decisions.recovery import RecoveryFindings
 
 
 def spec(dlq: str | None = None) -> ConsumerGroupSpec:
@@ -37,3 +38,13 @@ def test_standalone_takes_any_key_and_patterns_use_each_streams_own() -> None:
     assert dead_lettering(spec("failed-orders"), stream("Standalone"), ["orders"]).status == "True"
     verdict = dead_lettering(spec(), stream(key=None, pattern="conv:*"), ["conv:1", "conv:2"])
     assert verdict.status == "True" and "each stream's own" in verdict.message
+
+
+def test_a_dead_letter_key_of_another_type_found_by_the_janitor_is_a_condition() -> None:
+    findings = RecoveryFindings({"orders:dlq": "string"}, held=3)
+    verdict = dead_lettering(spec(), stream("Standalone"), ["orders"], findings)
+    assert (verdict.status, verdict.reason) == ("False", "WrongKeyType")
+    assert "'orders:dlq' is a string" in verdict.message and "3 held" in verdict.message
+    assert dead_lettering(spec(), stream("Standalone"), ["orders"], RecoveryFindings()).status == (
+        "True"
+    )

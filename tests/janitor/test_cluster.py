@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from tests.janitor.helpers import recovery
+from tests.janitor.helpers import recovery, settings
 
 from streamherd.controller.janitor import Janitor, Progress, run_pass
 from streamherd.decisions.recovery import Pods
 from streamherd.fields import ORIGIN_ID_FIELD
 from streamherd.gateway import RedisGateway
+from streamherd.gateway.recovery import BatchCall, recover_batches
 from streamherd.kube import KubeClient
 from streamherd.metrics import Metrics
 
@@ -101,3 +102,29 @@ async def test_a_dead_letter_key_in_another_slot_is_refused_and_reported(
     assert sample("streamherd_janitor_poison_held", labels) == 2
     status = kube_api.get("consumergroups.streamherd.io", "default", "orders-g")["status"]
     assert (status["recovered"], status["deadLettered"]) == (3, 0)
+
+
+async def test_scripts_lost_on_one_node_are_loaded_and_only_its_calls_sent_again(
+    cluster_gateway: RedisGateway, cluster_client: RedisCluster
+) -> None:
+    """A failover or restart of one primary loses its scripts: the calls on the other nodes
+    ran and are not sent again; those on that node get NOSCRIPT, the script is loaded, and
+    they run once."""
+    keys = [f"orders:{i}" for i in range(12)]
+    for key in keys:
+        await stranded(cluster_client, key, poison=1, good=2)
+    await cluster_gateway.connect()
+    node = cluster_client.get_node_from_key(keys[0])
+    on_node = [k for k in keys if cluster_client.get_node_from_key(k).name == node.name]
+    assert 0 < len(on_node) < len(keys)
+    await cluster_client.execute_command("SCRIPT", "FLUSH", target_nodes=node)
+    before = cluster_gateway.round_trips
+
+    calls = [BatchCall(key, "{" + key + "}:dlq", consumer="web-h-zzzzz") for key in keys]
+    batches = await recover_batches(cluster_gateway, "g", settings(max_deliveries=5), calls)
+
+    assert [getattr(b, "requeued", b) for b in batches] == [3] * len(keys)
+    assert cluster_gateway.round_trips - before == 2, "the pipeline, then only the NOSCRIPT calls"
+    for key in keys:
+        origins = [f[ORIGIN_ID_FIELD] for _, f in (await cluster_client.xrange(key))[3:]]
+        assert len(origins) == len(set(origins)) == 3, "each entry re-queued once"

@@ -13,7 +13,6 @@ from redis.crc import key_slot
 
 from streamherd.decisions.recovery import (
     CRON_JOB_NAME_MAX,
-    ConsumerState,
     Pods,
     cron_job_name,
     cron_job_patch,
@@ -27,6 +26,7 @@ from streamherd.decisions.recovery import (
     plan_consumers,
     pod_name_pattern,
 )
+from streamherd.observations import ConsumerState
 
 keys = st.text(min_size=1, max_size=40)
 safe = st.text(alphabet=SAFE_CHARS, min_size=5, max_size=5)

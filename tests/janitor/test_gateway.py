@@ -67,6 +67,7 @@ async def test_requeue_copies_stale_entries_to_the_tail_and_acks_only_them(
     for (copy_id, fields), origin in zip(copies, stale, strict=True):
         assert copy_id > ids[-1]
         assert fields[ORIGIN_ID_FIELD] == origin and fields[DELIVERIES_FIELD] == "1"
+        assert fields[GROUP_FIELD] == "g", "a copy names the group it is work for"
         assert fields["body"] == f"order {fields['msg']}"
     # A plain ">" reader gets exactly the copies, nothing else.
     assert len(await deliver(r, KEY, "fresh-reader", 100)) == 6
@@ -191,11 +192,11 @@ async def test_claim_round_robin_keeps_ids_and_delivery_counts(
     assert {(await pel(r, KEY))[i][1] for i, _ in mine[0][1]} == {2}
 
 
-async def test_claim_requeues_what_goes_stale_in_a_live_consumers_pel(
+async def test_claim_hands_what_goes_stale_in_a_live_consumers_pel_to_another_live_one(
     gateway: RedisGateway, r: aredis.Redis
 ) -> None:
-    """A live consumer that holds an entry past min idle is not reading it (it reads only
-    ">", or it is stuck): claiming it to another such consumer would strand it again."""
+    """A live consumer that holds an entry past min idle is not reading it (stuck, or slow):
+    another live consumer gets it. Claim never copies into the shared stream."""
     await seed(r, KEY, 4)
     held_by_live = await deliver(r, KEY, "t1", 2)
     held_by_gone = await deliver(r, KEY, "somebody-else", 2)
@@ -211,18 +212,39 @@ async def test_claim_requeues_what_goes_stale_in_a_live_consumers_pel(
         targets=["t1", "t2"],
     )
 
-    assert (batch.requeued, batch.claimed) == (2, 2)
-    assert [f[ORIGIN_ID_FIELD] for _, f in (await r.xrange(KEY))[4:]] == held_by_live
-    assert set(await pel(r, KEY)) == set(held_by_gone)
+    assert (batch.requeued, batch.claimed, batch.kept) == (0, 4, 0)
+    assert await r.xlen(KEY) == 4, "nothing copied"
+    owners = await pel(r, KEY)
+    assert {owners[i][0] for i in held_by_live} == {"t2"}, "never back to the stuck owner"
+    assert {owners[i][0] for i in held_by_gone} <= {"t1", "t2"}
 
 
-async def test_claim_without_targets_requeues(gateway: RedisGateway, r: aredis.Redis) -> None:
-    await seed(r, KEY, 3)
-    await deliver(r, KEY, "dead", 3)
-    batch = await recover(
+async def test_claim_keeps_entries_pending_without_another_live_consumer(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    """No live consumer (or only the owner): the entries stay in the group's PEL - pending
+    keeps the backlog above zero, so the group is woken and a new pod gets them claimed."""
+    await seed(r, KEY, 5)
+    stranded = await deliver(r, KEY, "dead", 3)
+    own = await deliver(r, KEY, "t1", 2)
+    await idle(0.12)
+    nobody = await recover(
         gateway, KEY, "g", settings(Strategy.CLAIM), dead_letter=DLQ, consumer="dead"
     )
-    assert (batch.requeued, batch.claimed) == (3, 0) and await pel(r, KEY) == {}
+    only_owner = await recover(
+        gateway,
+        KEY,
+        "g",
+        settings(Strategy.CLAIM),
+        dead_letter=DLQ,
+        min_idle_ms=100,
+        targets=["t1"],
+    )
+    assert (nobody.requeued, nobody.claimed, nobody.kept) == (0, 0, 3)
+    assert (only_owner.claimed, only_owner.kept) == (3, 2), "the dead one's go to t1; t1's stay"
+    assert await r.xlen(KEY) == 5, "nothing copied"
+    owners = await pel(r, KEY)
+    assert {owners[i][0] for i in stranded + own} == {"t1"}
 
 
 async def test_pending_entries_whose_stream_entry_is_gone_are_dropped(

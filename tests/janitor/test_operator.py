@@ -256,3 +256,54 @@ def test_a_dead_letter_key_in_another_cluster_slot_is_a_condition(
     assert h.ready("ConsumerGroup", "g")["status"] == "True", "consuming still works"
     h.patch("ConsumerGroup", "g", {"spec": {"recovery": {"deadLetter": {"stream": None}}}})
     h.wait_status("ConsumerGroup", "g", lambda s: not refused(s))
+
+
+def test_a_dead_letter_key_of_another_type_holds_poison_with_a_condition_until_freed(
+    harness: Harness,
+) -> None:
+    """A string where the dead-letter stream should be: the janitor writes nothing there,
+    holds the poison entry (counted), and the group's DeadLettering condition, an Event and
+    a metric say so; once the key is freed, the entry is dead-lettered once."""
+    h = harness
+    ids = produce(h, "orders", 3)
+    h.r.set("orders:dlq", "somebody's value")
+    h.stream("orders")
+    h.group(
+        "billing", startId="0", recovery={"minIdle": "1s", "interval": "1s", "maxDeliveries": 2}
+    )
+    h.start()
+    h.wait_ready("ConsumerGroup", "billing")
+    h.r.xreadgroup("billing", "gone-worker", {"orders": ">"})
+    h.r.xreadgroup("billing", "gone-worker", {"orders": "0"}, count=1)  # the first: 2 deliveries
+
+    def refused(status: dict[str, Any]) -> bool:
+        return any(
+            c["type"] == "DeadLettering" and c["reason"] == "WrongKeyType"
+            for c in status.get("conditions", [])
+        )
+
+    status = h.wait_status("ConsumerGroup", "billing", refused, timeout=20)
+    condition = next(c for c in status["conditions"] if c["type"] == "DeadLettering")
+    assert condition["status"] == "False" and "'orders:dlq' is a string" in condition["message"]
+
+    def pending() -> list[str]:
+        return [p["message_id"] for p in h.r.xpending_range("orders", "billing", "-", "+", 10)]
+
+    wait_until(lambda: pending() == [ids[0]], 15, message=lambda: f"pending: {pending()}")
+    assert h.r.get("orders:dlq") == "somebody's value", "never written"
+    origins = [f["streamherd-origin-id"] for _, f in h.r.xrange("orders", min=f"({ids[-1]}")]
+    assert origins == ids[1:], "the two good ones re-queued once"
+    labels = {"consumergroup": "billing", "group": "billing"}
+    assert metric(h, "streamherd_janitor_dead_letter_blocked", **labels) == 1
+    wait_until(
+        lambda: any(e[:2] == ("Warning", "WrongKeyType") for e in h.events("billing")),
+        10,
+        message=lambda: f"no WrongKeyType Event: {h.events('billing')}",
+    )
+
+    h.r.delete("orders:dlq")
+    h.wait_status("ConsumerGroup", "billing", lambda s: not refused(s), timeout=20)
+    wait_until(lambda: h.r.exists("orders:dlq") and h.r.xlen("orders:dlq") == 1, 10)
+    ((_, record),) = h.r.xrange("orders:dlq")
+    assert record["streamherd-origin-id"] == ids[0] and record["streamherd-group"] == "billing"
+    assert not h.r.xpending("orders", "billing")["pending"]

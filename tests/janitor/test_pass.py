@@ -84,12 +84,16 @@ async def wait_for(predicate: Any, within: float, what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("mode", ["new", "history"])
-@pytest.mark.parametrize("strategy", ["Requeue", "Claim"])
+@pytest.mark.parametrize(
+    ("strategy", "mode"),
+    # Claim is for consumers that read their own history (a ">" reader never sees what is
+    # claimed to it: that is what Requeue is for).
+    [("Requeue", "new"), ("Requeue", "history"), ("Claim", "history")],
+)
 async def test_every_message_is_processed_after_a_crash(
     gateway: RedisGateway, r: aredis.Redis, processes: Consumers, strategy: str, mode: str
 ) -> None:
-    ids = await seed(r, KEY, 120)
+    await seed(r, KEY, 120)
     (poison_id,) = await seed(r, KEY, 1, start=120, poison="1")
     # A consumer crashes in the middle of its first batch: read 10, acked 4, exit(1).
     crasher = processes.start(DEAD, MODE=mode, BATCH="10", CRASH_AFTER="5")
@@ -127,12 +131,7 @@ async def test_every_message_is_processed_after_a_crash(
     assert DEAD not in names and DEAD in total.removed, "its pod is gone: so is its name"
     if strategy == "Claim":
         assert total.claimed >= len(stranded) - 1, "the crashed consumer's entries were claimed"
-        if mode == "history":
-            # Claimed entries keep their ids: a history reader processed the originals.
-            copies = [f for _, f in await r.xrange(KEY, min=f"({ids[-1]}") if "msg" in f]
-            assert not {f["msg"] for f in copies} & {str(i) for i in range(120)}
-        if mode == "new":
-            assert total.requeued > 0, "what a '>' reader never read was re-queued after all"
+        assert total.requeued == 0 and await r.xlen(KEY) == 121, "nothing copied: ids kept"
     else:
         assert total.claimed == 0 and total.requeued >= len(stranded)
 

@@ -14,6 +14,7 @@ from streamherd.controller.consumers import ScalerIndex
 from streamherd.controller.durability import DurabilityWatch
 from streamherd.controller.polling import Endpoints, Poller, Source
 from streamherd.decisions.conditions import Verdict
+from streamherd.decisions.recovery import RecoveryFindings
 from streamherd.gateway.endpoint import (
     Endpoint,
     SecretMissing,
@@ -115,6 +116,9 @@ class Context:
     claims: GroupClaims = field(default_factory=GroupClaims)
     wakeups: dict[str, dict[str, asyncio.Event]] = field(default_factory=lambda: defaultdict(dict))
     """Per resource, one event per loop that works on it (the group's, the janitor's)."""
+    recovery_findings: dict[str, RecoveryFindings] = field(default_factory=dict)
+    """Per ConsumerGroup (``who``), what its janitor's last pass found for the group loop's
+    conditions. In memory: the next pass after a restart finds it again."""
     deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """Deployments by (namespace, name), kept by a watch: replicas without a GET per poll."""
     scalers: ScalerIndex = field(init=False)

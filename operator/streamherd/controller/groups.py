@@ -23,8 +23,9 @@ from streamherd.controller.polling import DEFAULT_INTERVAL, Poller, PollResult, 
 from streamherd.controller.reporting import StatusWriter, report
 from streamherd.controller.streams import RETRY_SECONDS
 from streamherd.controller.waiting import Stopped, next_result, sleep
+from streamherd.decisions import recovery as recovery_decisions
 from streamherd.decisions.conditions import Verdict
-from streamherd.decisions.recovery import dead_letter_target
+from streamherd.decisions.recovery import RecoveryFindings, dead_letter_target
 from streamherd.decisions.streams import problem_verdict
 from streamherd.decisions.totals import GroupTotals, group_totals
 from streamherd.gateway import EnsuredGroup, GatewayError, GroupOutcome
@@ -66,31 +67,20 @@ def start_position(start_id: str, *, pattern: bool, created: str | None) -> str:
 
 
 def dead_lettering(
-    spec: ConsumerGroupSpec, stream: RedisStreamSpec, keys: Sequence[str]
+    spec: ConsumerGroupSpec,
+    stream: RedisStreamSpec,
+    keys: Sequence[str],
+    findings: RecoveryFindings | None = None,
 ) -> Verdict:
     """Whether poison entries can be dead-lettered (the janitor refuses a key in another
-    Redis Cluster hash slot, and says so here: the group loop owns the conditions)."""
-    cluster = stream.redis.mode is RedisMode.CLUSTER
-    configured = spec.recovery.dead_letter.stream
-    for key in keys:
-        target = dead_letter_target(key, configured, cluster=cluster)
-        if target.problem is not None:
-            return Verdict(
-                ConditionType.DEAD_LETTERING,
-                ConditionStatus.FALSE,
-                Reason.CROSS_SLOT,
-                target.problem,
-            )
-    where = configured or (
-        "each stream's own dead-letter stream"
-        if stream.key is None
-        else repr(dead_letter_target(stream.key, None, cluster=cluster).key)
-    )
-    return Verdict(
-        ConditionType.DEAD_LETTERING,
-        ConditionStatus.TRUE,
-        Reason.RECONCILED,
-        f"poison entries go to {where}",
+    Redis Cluster hash slot, or one that is not a stream, and says so here: the group loop
+    owns the conditions)."""
+    return recovery_decisions.dead_lettering(
+        keys,
+        single_key=stream.key,
+        configured=spec.recovery.dead_letter.stream,
+        cluster=stream.redis.mode is RedisMode.CLUSTER,
+        findings=findings,
     )
 
 
@@ -252,7 +242,9 @@ class GroupLoop:
             fields.update(dict.fromkeys(SCALE_FIELDS))
         dead_letters: frozenset[str] = frozenset()
         if spec.recovery.enabled and binding.spec is not None:
-            verdicts.append(dead_lettering(spec, binding.spec, keys))
+            verdicts.append(
+                dead_lettering(spec, binding.spec, keys, self.ctx.recovery_findings.get(self.me))
+            )
             dead_letters = dead_letter_keys(spec, binding.spec, keys)
         self.count_dead_letters(dead_letters, group, result)
         verdicts.append(await self.health.step(spec, group, totals, taken_at, fields))

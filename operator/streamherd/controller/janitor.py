@@ -43,6 +43,7 @@ from streamherd.controller.waiting import Stopped, sleep
 from streamherd.decisions.conditions import condition
 from streamherd.decisions.recovery import (
     Pods,
+    RecoveryFindings,
     cron_job_patch,
     dead_letter_target,
     desired_cron_job,
@@ -67,7 +68,6 @@ MORE_WORK_SECONDS = 1.0
 IDLE_SECONDS = 60.0
 """Nothing to do (paused, disabled, mode CronJob, an invalid spec): look again this often,
 or as soon as the spec or the paused annotation changes."""
-"""How often a waiting loop looks at its (live) object for an edit: in memory, no API call."""
 STATUS_FIELDS = ("recovered", "deadLettered", "consumersRemoved")
 HEARTBEAT_FIELD = "lastJanitorRun"
 HEARTBEAT_SECONDS = 60.0
@@ -99,10 +99,18 @@ class Outcome:
     dropped: int = 0
     held: int = 0
     acked: int = 0
+    kept: int = 0
+    foreign: int = 0
+    oversized: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    """The first failure of each batch that had one (its entries stay pending)."""
     removed: list[str] = field(default_factory=list)
     dead_letter_keys: set[str] = field(default_factory=set)
     refused: dict[str, str] = field(default_factory=dict)
-    """Stream -> why its poison entries cannot be dead-lettered."""
+    """Stream -> why its poison entries cannot be dead-lettered (known from the spec)."""
+    unusable: dict[str, str] = field(default_factory=dict)
+    """Dead-letter key -> its type, where it exists and is not a stream (found in Redis)."""
     complete: bool = True
     """False when the time budget ended the pass with work left."""
     seconds: float = 0.0
@@ -111,14 +119,29 @@ class Outcome:
     def recovered(self) -> int:
         return self.requeued + self.claimed
 
-    def add(self, batch: redis_recovery.Batch, *, count_held: bool) -> None:
+    def add(
+        self, batch: redis_recovery.Batch, *, dead_letter: str | None, count_held: bool
+    ) -> None:
         self.requeued += batch.requeued
         self.claimed += batch.claimed
         self.dead_lettered += batch.dead_lettered
         self.dropped += batch.dropped
         self.acked += batch.acked
-        if count_held:  # held entries stay where they are: count them in one scan only
+        self.foreign += batch.foreign
+        self.oversized += batch.oversized
+        self.failed += batch.failed
+        if batch.error:
+            self.errors.append(batch.error)
+        if batch.dead_lettered and dead_letter is not None:
+            self.dead_letter_keys.add(dead_letter)
+        if batch.dead_letter_type and dead_letter is not None:
+            self.unusable[dead_letter] = batch.dead_letter_type
+        if count_held:  # held and kept entries stay where they are: count them once
             self.held += batch.held
+            self.kept += batch.kept
+
+    def findings(self) -> RecoveryFindings:
+        return RecoveryFindings(dict(self.unusable), self.held)
 
     def summary(self) -> str:
         text = (
@@ -128,7 +151,11 @@ class Outcome:
             f"in {self.seconds:.2f}s"
         )
         if self.held:
-            text += f"; {self.held} poison entries held pending (no usable dead-letter stream)"
+            text += f"; {self.held} entries held pending (no usable dead-letter stream)"
+        if self.kept:
+            text += f"; {self.kept} stale entries kept pending (no other live consumer)"
+        if self.failed:
+            text += f"; {self.failed} entries failed to move, left pending: {self.errors[0]}"
         if not self.complete:
             text += "; time budget reached, the next run continues"
         return text
@@ -207,9 +234,7 @@ async def run_pass(
                 targets=plan.targets,
                 offset=progress.offset,
             )
-            outcome.add(batch, count_held=consumer is None)
-            if batch.dead_lettered:
-                outcome.dead_letter_keys.add(str(dead_letters[key]))
+            outcome.add(batch, dead_letter=dead_letters[key], count_held=consumer is None)
             progress.offset = next_offset(progress.offset, batch.claimed, len(plan.targets))
             position = batch.next_start
         return None
@@ -309,7 +334,8 @@ class Janitor:
         m.janitor_dropped.labels(*labels).inc(outcome.dropped)
         m.janitor_consumers_removed.labels(*labels).inc(len(outcome.removed))
         m.janitor_poison_held.labels(*labels).set(outcome.held)
-        m.janitor_dead_letter_blocked.labels(*labels).set(1 if outcome.refused else 0)
+        blocked = outcome.refused or outcome.unusable
+        m.janitor_dead_letter_blocked.labels(*labels).set(1 if blocked else 0)
         await self.report(outcome, recovery)
         return outcome
 
@@ -334,10 +360,25 @@ class Janitor:
                 f"{outcome.dead_lettered} poison entries (delivered {recovery.max_deliveries}"
                 f" times or more) moved to {', '.join(sorted(outcome.dead_letter_keys))}",
             )
-        for key, problem in outcome.refused.items():
+        problems = {key: (Reason.CROSS_SLOT, text) for key, text in outcome.refused.items()}
+        for dead_letter, kind in outcome.unusable.items():
+            problems[dead_letter] = (
+                Reason.WRONG_KEY_TYPE,
+                f"dead-letter key {dead_letter!r} is a {kind}, not a stream: poison entries "
+                "stay pending; rename or delete that key, or set deadLetter.stream",
+            )
+        for key, (reason, problem) in problems.items():
             if self.announced.get(key) != problem:
-                await self.writer.event("Warning", str(Reason.CROSS_SLOT), problem)
-        self.announced = dict(outcome.refused)
+                await self.writer.event("Warning", str(reason), problem)
+        self.announced = {key: problem for key, (_, problem) in problems.items()}
+        if outcome.failed:
+            logger.warning(
+                "janitor of %s/%s: %d entries failed to move (left pending): %s",
+                self.namespace,
+                self.name,
+                outcome.failed,
+                "; ".join(dict.fromkeys(outcome.errors)),
+            )
         if outcome.removed:
             logger.info(
                 "%s/%s: removed consumers %s", self.namespace, self.name, ", ".join(outcome.removed)
@@ -412,6 +453,7 @@ class JanitorLoop:
             recovery,
             pods_reader(self.ctx.kube, self.namespace, self.name, spec),
         )
+        self.ctx.recovery_findings[self.me] = outcome.findings()
         return interval if outcome.complete else min(interval, MORE_WORK_SECONDS)
 
 

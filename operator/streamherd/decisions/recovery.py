@@ -11,7 +11,10 @@ from typing import Any
 
 from redis.crc import key_slot
 
+from streamherd.api.status import ConditionStatus, ConditionType, Reason
+from streamherd.decisions.conditions import Verdict
 from streamherd.keys import DEAD_LETTER_SUFFIX
+from streamherd.observations import ConsumerState
 
 # ------------------------------------------------------------------ dead-letter stream
 
@@ -77,6 +80,64 @@ def default_dead_letter_key(stream: str, *, cluster: bool) -> str | None:
     return candidate if slot(candidate) == slot(stream) else None
 
 
+@dataclass(frozen=True)
+class RecoveryFindings:
+    """What the janitor's last pass found that only Redis can tell, for the conditions the
+    group loop writes (one writer of conditions per resource)."""
+
+    unusable_dead_letters: Mapping[str, str] = field(default_factory=dict)
+    """Dead-letter key -> its type, where that key exists and is not a stream."""
+    held: int = 0
+    """Entries held pending for want of a usable dead-letter stream."""
+
+
+def dead_lettering(
+    keys: Sequence[str],
+    *,
+    single_key: str | None,
+    configured: str | None,
+    cluster: bool,
+    findings: RecoveryFindings | None = None,
+) -> Verdict:
+    """The DeadLettering condition: whether poison entries can be moved to a dead-letter
+    stream. Refused for a configured key in another Redis Cluster hash slot (known from the
+    spec) or a dead-letter key that holds something else than a stream (known from the
+    janitor's last pass)."""
+    for key in keys:
+        target = dead_letter_target(key, configured, cluster=cluster)
+        if target.problem is not None:
+            return Verdict(
+                ConditionType.DEAD_LETTERING,
+                ConditionStatus.FALSE,
+                Reason.CROSS_SLOT,
+                target.problem,
+            )
+    unusable = dict(findings.unusable_dead_letters) if findings else {}
+    if unusable:
+        shown = ", ".join(f"{k!r} is a {t}" for k, t in sorted(unusable.items())[:5])
+        more = f" (and {len(unusable) - 5} more)" if len(unusable) > 5 else ""
+        held = findings.held if findings else 0
+        return Verdict(
+            ConditionType.DEAD_LETTERING,
+            ConditionStatus.FALSE,
+            Reason.WRONG_KEY_TYPE,
+            f"dead-letter key {shown}{more}, not a stream: nothing is written there, and "
+            f"poison entries stay pending ({held} held); rename or delete that key, or set "
+            "deadLetter.stream to a key that is free",
+        )
+    where = configured or (
+        "each stream's own dead-letter stream"
+        if single_key is None
+        else repr(dead_letter_target(single_key, None, cluster=cluster).key)
+    )
+    return Verdict(
+        ConditionType.DEAD_LETTERING,
+        ConditionStatus.TRUE,
+        Reason.RECONCILED,
+        f"poison entries go to {where}",
+    )
+
+
 # ------------------------------------------------------------------ consumers and pods
 
 
@@ -107,14 +168,6 @@ class Pods:
             if not meta.get("deletionTimestamp"):
                 live.add(meta["name"])
         return cls(deployment, frozenset(existing), frozenset(live))
-
-
-@dataclass(frozen=True)
-class ConsumerState:
-    name: str
-    pending: int
-    idle_ms: int
-    """Since the consumer's last read (7.2+: any read attempt; 7.0: a read that got entries)."""
 
 
 @dataclass(frozen=True)

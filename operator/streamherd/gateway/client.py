@@ -57,7 +57,13 @@ class Script:
 OBSERVE = Script("observe")
 ENSURE_GROUP = Script("ensure_group")
 REPLAY = Script("replay")
-SCRIPTS = (OBSERVE, ENSURE_GROUP, REPLAY)
+RECOVER = Script("recover")
+REMOVE_CONSUMERS = Script("remove_consumers")
+SCRIPTS: Mapping[str, Script] = {
+    s.sha: s for s in (OBSERVE, ENSURE_GROUP, REPLAY, RECOVER, REMOVE_CONSUMERS)
+}
+"""The one script registry, by SHA: every script the operator runs, loaded on connect and
+again (only where missing) when a server answers NOSCRIPT."""
 
 
 class GroupOutcome(StrEnum):
@@ -111,6 +117,9 @@ class RedisGateway:
         self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
         self._connect_lock = asyncio.Lock()
         self.server_version: tuple[int, int, int] | None = None
+        self.round_trips = 0
+        """Requests sent so far (a pipeline counts once; in a cluster it is one per node
+        touched, sent at once): what benchmarks and tests compare."""
 
     # ------------------------------------------------------------------ connection
 
@@ -118,17 +127,10 @@ class RedisGateway:
     def where(self) -> str:
         return self.endpoint.display
 
-    def _classify(self, exc: BaseException) -> GatewayError:
-        return classify(exc, self.endpoint)
-
     def classify(self, exc: BaseException) -> GatewayError:
         """A Redis failure (an exception, or an error reply in a pipeline's results) as the
         typed GatewayError it means, naming this endpoint."""
-        return self._classify(exc)
-
-    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """Commands in one non-transactional pipeline (see ``_pipeline``)."""
-        return await self._pipeline(commands)
+        return classify(exc, self.endpoint)
 
     @property
     def stale_lag_possible(self) -> bool:
@@ -158,7 +160,7 @@ class RedisGateway:
                 with contextlib.suppress(Exception):
                     await client.aclose()
                 self._cleanup_tls()
-                raise self._classify(exc) from exc
+                raise self.classify(exc) from exc
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -213,10 +215,11 @@ class RedisGateway:
             self._tls_dir.cleanup()
             self._tls_dir = None
 
-    async def _load_scripts(self) -> None:
+    async def _load_scripts(self, shas: Iterable[str] = SCRIPTS) -> None:
         client = self._require()
-        for script in SCRIPTS:
-            await client.script_load(script.source)  # in a cluster, redis-py loads on every primary
+        for sha in shas:
+            # In a cluster, redis-py sends SCRIPT LOAD to every primary.
+            await client.script_load(SCRIPTS[sha].source)
 
     def _require(self) -> Redis | RedisCluster:
         if self._client is None:
@@ -224,38 +227,43 @@ class RedisGateway:
         return self._client
 
     async def _call(self, fn: Any) -> Any:
-        """Run one command (connecting first if needed); failures become GatewayError."""
+        """Run one command (connecting first if needed); failures become GatewayError.
+        Scripts never go through here: they go through ``pipeline``."""
         await self.connect()
+        self.round_trips += 1
         try:
             return await fn(self._require())
-        except rx.NoScriptError:
-            await self._load_scripts()  # Redis restarted or flushed its scripts
-            try:
-                return await fn(self._require())
-            except Exception as exc:
-                raise self._classify(exc) from exc
         except Exception as exc:
-            raise self._classify(exc) from exc
+            raise self.classify(exc) from exc
 
-    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    async def pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Run commands in one non-transactional pipeline (one per node in a cluster).
-        Per-command errors come back as exceptions in the list; connection failures raise."""
+        Per-command errors come back as exceptions in the list (``classify`` them);
+        connection failures raise GatewayError.
+
+        The one NOSCRIPT path: a server that lost scripts (a restart, SCRIPT FLUSH, a
+        failover to a replica that never loaded them) answers NOSCRIPT to an EVALSHA without
+        running anything. Then just those scripts are loaded and just the calls that got
+        NOSCRIPT are sent again: a call that ran is never run twice."""
         await self.connect()
-
-        async def run() -> list[Any]:
-            pipe = self._require().pipeline(transaction=False)
-            for command in commands:
-                pipe.execute_command(*command)
-            return list(await pipe.execute(raise_on_error=False))
-
         try:
-            results = await run()
-            if any(isinstance(r, rx.NoScriptError) for r in results):
-                await self._load_scripts()
-                results = await run()
+            results = await self._send(commands)
+            missing = [i for i, r in enumerate(results) if isinstance(r, rx.NoScriptError)]
+            if missing:
+                await self._load_scripts({str(commands[i][1]) for i in missing})
+                again = await self._send([commands[i] for i in missing])
+                for i, result in zip(missing, again, strict=True):
+                    results[i] = result
         except Exception as exc:
-            raise self._classify(exc) from exc
+            raise self.classify(exc) from exc
         return results
+
+    async def _send(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        pipe = self._require().pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        self.round_trips += 1
+        return list(await pipe.execute(raise_on_error=False))
 
     # ------------------------------------------------------------------ groups and keys
 
@@ -277,15 +285,14 @@ class RedisGateway:
         """ensure_group for many keys in one pipeline (a key pattern's streams)."""
         mk = "1" if create_stream else "0"
         commands = [
-            ("EVALSHA", ENSURE_GROUP.sha, 1, key, group, start_id, mk, self.lag_count_cap)
-            for key in keys
+            ENSURE_GROUP.command([key], [group, start_id, mk, self.lag_count_cap]) for key in keys
         ]
-        replies = await self._pipeline(commands)
+        replies = await self.pipeline(commands)
         return [self._ensured(key, group, reply) for key, reply in zip(keys, replies, strict=True)]
 
     def _ensured(self, key: str, group: str, reply: Any) -> EnsuredGroup | GatewayError:
         if isinstance(reply, Exception):
-            return self._classify(reply)
+            return self.classify(reply)
         status = reply[0]
         if status == "missing":
             return GatewayError(
@@ -351,7 +358,7 @@ class RedisGateway:
                     )
                     keys = [str(k) for k in found]
             except Exception as exc:
-                raise self._classify(exc) from exc
+                raise self.classify(exc) from exc
             state.seen.update(keys)
             state.found.update(keys)
             state.cursors[node] = -1 if cursor == 0 else cursor
@@ -376,7 +383,7 @@ class RedisGateway:
     async def consumer_pending(self, keys: Sequence[str], group: str) -> dict[str, int]:
         """Pending entries per consumer of ``group``, summed over ``keys`` (XPENDING summary,
         one pipeline): which pods hold unfinished work."""
-        replies = await self._pipeline([("XPENDING", key, group) for key in keys])
+        replies = await self.pipeline([("XPENDING", key, group) for key in keys])
         totals: dict[str, int] = {}
         for reply in replies:
             if isinstance(reply, Exception):
@@ -394,7 +401,7 @@ class RedisGateway:
     async def group_positions(self, keys: Sequence[str], group: str) -> dict[str, str]:
         """The group's last-delivered-id on each stream ("0-0" where the stream or group does
         not exist yet): any entry after it is work for the group. Where a wake-up read starts."""
-        replies = await self._pipeline([("XINFO", "GROUPS", key) for key in keys])
+        replies = await self.pipeline([("XINFO", "GROUPS", key) for key in keys])
         out = {}
         for key, reply in zip(keys, replies, strict=True):
             out[key] = "0-0"
@@ -441,7 +448,7 @@ class RedisGateway:
         for task in done:
             failure = None if task.cancelled() else task.exception()
             if failure is not None:
-                raise self._classify(failure)
+                raise self.classify(failure)
             reply: Any = None if task.cancelled() else task.result()
             items = reply.items() if isinstance(reply, Mapping) else (reply or [])
             for key, entries in items:
@@ -458,7 +465,7 @@ class RedisGateway:
         await self.connect()
         client = self._require()
         if not isinstance(client, RedisCluster):
-            return [persistence.parse(self.where, await self._pipeline(persistence.COMMANDS))]
+            return [persistence.parse(self.where, await self.pipeline(persistence.COMMANDS))]
         servers = []
         for node in client.get_primaries():
             replies: list[Any] = []
@@ -466,7 +473,7 @@ class RedisGateway:
                 try:
                     replies.append(await client.execute_command(*command, target_nodes=node))
                 except (rx.ConnectionError, rx.TimeoutError) as exc:
-                    raise self._classify(exc) from exc
+                    raise self.classify(exc) from exc
                 except rx.RedisError as exc:
                     replies.append(exc)
             servers.append(persistence.parse(str(node.name), replies))
@@ -497,14 +504,13 @@ class RedisGateway:
         calls = [
             (
                 batch,
-                (
-                    "EVALSHA",
-                    OBSERVE.sha,
-                    len(batch),
-                    *batch,
-                    self.lag_count_cap,
-                    stale,
-                    "".join("1" if ages_for is None or k in ages_for else "0" for k in batch),
+                OBSERVE.command(
+                    batch,
+                    [
+                        self.lag_count_cap,
+                        stale,
+                        "".join("1" if ages_for is None or k in ages_for else "0" for k in batch),
+                    ],
                 ),
             )
             for batch in batches
@@ -515,7 +521,7 @@ class RedisGateway:
         length_keys = list(lengths_for)
         commands += [("XLEN", key) for key in length_keys]
         try:
-            replies = await self._pipeline(commands) if commands else []
+            replies = await self.pipeline(commands) if commands else []
         except GatewayError as exc:
             return Observation(
                 taken_at=started,
@@ -527,7 +533,7 @@ class RedisGateway:
         streams: dict[str, StreamState] = {}
         for (batch, _), reply in zip(calls, replies, strict=False):
             if isinstance(reply, Exception):
-                error = self._classify(reply)
+                error = self.classify(reply)
                 for key in batch:
                     streams[key] = StreamState(key, StreamStatus.ERROR, error=error.message)
             else:

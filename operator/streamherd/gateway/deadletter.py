@@ -8,14 +8,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streamherd.gateway.client import REPLAY, RedisGateway, reply_fields
-from streamherd.gateway.recovery import (
+from streamherd.fields import (
     CONSUMER_FIELD,
     DELIVERIES_FIELD,
     GROUP_FIELD,
     ORIGIN_ID_FIELD,
     STREAM_FIELD,
 )
+from streamherd.gateway.client import REPLAY, RedisGateway, reply_fields
 from streamherd.observations import DeadLetterRecord
 
 PART_FIELD = "streamherd-part"
