@@ -189,6 +189,14 @@ class Metrics:
             registry=r,
         )
 
+        self.janitor_shared_requeue = Gauge(
+            "streamherd_janitor_shared_requeue",
+            "1 when strategy Requeue appends recovered work to streams other groups read too "
+            "(condition RecoveryIsolated=False SharedStream), else 0.",
+            GROUP_LABELS,
+            registry=r,
+        )
+
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)
 

@@ -307,3 +307,36 @@ def test_a_dead_letter_key_of_another_type_holds_poison_with_a_condition_until_f
     ((_, record),) = h.r.xrange("orders:dlq")
     assert record["streamherd-origin-id"] == ids[0] and record["streamherd-group"] == "billing"
     assert not h.r.xpending("orders", "billing")["pending"]
+
+
+def test_requeue_on_a_stream_other_groups_read_is_a_condition_and_a_metric(
+    harness: Harness,
+) -> None:
+    h = harness
+    produce(h, "calls", 1)
+    h.stream("calls")
+    h.group("brain", stream="calls", startId="0")
+    h.group("crm", stream="calls", startId="0", recovery={"strategy": "Claim"})
+    h.start()
+
+    def isolation(name: str) -> dict[str, Any] | None:
+        conditions = h.status("ConsumerGroup", name).get("conditions", [])
+        return next((c for c in conditions if c["type"] == "RecoveryIsolated"), None)
+
+    wait_until(
+        lambda: (isolation("brain") or {}).get("reason") == "SharedStream",
+        20,
+        message=lambda: f"{isolation('brain')}\n{h.logs()[-2000:]}",
+    )
+    brain = isolation("brain")
+    assert brain is not None and brain["status"] == "False" and "'crm'" in brain["message"]
+    crm = isolation("crm")
+    assert crm is not None and (crm["status"], crm["reason"]) == ("True", "Reconciled")
+    assert metric(h, "streamherd_janitor_shared_requeue", consumergroup="brain") == 1
+    assert metric(h, "streamherd_janitor_shared_requeue", consumergroup="crm") == 0
+
+    h.patch("ConsumerGroup", "brain", {"spec": {"recovery": {"strategy": "Claim"}}})
+    wait_until(lambda: (isolation("brain") or {}).get("status") == "True", 20)
+    wait_until(
+        lambda: metric(h, "streamherd_janitor_shared_requeue", consumergroup="brain") == 0, 10
+    )

@@ -31,6 +31,8 @@ class ConditionType(StrEnum):
     Stopped, Unknown)."""
     DURABLE = "Durable"
     """The Redis endpoint's persistence and replication keep acknowledged writes."""
+    RECOVERY_ISOLATED = "RecoveryIsolated"
+    """Work the janitor recovers for this group reaches no other group's consumers."""
 
 
 class Reason(StrEnum):
@@ -52,6 +54,7 @@ class Reason(StrEnum):
     SCALER_CONFLICT = "ScalerConflict"
     DEPLOYMENT_NOT_FOUND = "DeploymentNotFound"
     CROSS_SLOT = "CrossSlot"
+    SHARED_STREAM = "SharedStream"
     METRIC_UNKNOWN = "MetricUnknown"
     SCALING = "Scaling"
     SCALING_DISABLED = "ScalingDisabled"

@@ -13,7 +13,7 @@ from typing import Any
 import kopf
 
 from streamherd.api import CONSUMER_GROUP, SpecError, is_managed, is_paused, parse
-from streamherd.api.consumergroup import ConsumerGroupSpec
+from streamherd.api.consumergroup import ConsumerGroupSpec, RecoveryStrategy
 from streamherd.api.redisstream import DeletionPolicy, RedisMode, RedisStreamSpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.controller.autoscaler import SCALE_FIELDS, Autoscaler
@@ -240,6 +240,8 @@ class GroupLoop:
             verdicts += scaling.conditions
         else:
             fields.update(dict.fromkeys(SCALE_FIELDS))
+        if spec.recovery.enabled:
+            verdicts.append(self.isolation(spec, group, result, keys))
         dead_letters: frozenset[str] = frozenset()
         if spec.recovery.enabled and binding.spec is not None:
             verdicts.append(
@@ -318,6 +320,22 @@ class GroupLoop:
             await self.adopted(group, key, f"with {state.pending if state else '?'} pending", spec)
         where = binding.source.text
         return Verdict.ready(f"group {group!r} on {where!r}: backlog {totals.backlog.display()}")
+
+    def isolation(
+        self, spec: ConsumerGroupSpec, group: str, result: PollResult, keys: Sequence[str]
+    ) -> Verdict:
+        """RecoveryIsolated, and its metric, from the groups this poll saw on our streams."""
+        streams = result.observation.streams
+        verdict = recovery_decisions.recovery_isolation(
+            group,
+            claim=spec.recovery.strategy is RecoveryStrategy.CLAIM,
+            groups_on_streams=(streams[k].groups for k in keys if k in streams),
+        )
+        shared = verdict.status is ConditionStatus.FALSE
+        self.ctx.metrics.janitor_shared_requeue.labels(self.namespace, self.name, group).set(
+            1 if shared else 0
+        )
+        return verdict
 
     async def announce(self, ensured: EnsuredGroup, spec: ConsumerGroupSpec, pattern: bool) -> None:
         """An Event when the group is created or adopted on a single stream; for a key pattern

@@ -116,6 +116,7 @@ OWNED_CONDITIONS = (
     ConditionType.DEAD_LETTERING,
     ConditionType.HEALTHY,
     ConditionType.DURABLE,
+    ConditionType.RECOVERY_ISOLATED,
 )
 
 

@@ -138,6 +138,51 @@ def dead_lettering(
     )
 
 
+# ------------------------------------------------------------------ isolation
+
+SHOWN_GROUPS = 5
+
+
+def recovery_isolation(
+    group: str, *, claim: bool, groups_on_streams: Iterable[Iterable[str]]
+) -> Verdict:
+    """The RecoveryIsolated condition, from the groups the last poll saw on the group's
+    streams (XINFO GROUPS: no extra Redis work). Claim keeps recovered entries in the group's
+    own PEL; Requeue appends copies to the stream, which every other group there reads: their
+    SDK consumers acknowledge a copy tagged for another group unprocessed, a plain consumer
+    processes it, and it counts in those groups' lag until acknowledged. Said before it
+    happens: the condition holds as soon as another group is seen, whatever was recovered."""
+    if claim:
+        return Verdict(
+            ConditionType.RECOVERY_ISOLATED,
+            ConditionStatus.TRUE,
+            Reason.RECONCILED,
+            f"strategy Claim: recovered entries stay in group {group!r}'s pending list",
+        )
+    others = sorted({name for names in groups_on_streams for name in names} - {group})
+    if not others:
+        return Verdict(
+            ConditionType.RECOVERY_ISOLATED,
+            ConditionStatus.TRUE,
+            Reason.RECONCILED,
+            f"strategy Requeue on streams no other group reads: copies reach only {group!r}",
+        )
+    shown = ", ".join(repr(name) for name in others[:SHOWN_GROUPS])
+    if len(others) > SHOWN_GROUPS:
+        shown += f" and {len(others) - SHOWN_GROUPS} more"
+    return Verdict(
+        ConditionType.RECOVERY_ISOLATED,
+        ConditionStatus.FALSE,
+        Reason.SHARED_STREAM,
+        f"strategy Requeue appends recovered entries (copies tagged streamherd-group={group}) "
+        f"to streams that groups {shown} read too: their consumers that follow the contract "
+        "(the streamherd SDK) acknowledge such copies without processing them, but plain "
+        "consumers would process them, and they count in those groups' lag until "
+        "acknowledged. To keep recovered work inside this group, use strategy Claim with "
+        "consumers that read their own history (the streamherd SDK does)",
+    )
+
+
 # ------------------------------------------------------------------ consumers and pods
 
 
