@@ -3,12 +3,13 @@ controller loop; the loops hold the logic, the gateway and kube modules hold the
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import kopf
 
 from streamherd.api import API_GROUP, API_VERSION
-from streamherd.controller import groups, janitor, streams
+from streamherd.controller import consumers, groups, janitor, streams
 from streamherd.controller.context import Context
 from streamherd.kube import KubeClient
 from streamherd.kube.manifests import deployment_state
@@ -161,7 +162,36 @@ async def consumergroup_deleted(body: kopf.Body, **_: Any) -> None:
     cancellation_timeout=10,
     initial_delay=0,
 )
-async def janitor_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def janitor_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **kwargs: Any) -> None:
     """Recovery of stranded work, dead-lettering, consumer clean-up; or, in mode CronJob,
-    keeping the CronJob that does it."""
-    await janitor.run(ctx(), body, stopped)
+    keeping the CronJob that does it. (kopf hands every handler the indexes below, by name.)"""
+    index = consumers.PodIndex(
+        kwargs["pods"], kwargs["pods_by_replicaset"], kwargs["replicasets_by_deployment"]
+    )
+    await janitor.run(ctx(), body, stopped, index)
+
+
+# Pods by identity (owner chain Pod -> ReplicaSet -> Deployment), kept by watches: who is a
+# pod of a group's Deployment, and who was and is gone. See controller/consumers.PodIndex.
+
+
+@kopf.index("", "v1", "pods", registry=registry)
+def pods(body: kopf.Body, **_: Any) -> Any:
+    return consumers.pod_by_name(body)
+
+
+@kopf.index("", "v1", "pods", registry=registry)
+def pods_by_replicaset(body: kopf.Body, **_: Any) -> Any:
+    return consumers.pod_by_replicaset(body)
+
+
+@kopf.on.event("", "v1", "pods", registry=registry)
+def pod_seen(body: kopf.Body, **_: Any) -> None:
+    """Remember which ReplicaSet each pod had, past its deletion (controller/consumers)."""
+    if Runtime.ctx is not None:
+        Runtime.ctx.pod_history.observe(body, time.monotonic())
+
+
+@kopf.index("apps", "v1", "replicasets", registry=registry)
+def replicasets_by_deployment(body: kopf.Body, **_: Any) -> Any:
+    return consumers.replicaset_by_deployment(body)

@@ -58,7 +58,7 @@ async def populate(client: aredis.Redis) -> None:
 
 async def janitor(gateway: RedisGateway) -> None:
     spec = Recovery(batch_size=500)
-    pods = Pods(DEPLOYMENT, frozenset(), frozenset())  # every consumer's pod is gone
+    pods = Pods(DEPLOYMENT, frozenset(), frozenset(), gone=frozenset(DEAD))  # all pods gone
 
     async def read_pods() -> Pods:
         return pods

@@ -75,7 +75,7 @@ async def test_a_dead_letter_key_in_another_slot_is_refused_and_reported(
     spec = recovery(min_idle="1ms", max_deliveries=2, dead_letter={"stream": "orders-dlq"})
 
     async def pod_gone() -> Pods:
-        return Pods("web", frozenset(), frozenset())
+        return Pods("web", frozenset(), frozenset(), gone=frozenset({"web-h-zzzzz"}))
 
     try:
         outcome = await janitor.run(cluster_gateway, ["orders"], "g", spec, pod_gone)

@@ -24,7 +24,6 @@ from streamherd.decisions.recovery import (
     next_offset,
     owned_by,
     plan_consumers,
-    pod_name_pattern,
 )
 from streamherd.observations import ConsumerState
 
@@ -92,40 +91,21 @@ def test_the_refusal_says_which_slots_and_what_to_do() -> None:
 # ------------------------------------------------------------------ consumers
 
 
-@given(st.text(alphabet=SAFE_CHARS, min_size=10, max_size=10), safe)
-def test_pod_names_of_a_deployment_match_its_pattern(template_hash: str, suffix: str) -> None:
-    assert pod_name_pattern("web").fullmatch(f"web-{template_hash}-{suffix}")
-    assert not pod_name_pattern("web").fullmatch(f"web-api-{template_hash}-{suffix}")
-    assert not pod_name_pattern("web-api").fullmatch(f"web-{template_hash}-{suffix}")
-    assert not pod_name_pattern("web").fullmatch(f"web-{template_hash}")
-    assert not pod_name_pattern("w.b").fullmatch(f"wxb-{template_hash}-{suffix}")
-
-
-def pod(name: str, phase: str = "Running", deleting: bool = False) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name}
-    if deleting:
-        meta["deletionTimestamp"] = "2025-01-01T00:00:00Z"
-    return {"metadata": meta, "status": {"phase": phase}}
-
-
-def test_pods_terminating_still_exist_but_get_no_work() -> None:
-    pods = Pods.of(
-        "web",
-        [pod("web-h-aaaaa"), pod("web-h-bbbbb", deleting=True), pod("web-h-ccccc", "Failed")],
-    )
-    assert pods.existing == {"web-h-aaaaa", "web-h-bbbbb"}
-    assert pods.live == {"web-h-aaaaa"}
-
-
 def test_a_plan_with_pods() -> None:
-    pods = Pods.of("web", [pod("web-h-aaaaa"), pod("web-h-bbbbb", deleting=True)])
+    pods = Pods(
+        "web",
+        ours=frozenset({"web-h-aaaaa", "web-h-bbbbb"}),
+        live=frozenset({"web-h-aaaaa"}),  # bbbbb is terminating: may still ack
+        gone=frozenset({"web-h-zzzzz", "web-h-yyyyy"}),
+    )
     plan = plan_consumers(
         [
             ConsumerState("web-h-aaaaa", 3, 10),  # its pod runs
             ConsumerState("web-h-bbbbb", 2, 10),  # terminating: may still ack
             ConsumerState("web-h-zzzzz", 4, 10),  # its pod is gone
             ConsumerState("web-h-yyyyy", 0, 10),  # gone, nothing pending
-            ConsumerState("batch-job", 1, 10),  # not named after a pod of ours
+            ConsumerState("web-h-xxxxx", 5, 10),  # named like ours, never seen as ours
+            ConsumerState("batch-job", 1, 10),  # not ours
         ],
         pods,
         min_idle_ms=60_000,
@@ -133,7 +113,12 @@ def test_a_plan_with_pods() -> None:
     )
     assert plan.dead == ("web-h-zzzzz",)
     assert plan.targets == ("web-h-aaaaa",)
-    assert set(plan.removals) == {("web-h-zzzzz", 0), ("web-h-yyyyy", 0), ("batch-job", HOUR_MS)}
+    assert set(plan.removals) == {
+        ("web-h-zzzzz", 0),
+        ("web-h-yyyyy", 0),
+        ("web-h-xxxxx", HOUR_MS),
+        ("batch-job", HOUR_MS),
+    }
 
 
 def test_a_plan_without_a_deployment_declares_nobody_dead() -> None:
@@ -160,21 +145,21 @@ names = st.sampled_from(
     ),
     st.sets(names),
     st.sets(names),
+    st.sets(names),
 )
-def test_consumers_with_a_pod_are_never_dead_nor_removed(
-    consumers: list[ConsumerState], existing: set[str], terminating: set[str]
+def test_only_consumers_whose_pod_was_ours_and_is_gone_are_dead(
+    consumers: list[ConsumerState], existing: set[str], terminating: set[str], gone: set[str]
 ) -> None:
-    pods = Pods("web", frozenset(existing | terminating), frozenset(existing - terminating))
+    ours = existing | terminating
+    pods = Pods("web", frozenset(ours), frozenset(existing - terminating), frozenset(gone - ours))
     plan = plan_consumers(consumers, pods, min_idle_ms=1000, remove_idle_after_ms=HOUR_MS)
     removed = {name for name, _ in plan.removals}
-    assert not (set(plan.dead) | removed) & pods.existing
+    assert not (set(plan.dead) | removed) & pods.ours, "a pod of ours is never dead nor removed"
     assert set(plan.targets) == pods.live and list(plan.targets) == sorted(plan.targets)
     for c in consumers:
-        gone = c.name not in pods.existing
-        pod_named = pod_name_pattern("web").fullmatch(c.name) is not None
-        assert (c.name in plan.dead) is (gone and pod_named and c.pending > 0)
-        if gone:
-            assert (c.name, 0 if pod_named else HOUR_MS) in plan.removals
+        assert (c.name in plan.dead) is (c.name in pods.gone and c.pending > 0)
+        if c.name not in ours:
+            assert (c.name, 0 if c.name in pods.gone else HOUR_MS) in plan.removals
 
 
 @given(st.integers(0, 100), st.integers(0, 1000), st.integers(0, 7))

@@ -3,6 +3,8 @@ through the local cluster, with consumer processes run by the kubelet and a real
 
 from __future__ import annotations
 
+import copy
+import sys
 import time
 from typing import Any
 
@@ -340,3 +342,176 @@ def test_requeue_on_a_stream_other_groups_read_is_a_condition_and_a_metric(
     wait_until(
         lambda: metric(h, "streamherd_janitor_shared_requeue", consumergroup="brain") == 0, 10
     )
+
+
+def ref(owner: dict[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def test_dead_by_identity_through_the_operators_watches(harness: Harness, kubelet: Any) -> None:
+    """Through kopf's indexes of pods and ReplicaSets: a Job's pod named like the Deployment's,
+    a canary ReplicaSet's pod of another Deployment, and a pod relabelled out of its
+    ReplicaSet hold entries; the first two are deleted, the third still runs. None is taken
+    for dead (their entries wait for minIdle), while a deleted pod of the Deployment is
+    recovered at once, and so, once deleted, is the relabelled one (it was seen as ours)."""
+    h = harness
+    sleeper = {
+        "name": "c",
+        "image": "x",
+        "command": [sys.executable, "-c", "import time; time.sleep(600)"],
+    }
+    h.create(
+        "Deployment",
+        "brain",
+        {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "brain"}},
+            "template": {
+                "metadata": {"labels": {"app": "brain"}},
+                "spec": {"containers": [sleeper]},
+            },
+        },
+    )
+    # A Job's pod named like one of the Deployment's (owned by a real Job: the emulator's
+    # garbage collector removes objects whose owner does not exist, as Kubernetes does).
+    backfill = h.api.create(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "brain-backfill", "namespace": "default"},
+            "spec": {"template": {"spec": {"containers": [sleeper], "restartPolicy": "Never"}}},
+        }
+    )
+    h.api.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "brain-backfill-x7k2p",
+                "namespace": "default",
+                "ownerReferences": [ref(backfill)],
+            },
+            "spec": {"containers": [sleeper], "restartPolicy": "Never"},
+        }
+    )
+    # A canary of another Deployment whose ReplicaSet is named like one of brain's: once the
+    # kubelet's Deployment controller made brain-canary's ReplicaSet, ours replaces it (same
+    # pod-template-hash, owned by brain-canary), as a progressive-delivery tool would.
+    canary_deployment = h.create(
+        "Deployment",
+        "brain-canary",
+        {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "brain-canary"}},
+            "template": {
+                "metadata": {"labels": {"app": "brain-canary"}},
+                "spec": {"containers": [sleeper]},
+            },
+        },
+    )
+    (made,) = wait_until(
+        lambda: h.api.list("replicasets.apps", "default", label_selector="app=brain-canary"), 20
+    )
+    replacement = copy.deepcopy({k: made[k] for k in ("apiVersion", "kind", "spec")})
+    labels = made["metadata"]["labels"]
+    h.api.create(
+        {
+            **replacement,
+            "metadata": {
+                "name": "brain-6c9d8f7b5",
+                "namespace": "default",
+                "labels": labels,
+                "ownerReferences": [ref(canary_deployment)],
+            },
+        }
+    )
+    h.api.delete("replicasets.apps", "default", made["metadata"]["name"])
+    produce(h, "orders", 40)
+    h.stream("orders")
+    h.group(
+        "brain",
+        startId="0",
+        consumers={"deploymentRef": {"name": "brain"}},
+        recovery={"minIdle": "60s", "interval": "1s"},
+    )
+    h.start()
+
+    def pods_of(replicaset_prefix: str, exclude: str = "") -> list[str]:
+        return sorted(
+            p["metadata"]["name"]
+            for p in h.api.list("pods", "default")
+            if not p["metadata"].get("deletionTimestamp")
+            and any(
+                r["kind"] == "ReplicaSet"
+                and r["name"].startswith(replicaset_prefix)
+                and r["name"] != exclude
+                for r in p["metadata"].get("ownerReferences") or ()
+            )
+        )
+
+    def described() -> str:
+        return str(
+            [
+                (p["metadata"]["name"], p["metadata"].get("ownerReferences"))
+                for p in h.api.list("pods", "default")
+            ]
+            + [
+                (r["metadata"]["name"], r["metadata"].get("labels"))
+                for r in h.api.list("replicasets.apps", "default")
+            ]
+        )
+
+    ours = wait_until(
+        lambda: len(pods_of("brain-", "brain-6c9d8f7b5")) == 2, 20, message=described
+    ) and pods_of("brain-", "brain-6c9d8f7b5")
+    canary = wait_until(lambda: pods_of("brain-6c9d8f7b5"), 20)[0]
+    killed, relabelled = ours
+    job = "brain-backfill-x7k2p"
+    holders = [killed, relabelled, job, canary]
+    h.wait_ready("ConsumerGroup", "brain")
+    for name in holders:
+        h.r.xreadgroup("brain", name, {"orders": ">"}, count=5)
+
+    def runs() -> float:
+        return metric(h, "streamherd_janitor_runs_total", consumergroup="brain")
+
+    seen_at = runs()
+    wait_until(lambda: runs() >= seen_at + 2, 20, message="the janitor never ran twice")
+
+    h.api.patch(
+        "pods",
+        "default",
+        relabelled,
+        {"metadata": {"labels": {"app": "debugging"}, "ownerReferences": None}},
+    )
+    for name in (killed, job, canary):
+        h.api.delete("pods", "default", name, gracePeriodSeconds=0)
+    wait_until(
+        lambda: killed not in pending_by_consumer(h, "orders", "brain"),
+        15,
+        message=lambda: (
+            f"{killed} not recovered at once: {pending_by_consumer(h, 'orders', 'brain')}"
+        ),
+    )
+    after = runs()
+    wait_until(lambda: runs() >= after + 2, 20, message="the janitor never ran twice more")
+    pending = pending_by_consumer(h, "orders", "brain")
+    assert {name: pending.get(name) for name in (relabelled, job, canary)} == dict.fromkeys(
+        (relabelled, job, canary), 5
+    ), "none of them taken for dead"
+
+    h.api.delete("pods", "default", relabelled, gracePeriodSeconds=0)
+    wait_until(
+        lambda: relabelled not in pending_by_consumer(h, "orders", "brain"),
+        15,
+        message="the relabelled pod, once gone, was not recovered at once",
+    )
+    assert {job, canary} <= set(pending_by_consumer(h, "orders", "brain"))

@@ -102,7 +102,7 @@ async def test_every_message_is_processed_after_a_crash(
     assert len(stranded) == 6
     for name in LIVE:
         processes.start(name, MODE=mode)
-    pods = Pods("web", frozenset(LIVE), frozenset(LIVE))
+    pods = Pods("web", frozenset(LIVE), frozenset(LIVE), gone=frozenset({DEAD}))
 
     async def read_pods() -> Pods:
         return pods

@@ -28,9 +28,12 @@ def test_paused_takes_no_action_until_resumed(harness: Harness) -> None:
     h.wait_ready("ConsumerGroup", "fulfilment")
     assert "fulfilment" in h.groups_in_redis("orders")
     conditions = h.status("ConsumerGroup", "fulfilment")["conditions"]
-    assert [c["type"] for c in conditions] == ["Ready", "DeadLettering", "Healthy"], (
-        "the Paused condition is gone"
-    )
+    assert [c["type"] for c in conditions] == [
+        "Ready",
+        "DeadLettering",
+        "Healthy",
+        "RecoveryIsolated",
+    ], "the Paused condition is gone"
 
 
 def test_unmanaged_resource_is_deleted_without_touching_redis(harness: Harness) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamherd.api.redisstream import RedisEndpoint, RedisStreamSpec
-from streamherd.controller.consumers import ScalerIndex
+from streamherd.controller.consumers import PodHistory, ScalerIndex
 from streamherd.controller.durability import DurabilityWatch
 from streamherd.controller.polling import Endpoints, Poller, Source
 from streamherd.decisions.conditions import Verdict
@@ -119,6 +119,8 @@ class Context:
     recovery_findings: dict[str, RecoveryFindings] = field(default_factory=dict)
     """Per ConsumerGroup (``who``), what its janitor's last pass found for the group loop's
     conditions. In memory: the next pass after a restart finds it again."""
+    pod_history: PodHistory = field(default_factory=PodHistory)
+    """Pods seen controlled by a ReplicaSet, kept after they are gone (dead consumers)."""
     deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """Deployments by (namespace, name), kept by a watch: replicas without a GET per poll."""
     scalers: ScalerIndex = field(init=False)

@@ -35,7 +35,13 @@ from streamherd.api.consumergroup import (
 )
 from streamherd.api.redisstream import RedisStreamSpec
 from streamherd.api.status import ConditionType, Reason
-from streamherd.controller.consumers import deployment_name, deployment_pods
+from streamherd.controller.consumers import (
+    PodHistory,
+    PodIndex,
+    PodTracker,
+    deployment_name,
+    listed_pod_index,
+)
 from streamherd.controller.context import Context, SecretCache
 from streamherd.controller.groups import claim_target, who
 from streamherd.controller.reporting import StatusWriter
@@ -266,26 +272,31 @@ async def run_pass(
     return outcome
 
 
-async def read_pods(kube: KubeClient, namespace: str, deployment: str) -> Pods | None:
-    """Every pod of the Deployment that may still run, terminating ones included; None when
-    that cannot be known (no such Deployment, no selector, an API error)."""
-    try:
-        pods = await deployment_pods(kube, namespace, deployment)
-    except KubeError as exc:
-        logger.warning("pods of Deployment %s/%s not read: %s", namespace, deployment, exc)
-        return None
-    return None if pods is None else Pods.of(deployment, pods)
-
-
-def pods_reader(kube: KubeClient, namespace: str, name: str, spec: ConsumerGroupSpec) -> PodsReader:
-    deployment = deployment_name(name, spec)
+def tracked_pods(tracker: PodTracker | None) -> PodsReader:
+    """The pods of a pass, from a tracker (None: the group names no Deployment)."""
 
     async def read() -> Pods | None:
-        if deployment is None:
-            return None
-        return await read_pods(kube, namespace, deployment)
+        return None if tracker is None else tracker.view()
 
     return read
+
+
+async def listed_pods(
+    kube: KubeClient, namespace: str, name: str, spec: ConsumerGroupSpec
+) -> PodsReader:
+    """For a one-shot run (`streamherd janitor`): the pods as one LIST shows them. Nothing was
+    seen before, so no consumer is dead: stale entries wait for minIdle."""
+    deployment = deployment_name(name, spec)
+    index = None
+    if deployment is not None:
+        try:
+            index = await listed_pod_index(kube, namespace, deployment)
+        except KubeError as exc:
+            logger.warning("pods of Deployment %s/%s not read: %s", namespace, deployment, exc)
+    tracker = None
+    if deployment is not None and index is not None:
+        tracker = PodTracker(index, PodHistory(), namespace, deployment)
+    return tracked_pods(tracker)
 
 
 class Janitor:
@@ -388,12 +399,15 @@ class Janitor:
 class JanitorLoop:
     """The operator's janitor for one ConsumerGroup (a kopf daemon of its own)."""
 
-    def __init__(self, ctx: Context, body: Mapping[str, Any]) -> None:
+    def __init__(self, ctx: Context, body: Mapping[str, Any], pods: PodIndex) -> None:
         self.ctx = ctx
         self.body = body
         meta = body["metadata"]
         self.namespace, self.name, self.me = meta["namespace"], meta["name"], who(body)
         self.janitor = Janitor(ctx.kube, ctx.metrics, body)
+        self.pods = pods
+        self.tracker: PodTracker | None = None
+        """Of the Deployment the spec names now (a new one when it names another)."""
         self.cron_job_wanted: bool | None = None
         """Whether a CronJob was wanted at the last step (None: not looked yet)."""
 
@@ -447,18 +461,23 @@ class JanitorLoop:
         if not keys:
             return WAIT_SECONDS
         outcome = await self.janitor.run(
-            binding.poller.gateway,
-            keys,
-            group,
-            recovery,
-            pods_reader(self.ctx.kube, self.namespace, self.name, spec),
+            binding.poller.gateway, keys, group, recovery, tracked_pods(self.track(spec))
         )
         self.ctx.recovery_findings[self.me] = outcome.findings()
         return interval if outcome.complete else min(interval, MORE_WORK_SECONDS)
 
+    def track(self, spec: ConsumerGroupSpec) -> PodTracker | None:
+        deployment = deployment_name(self.name, spec)
+        if deployment is None:
+            self.tracker = None
+        elif self.tracker is None or self.tracker.deployment != deployment:
+            history = self.ctx.pod_history
+            self.tracker = PodTracker(self.pods, history, self.namespace, deployment)
+        return self.tracker
 
-async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
-    await JanitorLoop(ctx, body).run(stopped)
+
+async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped, pods: PodIndex) -> None:
+    await JanitorLoop(ctx, body, pods).run(stopped)
 
 
 # ------------------------------------------------------------------ mode CronJob
@@ -553,9 +572,8 @@ async def run_command(kube: KubeClient, namespace: str, name: str) -> tuple[int,
                 pass
             keys = sorted(scan.found)
         janitor = Janitor(kube, Metrics(), body)
-        outcome = await janitor.run(
-            gateway, keys, group, spec.recovery, pods_reader(kube, namespace, name, spec)
-        )
+        pods = await listed_pods(kube, namespace, name, spec)
+        outcome = await janitor.run(gateway, keys, group, spec.recovery, pods)
     except GatewayError as exc:
         return 1, f"{where}: Redis: {exc.message}"
     finally:

@@ -4,7 +4,6 @@ removed, who gets claimed work, and the CronJob that runs the janitor in mode Cr
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,33 +185,54 @@ def recovery_isolation(
 # ------------------------------------------------------------------ consumers and pods
 
 
-def pod_name_pattern(deployment: str) -> re.Pattern[str]:
-    """Names of a Deployment's pods: <deployment>-<pod-template-hash>-<5 chars>."""
-    return re.compile(rf"{re.escape(deployment)}-[a-z0-9]{{1,10}}-[a-z0-9]{{5}}")
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True)
+class PodRecord:
+    """What recovery needs of one pod: small, as a kopf index keeps one per pod."""
+
+    name: str
+    replicaset: str | None
+    """The ReplicaSet that controls it (its controller ownerReference), if any."""
+    exists: bool
+    """Its process may still run: not Succeeded or Failed (terminating pods may still ack)."""
+    live: bool
+    """It runs and is not terminating: it may be given work."""
+
+
+def pod_record(pod: Mapping[str, Any]) -> PodRecord:
+    """The one judgement of a pod's liveness (the janitor and the autoscaler share it)."""
+    meta = pod.get("metadata") or {}
+    exists = (pod.get("status") or {}).get("phase") not in TERMINAL_PHASES
+    return PodRecord(
+        name=str(meta.get("name")),
+        replicaset=controller_of(meta, "ReplicaSet"),
+        exists=exists,
+        live=exists and not meta.get("deletionTimestamp"),
+    )
+
+
+def controller_of(meta: Mapping[str, Any], kind: str) -> str | None:
+    """The name of the object of ``kind`` that controls this one (ownerReferences)."""
+    for ref in meta.get("ownerReferences") or ():
+        if ref.get("controller") and ref.get("kind") == kind:
+            return str(ref.get("name"))
+    return None
 
 
 @dataclass(frozen=True)
 class Pods:
-    """The consumer Deployment's pods, read after the group's consumers (so any consumer
-    seen belongs to a pod in here, unless that pod is gone)."""
+    """The consumer Deployment's pods as the janitor knows them, by identity (owner chain
+    Pod -> ReplicaSet -> Deployment), never by the shape of a name."""
 
     deployment: str
-    existing: frozenset[str]
-    """Pods whose process may still run (terminating ones too: they may still ack)."""
+    ours: frozenset[str]
+    """Pods of the Deployment that exist now (terminating ones too: they may still ack)."""
     live: frozenset[str]
-    """Pods that run and are not terminating: who can be given work."""
-
-    @classmethod
-    def of(cls, deployment: str, pods: Iterable[Mapping[str, Any]]) -> Pods:
-        existing, live = set(), set()
-        for pod in pods:
-            meta, phase = pod["metadata"], (pod.get("status") or {}).get("phase")
-            if phase in ("Succeeded", "Failed"):
-                continue  # its process is gone for good
-            existing.add(meta["name"])
-            if not meta.get("deletionTimestamp"):
-                live.add(meta["name"])
-        return cls(deployment, frozenset(existing), frozenset(live))
+    """Of those, the ones that run and are not terminating: who can be given work."""
+    gone: frozenset[str] = frozenset()
+    """Pods seen before as the Deployment's that exist no more: their consumers are dead."""
 
 
 @dataclass(frozen=True)
@@ -220,8 +240,8 @@ class ConsumerPlan:
     """What the janitor does with a group's consumers on one stream."""
 
     dead: tuple[str, ...] = ()
-    """Named after a pod of the Deployment that no longer exists, with pending entries:
-    recovered at once."""
+    """Named after a pod of the Deployment that is gone, with pending entries: recovered at
+    once."""
     targets: tuple[str, ...] = ()
     """Who gets claimed entries (strategy Claim), in a stable order."""
     removals: tuple[tuple[str, int], ...] = field(default_factory=tuple)
@@ -237,17 +257,19 @@ def plan_consumers(
 ) -> ConsumerPlan:
     """Dead consumers, claim targets and removals. ``pods`` None: nobody can say which pods
     exist (no Deployment), so no consumer is dead; claim targets are then the consumers
-    that read within ``min_idle_ms``."""
+    that read within ``min_idle_ms``. Otherwise a consumer is dead only if its name was a
+    pod of the Deployment that is gone; any other consumer without a pod of ours (a Job's
+    pod, another Deployment's, one never seen) waits for ``minIdle`` and, with nothing
+    pending, for ``removeIdleConsumersAfter``."""
     if pods is None:
         targets = sorted(c.name for c in consumers if c.idle_ms < min_idle_ms)
         removals = [(c.name, remove_idle_after_ms) for c in consumers if c.pending == 0]
         return ConsumerPlan(targets=tuple(targets), removals=tuple(removals))
-    named_after_pod = pod_name_pattern(pods.deployment)
     dead, removals = [], []
     for c in consumers:
-        if c.name in pods.existing:
+        if c.name in pods.ours:
             continue
-        if named_after_pod.fullmatch(c.name):
+        if c.name in pods.gone:
             removals.append((c.name, 0))  # its pod is gone: remove once its PEL is empty
             if c.pending > 0:
                 dead.append(c.name)
