@@ -30,7 +30,7 @@ from e2e.cluster.redis import RedisServer
 from redis.utils import HIREDIS_AVAILABLE
 
 from streamherd.api.consumergroup import Recovery
-from streamherd.controller.janitor import Progress, run_pass
+from streamherd.controller.janitor_pass import Progress, run_pass
 from streamherd.decisions.recovery import Pods
 from streamherd.gateway import Endpoint, RedisGateway
 

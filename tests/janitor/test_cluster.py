@@ -11,7 +11,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from tests.janitor.helpers import recovery, settings
 
-from streamherd.controller.janitor import Janitor, Progress, run_pass
+from streamherd.controller.janitor import Janitor
+from streamherd.controller.janitor_pass import Progress, run_pass
 from streamherd.decisions.recovery import Pods
 from streamherd.fields import ORIGIN_ID_FIELD
 from streamherd.gateway import RedisGateway

@@ -13,7 +13,9 @@ from redis.crc import key_slot
 
 from streamherd.decisions.recovery import (
     CRON_JOB_NAME_MAX,
+    ConsumerMemo,
     Pods,
+    consumer_memo,
     cron_job_name,
     cron_job_patch,
     dead_letter_target,
@@ -21,6 +23,7 @@ from streamherd.decisions.recovery import (
     desired_cron_job,
     hash_tag,
     janitor_command,
+    needs_look,
     next_offset,
     owned_by,
     plan_consumers,
@@ -105,7 +108,9 @@ def test_a_plan_with_pods() -> None:
             ConsumerState("web-h-zzzzz", 4, 10),  # its pod is gone
             ConsumerState("web-h-yyyyy", 0, 10),  # gone, nothing pending
             ConsumerState("web-h-xxxxx", 5, 10),  # named like ours, never seen as ours
-            ConsumerState("batch-job", 1, 10),  # not ours
+            ConsumerState("batch-job", 1, 10),  # not ours, pending
+            ConsumerState("old-job", 0, HOUR_MS),  # not ours, idle an hour, nothing pending
+            ConsumerState("new-job", 0, 10),  # not ours, just read
         ],
         pods,
         min_idle_ms=60_000,
@@ -114,23 +119,27 @@ def test_a_plan_with_pods() -> None:
     assert plan.dead == ("web-h-zzzzz",)
     assert plan.targets == ("web-h-aaaaa",)
     assert set(plan.removals) == {
-        ("web-h-zzzzz", 0),
+        ("web-h-zzzzz", 0),  # once its entries are recovered
         ("web-h-yyyyy", 0),
-        ("web-h-xxxxx", HOUR_MS),
-        ("batch-job", HOUR_MS),
-    }
+        ("old-job", HOUR_MS),
+    }, "asked of the script only where it may succeed: pods gone, idle enough and empty"
 
 
 def test_a_plan_without_a_deployment_declares_nobody_dead() -> None:
     plan = plan_consumers(
-        [ConsumerState("b", 0, 5), ConsumerState("a", 2, 10), ConsumerState("old", 1, 90_000)],
+        [
+            ConsumerState("b", 0, 5),
+            ConsumerState("a", 2, 10),
+            ConsumerState("old", 1, 90_000),
+            ConsumerState("gone-quiet", 0, HOUR_MS + 1),
+        ],
         None,
         min_idle_ms=60_000,
         remove_idle_after_ms=HOUR_MS,
     )
     assert plan.dead == ()
     assert plan.targets == ("a", "b"), "those that read within min idle, in a stable order"
-    assert plan.removals == (("b", HOUR_MS),)
+    assert plan.removals == (("gone-quiet", HOUR_MS),), "idle an hour with nothing pending"
 
 
 names = st.sampled_from(
@@ -158,8 +167,11 @@ def test_only_consumers_whose_pod_was_ours_and_is_gone_are_dead(
     assert set(plan.targets) == pods.live and list(plan.targets) == sorted(plan.targets)
     for c in consumers:
         assert (c.name in plan.dead) is (c.name in pods.gone and c.pending > 0)
-        if c.name not in ours:
-            assert (c.name, 0 if c.name in pods.gone else HOUR_MS) in plan.removals
+        if c.name in pods.gone:
+            assert (c.name, 0) in plan.removals
+        elif c.name not in ours:
+            idle_enough = c.pending == 0 and c.idle_ms >= HOUR_MS
+            assert ((c.name, HOUR_MS) in plan.removals) is idle_enough
 
 
 @given(st.integers(0, 100), st.integers(0, 1000), st.integers(0, 7))
@@ -263,3 +275,31 @@ def test_the_cron_job_is_patched_only_when_what_we_set_differs() -> None:
         {"name": "sidecar", "image": "x"}
     )
     assert cron_job_patch(extra_container, desired) == {"spec": desired["spec"]}
+
+
+# ------------------------------------------------------------------ what a pass looks at
+
+
+def test_an_idle_stream_needs_a_look_only_when_something_changed() -> None:
+    memo = ConsumerMemo(2, frozenset({"web-h-aaaaa", "job"}), due_at=100.0)
+    assert needs_look(None, 3, frozenset(), 0) and not needs_look(None, 0, frozenset(), 0)
+    assert not needs_look(memo, 2, frozenset(), 50), "nothing changed: it costs nothing"
+    assert needs_look(memo, 3, frozenset(), 50), "one more consumer"
+    assert needs_look(memo, 2, frozenset({"web-h-aaaaa"}), 50), "a consumer whose pod is gone"
+    assert needs_look(memo, 2, frozenset(), 100), "one may have become idle enough to remove"
+    assert memo.without(["job", "other"]) == ConsumerMemo(1, frozenset({"web-h-aaaaa"}), 100.0)
+
+
+def test_the_next_look_is_due_when_the_first_removable_consumer_may_be_idle_enough() -> None:
+    pods = Pods("web", frozenset({"web-h-aaaaa"}), frozenset({"web-h-aaaaa"}))
+    consumers = [
+        ConsumerState("web-h-aaaaa", 0, HOUR_MS * 5),  # ours: never removed for idling
+        ConsumerState("job", 0, HOUR_MS - 600_000),  # removable in 10 minutes
+        ConsumerState("busy", 3, 0),  # pending: its stream is looked at anyway
+    ]
+    memo = consumer_memo(consumers, pods, now=1000.0, remove_idle_after_ms=HOUR_MS)
+    assert (memo.count, memo.due_at) == (3, 1600.0)
+    only_ours = consumer_memo(consumers[:1], pods, now=0.0, remove_idle_after_ms=HOUR_MS)
+    assert only_ours.due_at == 3600.0, "looked at again once per removeIdleConsumersAfter"
+    soon = consumer_memo([consumers[1]], pods, now=0.0, remove_idle_after_ms=600_000)
+    assert soon.due_at == 60.0, "never more often than once a minute"

@@ -19,7 +19,7 @@ from e2e.cluster.processes import REPO_ROOT
 from e2e.cluster.redis import RedisServer
 from tests.janitor.helpers import deliver, idle, pel, recovery, seed
 
-from streamherd.controller.janitor import Outcome, Progress, run_pass
+from streamherd.controller.janitor_pass import Outcome, Progress, observed_states, run_pass
 from streamherd.decisions.recovery import Pods
 from streamherd.fields import DELIVERIES_FIELD, ORIGIN_ID_FIELD
 from streamherd.gateway import RedisGateway
@@ -151,13 +151,13 @@ def sum_outcomes(runs: list[Outcome]) -> Outcome:
 async def test_a_pass_covers_every_stream_and_stops_at_its_time_budget(
     gateway: RedisGateway, r: aredis.Redis
 ) -> None:
-    """Three streams of a pattern, 30 stale entries each, batches of 10, a budget that lasts
-    about four batches: each pass stops at the budget; the next goes on from its cursors;
-    in the end every entry was moved exactly once."""
+    """Three streams of a pattern, 50 stale entries each, batches of 10 (one call per stream
+    per round, in one pipeline), a budget that lasts about two rounds: each pass stops at the
+    budget; the next goes on from its cursors; in the end every entry was moved once."""
     keys = ["orders:eu", "orders:us", "orders:asia"]
     for key in keys:
-        await seed(r, key, 30)
-        await deliver(r, key, "stuck", 30)
+        await seed(r, key, 50)
+        await deliver(r, key, "stuck", 50)
     await idle(0.12)
     now = [0.0]
 
@@ -179,11 +179,11 @@ async def test_a_pass_covers_every_stream_and_stops_at_its_time_budget(
             break
     assert not runs[0].complete and runs[-1].complete
     assert len(runs) > 2, "the budget really cut passes short"
-    assert all(run.requeued <= 40 for run in runs), "at most the budget's worth of batches"
-    assert sum(run.requeued for run in runs) == 90, "each entry once"
+    assert all(run.requeued <= 60 for run in runs), "at most the budget's worth of rounds"
+    assert sum(run.requeued for run in runs) == 150, "each entry once"
     for key in keys:
         assert await pel(r, key) == {}
-        assert await r.xlen(key) == 60
+        assert await r.xlen(key) == 100
     assert progress.cursors == {}, "every scan reached the end"
 
 
@@ -205,3 +205,59 @@ async def test_a_pass_skips_streams_without_the_group(
         progress=Progress(),
     )
     assert outcome.keys == 1 and outcome.complete
+
+
+async def test_streams_with_nothing_pending_cost_nothing_once_looked_at(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    """Cost proportional to work: 300 idle streams (a live pod's consumer, nothing pending)
+    and 2 with stale entries. The first pass reads every stream's consumers once; after that
+    an idle stream costs nothing until the poll shows a change (more consumers) or one of its
+    consumers' pods is gone; the active ones go in one pipeline per step."""
+    keys = [f"calls:{i}" for i in range(302)]
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.xadd(key, {"msg": "hello"})
+        pipe.xgroup_create(key, "g", "0")
+    await pipe.execute()
+    for key in keys[2:]:
+        await r.xreadgroup("g", "web-h-live1", {key: ">"})
+        await r.xack(key, "g", *[i for i, _ in (await r.xrange(key))])
+    for key in keys[:2]:
+        await deliver(r, key, "stuck", 1)
+    await idle(0.12)
+    pods = Pods("web", frozenset({"web-h-live1"}), frozenset({"web-h-live1"}))
+
+    async def read_pods() -> Pods:
+        return pods
+
+    spec = recovery(min_idle="100ms")
+    progress = Progress()
+
+    async def one_pass() -> tuple[Outcome, int]:
+        observed = observed_states(await gateway.observe(keys), keys, "g")
+        before = gateway.round_trips
+        outcome = await run_pass(
+            gateway, keys, "g", spec, pods=read_pods, progress=progress, observed=observed
+        )
+        return outcome, gateway.round_trips - before
+
+    first, first_trips = await one_pass()
+    assert (first.keys, first.looked, first.requeued) == (302, 302, 2)
+    assert first_trips == 2, "consumers of all in one pipeline, then the two stale scans in one"
+
+    second, second_trips = await one_pass()
+    assert (second.looked, second_trips) == (0, 0), "idle streams cost nothing"
+
+    await r.xadd(keys[100], {"msg": "more"})
+    await r.xreadgroup("g", "web-h-new01", {keys[100]: ">"})
+    await r.xack(keys[100], "g", *[i for i, _ in (await r.xrange(keys[100]))])
+    third, third_trips = await one_pass()
+    assert (third.looked, third_trips) == (1, 1), "only the stream whose consumers changed"
+
+    pods = Pods("web", frozenset(), frozenset(), gone=frozenset({"web-h-live1"}))
+    fourth, fourth_trips = await one_pass()
+    assert fourth.looked == 300 and len(fourth.removed) == 300, "its pod is gone: removed"
+    assert fourth_trips == 2, "consumers in one pipeline, removals in another"
+    for key in keys[2:]:
+        assert "web-h-live1" not in {c["name"] for c in await r.xinfo_consumers(key, "g")}

@@ -1,17 +1,10 @@
 """The janitor: recover stranded work, dead-letter poison messages, remove dead consumers.
 
 One janitor per ConsumerGroup. In mode Operator a loop here runs a bounded pass every
-``recovery.interval``; in mode CronJob the loop keeps a CronJob whose pod runs
-``streamherd janitor`` (``run_command`` below), which runs the very same pass once.
-A pass, per stream of the group:
-  1. read the group's consumers, then the Deployment's pods (in that order: a consumer seen
-     then belongs to a pod in the list, unless that pod is gone);
-  2. recover every entry of each dead consumer (named after a pod that no longer exists) at
-     once, then remove the consumers whose pods are gone once their PEL is empty, and idle
-     ones without a pod after ``removeIdleConsumersAfter``;
-  3. scan the PEL for stale entries (idle >= minIdle) from where the last pass stopped.
-Work stops at ``timeBudget`` (checked between batches of ``batchSize``); the next pass goes on
-from the cursor it left.
+``recovery.interval`` (``controller.janitor_pass``: what a pass does, in steps, at a cost
+proportional to the work); in mode CronJob the loop keeps a CronJob whose pod runs
+``streamherd janitor`` (``run_command`` below), which runs the very same pass once. Both
+report it the same way (``Janitor``): status counters, Events, metrics.
 """
 
 from __future__ import annotations
@@ -20,9 +13,7 @@ import contextlib
 import logging
 import math
 import os
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streamherd import __version__
@@ -31,7 +22,6 @@ from streamherd.api.consumergroup import (
     ConsumerGroupSpec,
     JanitorMode,
     Recovery,
-    RecoveryStrategy,
 )
 from streamherd.api.redisstream import RedisStreamSpec
 from streamherd.api.status import ConditionType, Reason
@@ -44,25 +34,27 @@ from streamherd.controller.consumers import (
 )
 from streamherd.controller.context import Context, SecretCache
 from streamherd.controller.groups import claim_target, who
+from streamherd.controller.janitor_pass import (
+    Outcome,
+    PodsReader,
+    Progress,
+    observed_states,
+    run_pass,
+)
 from streamherd.controller.reporting import StatusWriter
 from streamherd.controller.waiting import Stopped, sleep
 from streamherd.decisions.conditions import condition
 from streamherd.decisions.recovery import (
     Pods,
-    RecoveryFindings,
     cron_job_patch,
-    dead_letter_target,
     desired_cron_job,
-    next_offset,
     owned_by,
-    plan_consumers,
 )
 from streamherd.gateway import GatewayError, RedisGateway, ScanState, SecretMissing
-from streamherd.gateway import recovery as redis_recovery
-from streamherd.gateway.recovery import RecoverySettings, Strategy
 from streamherd.kube import KubeClient, KubeError, NotFound
 from streamherd.kube import requests as rq
 from streamherd.metrics import Metrics
+from streamherd.observations import GroupState
 
 logger = logging.getLogger(__name__)
 
@@ -79,197 +71,6 @@ HEARTBEAT_FIELD = "lastJanitorRun"
 HEARTBEAT_SECONDS = 60.0
 DEFAULT_IMAGE = f"ghcr.io/streamherd/streamherd:{__version__}"
 DEFAULT_SERVICE_ACCOUNT = "streamherd-janitor"
-
-PodsReader = Callable[[], Awaitable[Pods | None]]
-
-
-@dataclass
-class Progress:
-    """What a janitor remembers between passes: where each stream's stale scan stopped,
-    the round-robin position, and which stream goes first next time."""
-
-    cursors: dict[str, str] = field(default_factory=dict)
-    offset: int = 0
-    first_key: int = 0
-
-
-@dataclass
-class Outcome:
-    """One pass, summed over its streams."""
-
-    keys: int = 0
-    """Streams the group exists on (the others were skipped)."""
-    requeued: int = 0
-    claimed: int = 0
-    dead_lettered: int = 0
-    dropped: int = 0
-    held: int = 0
-    acked: int = 0
-    kept: int = 0
-    foreign: int = 0
-    oversized: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
-    """The first failure of each batch that had one (its entries stay pending)."""
-    removed: list[str] = field(default_factory=list)
-    dead_letter_keys: set[str] = field(default_factory=set)
-    refused: dict[str, str] = field(default_factory=dict)
-    """Stream -> why its poison entries cannot be dead-lettered (known from the spec)."""
-    unusable: dict[str, str] = field(default_factory=dict)
-    """Dead-letter key -> its type, where it exists and is not a stream (found in Redis)."""
-    complete: bool = True
-    """False when the time budget ended the pass with work left."""
-    seconds: float = 0.0
-
-    @property
-    def recovered(self) -> int:
-        return self.requeued + self.claimed
-
-    def add(
-        self, batch: redis_recovery.Batch, *, dead_letter: str | None, count_held: bool
-    ) -> None:
-        self.requeued += batch.requeued
-        self.claimed += batch.claimed
-        self.dead_lettered += batch.dead_lettered
-        self.dropped += batch.dropped
-        self.acked += batch.acked
-        self.foreign += batch.foreign
-        self.oversized += batch.oversized
-        self.failed += batch.failed
-        if batch.error:
-            self.errors.append(batch.error)
-        if batch.dead_lettered and dead_letter is not None:
-            self.dead_letter_keys.add(dead_letter)
-        if batch.dead_letter_type and dead_letter is not None:
-            self.unusable[dead_letter] = batch.dead_letter_type
-        if count_held:  # held and kept entries stay where they are: count them once
-            self.held += batch.held
-            self.kept += batch.kept
-
-    def findings(self) -> RecoveryFindings:
-        return RecoveryFindings(dict(self.unusable), self.held)
-
-    def summary(self) -> str:
-        text = (
-            f"recovered {self.recovered} (re-queued {self.requeued}, claimed {self.claimed}), "
-            f"dead-lettered {self.dead_lettered}, dropped {self.dropped}, "
-            f"consumers removed {len(self.removed)}, on {self.keys} stream(s) "
-            f"in {self.seconds:.2f}s"
-        )
-        if self.held:
-            text += f"; {self.held} entries held pending (no usable dead-letter stream)"
-        if self.kept:
-            text += f"; {self.kept} stale entries kept pending (no other live consumer)"
-        if self.failed:
-            text += f"; {self.failed} entries failed to move, left pending: {self.errors[0]}"
-        if not self.complete:
-            text += "; time budget reached, the next run continues"
-        return text
-
-
-def settings_of(recovery: Recovery) -> RecoverySettings:
-    return RecoverySettings(
-        strategy=Strategy.CLAIM
-        if recovery.strategy is RecoveryStrategy.CLAIM
-        else Strategy.REQUEUE,
-        max_deliveries=recovery.max_deliveries,
-        batch_size=recovery.batch_size,
-        dead_letter_cap=recovery.dead_letter.max_length,
-    )
-
-
-async def run_pass(
-    gateway: RedisGateway,
-    keys: Sequence[str],
-    group: str,
-    recovery: Recovery,
-    *,
-    pods: PodsReader,
-    progress: Progress,
-    clock: Callable[[], float] = time.monotonic,
-) -> Outcome:
-    """One bounded janitor pass over ``keys``; raises GatewayError when Redis fails."""
-    started = clock()
-    deadline = started + recovery.time_budget.seconds
-    settings = settings_of(recovery)
-    min_idle_ms = int(recovery.min_idle.seconds * 1000)
-    outcome = Outcome()
-    listed = await redis_recovery.consumers(gateway, keys, group)
-    present = [key for key in keys if isinstance(listed[key], list)]
-    outcome.keys = len(present)
-    if not present:
-        outcome.seconds = clock() - started
-        return outcome
-    view = await pods()  # after the consumers: see the module's docstring
-    plans, dead_letters = {}, {}
-    for key in present:
-        found = listed[key]
-        assert isinstance(found, list)
-        plans[key] = plan_consumers(
-            found,
-            view,
-            min_idle_ms=min_idle_ms,
-            remove_idle_after_ms=int(recovery.remove_idle_consumers_after.seconds * 1000),
-        )
-        target = dead_letter_target(
-            key, recovery.dead_letter.stream, cluster=gateway.endpoint.cluster
-        )
-        dead_letters[key] = target.key
-        if target.problem is not None:
-            outcome.refused[key] = target.problem
-    first = progress.first_key % len(present)
-    order = present[first:] + present[:first]
-
-    async def drain(key: str, *, consumer: str | None, start: str, idle_ms: int) -> str | None:
-        """Batches until the end of what is examined, or the deadline: where it stopped."""
-        plan = plans[key]
-        position: str | None = start
-        while position is not None:
-            if clock() >= deadline:
-                outcome.complete = False
-                return position
-            batch = await redis_recovery.recover(
-                gateway,
-                key,
-                group,
-                settings,
-                dead_letter=dead_letters[key],
-                start=position,
-                consumer=consumer,
-                min_idle_ms=idle_ms,
-                targets=plan.targets,
-                offset=progress.offset,
-            )
-            outcome.add(batch, dead_letter=dead_letters[key], count_held=consumer is None)
-            progress.offset = next_offset(progress.offset, batch.claimed, len(plan.targets))
-            position = batch.next_start
-        return None
-
-    for index, key in enumerate(order):
-        for consumer in plans[key].dead:
-            await drain(key, consumer=consumer, start="-", idle_ms=0)
-        if not outcome.complete:
-            progress.first_key = first + index
-            break
-    removed = await redis_recovery.remove_consumers(
-        gateway, {key: plans[key].removals for key in present}, group
-    )
-    outcome.removed = [name for key in present for name in removed.get(key, ())]
-    if outcome.complete:
-        for index, key in enumerate(order):
-            stopped_at = await drain(
-                key, consumer=None, start=progress.cursors.get(key, "-"), idle_ms=min_idle_ms
-            )
-            if stopped_at is None:
-                progress.cursors.pop(key, None)
-            else:
-                progress.cursors[key] = stopped_at
-                progress.first_key = first + index
-                break
-    for key in [k for k in progress.cursors if k not in listed]:
-        del progress.cursors[key]  # a stream of the pattern that went away
-    outcome.seconds = clock() - started
-    return outcome
 
 
 def tracked_pods(tracker: PodTracker | None) -> PodsReader:
@@ -327,11 +128,18 @@ class Janitor:
         group: str,
         recovery: Recovery,
         pods: PodsReader,
+        observed: Mapping[str, GroupState | None] | None = None,
     ) -> Outcome:
         labels = (self.namespace, self.name, group)
         try:
             outcome = await run_pass(
-                gateway, keys, group, recovery, pods=pods, progress=self.progress
+                gateway,
+                keys,
+                group,
+                recovery,
+                pods=pods,
+                progress=self.progress,
+                observed=observed,
             )
         except GatewayError:
             self.metrics.janitor_runs.labels(*labels, "error").inc()
@@ -453,15 +261,21 @@ class JanitorLoop:
         owner = self.ctx.claims.owner(claim_target(binding, group))
         if owner != self.me:
             return WAIT_SECONDS if owner is None else interval  # not claimed yet / not ours
+        latest = binding.poller.latest
         if binding.source.key is not None:
             keys: Sequence[str] = [binding.source.key]
         else:
-            latest = binding.poller.latest
             keys = latest.keys_of(binding.source) if latest is not None else ()
         if not keys:
             return WAIT_SECONDS
+        observed = observed_states(latest.observation if latest else None, keys, group)
         outcome = await self.janitor.run(
-            binding.poller.gateway, keys, group, recovery, tracked_pods(self.track(spec))
+            binding.poller.gateway,
+            keys,
+            group,
+            recovery,
+            tracked_pods(self.track(spec)),
+            observed,
         )
         self.ctx.recovery_findings[self.me] = outcome.findings()
         return interval if outcome.complete else min(interval, MORE_WORK_SECONDS)
@@ -573,7 +387,8 @@ async def run_command(kube: KubeClient, namespace: str, name: str) -> tuple[int,
             keys = sorted(scan.found)
         janitor = Janitor(kube, Metrics(), body)
         pods = await listed_pods(kube, namespace, name, spec)
-        outcome = await janitor.run(gateway, keys, group, spec.recovery, pods)
+        observed = observed_states(await gateway.observe(keys), keys, group)
+        outcome = await janitor.run(gateway, keys, group, spec.recovery, pods, observed)
     except GatewayError as exc:
         return 1, f"{where}: Redis: {exc.message}"
     finally:

@@ -245,7 +245,8 @@ class ConsumerPlan:
     targets: tuple[str, ...] = ()
     """Who gets claimed entries (strategy Claim), in a stable order."""
     removals: tuple[tuple[str, int], ...] = field(default_factory=tuple)
-    """(consumer, min idle ms) to remove if its PEL is empty by then."""
+    """(consumer, min idle ms) to remove if its PEL is empty by then: those whose pods are
+    gone, and those idle long enough with nothing pending when their consumers were read."""
 
 
 def plan_consumers(
@@ -261,9 +262,14 @@ def plan_consumers(
     pod of the Deployment that is gone; any other consumer without a pod of ours (a Job's
     pod, another Deployment's, one never seen) waits for ``minIdle`` and, with nothing
     pending, for ``removeIdleConsumersAfter``."""
+
+    def idle_enough(c: ConsumerState) -> bool:
+        # Asked of the script only when it may succeed (it checks both again, atomically).
+        return c.pending == 0 and c.idle_ms >= remove_idle_after_ms
+
     if pods is None:
         targets = sorted(c.name for c in consumers if c.idle_ms < min_idle_ms)
-        removals = [(c.name, remove_idle_after_ms) for c in consumers if c.pending == 0]
+        removals = [(c.name, remove_idle_after_ms) for c in consumers if idle_enough(c)]
         return ConsumerPlan(targets=tuple(targets), removals=tuple(removals))
     dead, removals = [], []
     for c in consumers:
@@ -273,11 +279,61 @@ def plan_consumers(
             removals.append((c.name, 0))  # its pod is gone: remove once its PEL is empty
             if c.pending > 0:
                 dead.append(c.name)
-        else:
+        elif idle_enough(c):
             removals.append((c.name, remove_idle_after_ms))
     return ConsumerPlan(
         dead=tuple(sorted(dead)), targets=tuple(sorted(pods.live)), removals=tuple(removals)
     )
+
+
+LOOK_AGAIN_AFTER = 60.0
+"""Seconds, at least, between two looks at an idle stream's consumers."""
+
+
+@dataclass(frozen=True)
+class ConsumerMemo:
+    """What the last look at a stream's consumers (XINFO CONSUMERS) showed: enough to tell
+    from the polls alone (which count consumers) that the stream needs no look for now."""
+
+    count: int
+    names: frozenset[str]
+    due_at: float
+    """When a consumer there may have become removable as idle (monotonic seconds)."""
+
+    def without(self, removed: Iterable[str]) -> ConsumerMemo:
+        gone = set(removed) & self.names
+        return ConsumerMemo(self.count - len(gone), self.names - gone, self.due_at)
+
+
+def consumer_memo(
+    consumers: Sequence[ConsumerState],
+    pods: Pods | None,
+    *,
+    now: float,
+    remove_idle_after_ms: int,
+) -> ConsumerMemo:
+    """The memo of a look: the next is due when the first consumer that may be removed as
+    idle (no pod of ours) gets idle enough, if it does not read in the meantime; consumers of
+    live pods never are (their pods going away is what makes them removable)."""
+    ours = pods.ours if pods is not None else frozenset()
+    waits = [
+        max(0, remove_idle_after_ms - c.idle_ms) / 1000
+        for c in consumers
+        if c.name not in ours and c.pending == 0
+    ]
+    wait = min(waits) if waits else remove_idle_after_ms / 1000
+    return ConsumerMemo(
+        len(consumers), frozenset(c.name for c in consumers), now + max(LOOK_AGAIN_AFTER, wait)
+    )
+
+
+def needs_look(memo: ConsumerMemo | None, consumers: int, gone: frozenset[str], now: float) -> bool:
+    """Whether a stream where the group has nothing pending needs its consumers read: never
+    looked at (and it has some), their number changed since, one is the name of a pod that is
+    gone (to be removed), or one may have become removable as idle."""
+    if memo is None:
+        return consumers > 0
+    return consumers != memo.count or bool(memo.names & gone) or now >= memo.due_at
 
 
 def next_offset(offset: int, claimed: int, targets: int) -> int:
