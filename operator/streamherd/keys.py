@@ -4,6 +4,7 @@
   operator follows is exactly a key Redis would list for the pattern.
 - Auxiliary keys streamherd writes next to a stream (dead-letter streams, and any other kind
   added later): never sources of a pattern, never deleted as a "call stream".
+- Redis Cluster hash slots (``hash_slot``, ``hash_tag``): which keys one script may touch.
 - The registry of new streams: a capped stream every publisher that uses the SDK appends a
   key's name to the first time it writes to that key, so the operator and pattern consumers
   learn new call streams in O(new keys), not by SCAN over the whole keyspace.
@@ -11,6 +12,8 @@
 """
 
 from __future__ import annotations
+
+from binascii import crc_hqx
 
 DEAD_LETTER_SUFFIX = ":dlq"
 """``<key>:dlq`` (or ``{<key>}:dlq`` on Redis Cluster): where a stream's poison entries go."""
@@ -23,6 +26,28 @@ REGISTRY_KEY = "streamherd:streams"
 REGISTRY_FIELD = "key"
 REGISTRY_MAX_LENGTH = 100_000
 """Approximate cap (``MAXLEN ~``) on the registry: readers keep their own position."""
+
+
+CLUSTER_SLOTS = 16384
+
+
+def hash_tag(key: str) -> str | None:
+    """The part of ``key`` Redis Cluster hashes when it has one: between the first "{" and
+    the first "}" after it, if not empty (the cluster spec's rule)."""
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    if end < 0 or end == start + 1:
+        return None
+    return key[start + 1 : end]
+
+
+def hash_slot(key: str) -> int:
+    """The Redis Cluster hash slot of ``key``: CRC16 (XMODEM) of its hash tag, or of the whole
+    key, modulo 16384. Keys of one script call must share it."""
+    tag = hash_tag(key)
+    return crc_hqx((key if tag is None else tag).encode(), 0) % CLUSTER_SLOTS
 
 
 def is_auxiliary(key: str) -> bool:

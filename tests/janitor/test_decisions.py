@@ -12,21 +12,23 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from streamherd.decisions.recovery import (
-    CRON_JOB_NAME_MAX,
     ConsumerMemo,
     Pods,
     consumer_memo,
-    cron_job_name,
-    cron_job_patch,
     dead_letter_target,
     default_dead_letter_key,
-    desired_cron_job,
-    hash_tag,
-    janitor_command,
     needs_look,
     next_offset,
-    owned_by,
     plan_consumers,
+)
+from streamherd.keys import hash_slot, hash_tag
+from streamherd.kube.manifests import (
+    CRON_JOB_NAME_MAX,
+    cron_job_name,
+    cron_job_patch,
+    desired_cron_job,
+    janitor_command,
+    owned_by,
 )
 from streamherd.observations import ConsumerState
 
@@ -51,6 +53,13 @@ def test_hash_tag_is_what_redis_hashes(key: str) -> None:
     tag = hash_tag(key)
     hashed = key if tag is None else tag
     assert key_slot(key.encode()) == key_slot(hashed.encode())
+
+
+@given(st.one_of(keys, st.text(alphabet="{}ab:", max_size=12)))
+def test_the_pure_slot_is_redis_pys(key: str) -> None:
+    """keys.hash_slot (no Redis client in the pure layers) agrees with redis-py's key_slot,
+    which the cluster tests check against a real cluster."""
+    assert hash_slot(key) == key_slot(key.encode())
 
 
 def test_default_dead_letter_keys() -> None:

@@ -6,9 +6,11 @@ import asyncio
 import base64
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamherd.api import CONSUMER_GROUP
 from streamherd.api.redisstream import RedisEndpoint, RedisStreamSpec
 from streamherd.controller.consumers import PodHistory, ScalerIndex
 from streamherd.controller.durability import DurabilityWatch
@@ -81,6 +83,17 @@ class SecretCache:
             return data[key]
 
         return resolve_endpoint(spec, read)
+
+
+def group_id(body: Mapping[str, Any]) -> str:
+    """How the loops name a ConsumerGroup in claims and wake-ups: "ConsumerGroup:<ns>/<name>"."""
+    return f"{CONSUMER_GROUP.kind}:{body['metadata']['namespace']}/{body['metadata']['name']}"
+
+
+def claim_target(binding: StreamBinding, group: str) -> tuple[str, ...]:
+    """What two ConsumerGroups may not both manage: one group on one stream on one Redis."""
+    assert binding.poller is not None and binding.source is not None
+    return (binding.poller.gateway.endpoint.display, binding.source.text, group)
 
 
 class GroupClaims:

@@ -17,7 +17,7 @@ from streamherd.api.consumergroup import ConsumerGroupSpec, RecoveryStrategy
 from streamherd.api.redisstream import DeletionPolicy, RedisMode, RedisStreamSpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.controller.autoscaler import SCALE_FIELDS, Autoscaler
-from streamherd.controller.context import Context, StreamBinding
+from streamherd.controller.context import Context, StreamBinding, claim_target, group_id
 from streamherd.controller.health import HealthWatch
 from streamherd.controller.polling import DEFAULT_INTERVAL, Poller, PollResult, scan_pattern
 from streamherd.controller.reporting import StatusWriter, report
@@ -48,10 +48,6 @@ GROUP_FIELDS = (
     "consumers",
     "oldestPendingAgeSeconds",
 )
-
-
-def who(body: Mapping[str, Any]) -> str:
-    return f"{CONSUMER_GROUP.kind}:{body['metadata']['namespace']}/{body['metadata']['name']}"
 
 
 def start_position(start_id: str, *, pattern: bool, created: str | None) -> str:
@@ -94,12 +90,6 @@ def dead_letter_keys(
     return frozenset(t for t in targets if t is not None)
 
 
-def claim_target(binding: StreamBinding, group: str) -> tuple[str, ...]:
-    """What two ConsumerGroups may not both manage: one group on one stream on one Redis."""
-    assert binding.poller is not None and binding.source is not None
-    return (binding.poller.gateway.endpoint.display, binding.source.text, group)
-
-
 class GroupLoop:
     """The state one ConsumerGroup's loop keeps between polls."""
 
@@ -107,7 +97,7 @@ class GroupLoop:
         self.ctx = ctx
         self.body = body
         meta = body["metadata"]
-        self.namespace, self.name, self.me = meta["namespace"], meta["name"], who(body)
+        self.namespace, self.name, self.me = meta["namespace"], meta["name"], group_id(body)
         self.writer = StatusWriter(ctx.kube, rq.CONSUMER_GROUPS, body)
         self.poller: Poller | None = None
         self.seq = 0

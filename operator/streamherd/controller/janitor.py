@@ -32,8 +32,7 @@ from streamherd.controller.consumers import (
     deployment_name,
     listed_pod_index,
 )
-from streamherd.controller.context import Context, SecretCache
-from streamherd.controller.groups import claim_target, who
+from streamherd.controller.context import Context, SecretCache, claim_target, group_id
 from streamherd.controller.janitor_pass import (
     Outcome,
     PodsReader,
@@ -46,13 +45,11 @@ from streamherd.controller.waiting import Stopped, sleep
 from streamherd.decisions.conditions import condition
 from streamherd.decisions.recovery import (
     Pods,
-    cron_job_patch,
-    desired_cron_job,
-    owned_by,
 )
 from streamherd.gateway import GatewayError, RedisGateway, ScanState, SecretMissing
 from streamherd.kube import KubeClient, KubeError, NotFound
 from streamherd.kube import requests as rq
+from streamherd.kube.manifests import cron_job_patch, desired_cron_job, owned_by
 from streamherd.metrics import Metrics
 from streamherd.observations import GroupState
 
@@ -211,7 +208,7 @@ class JanitorLoop:
         self.ctx = ctx
         self.body = body
         meta = body["metadata"]
-        self.namespace, self.name, self.me = meta["namespace"], meta["name"], who(body)
+        self.namespace, self.name, self.me = meta["namespace"], meta["name"], group_id(body)
         self.janitor = Janitor(ctx.kube, ctx.metrics, body)
         self.pods = pods
         self.tracker: PodTracker | None = None

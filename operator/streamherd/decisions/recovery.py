@@ -1,37 +1,23 @@
 """The janitor's decisions, pure: where poison goes, which consumers are dead or may be
-removed, who gets claimed work, and the CronJob that runs the janitor in mode CronJob."""
+removed, who gets claimed work, which streams a pass looks at, and the conditions it leads
+to. (The CronJob that runs the janitor in mode CronJob is built in kube/manifests.py.)"""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.crc import key_slot
-
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.decisions.conditions import Verdict
-from streamherd.keys import DEAD_LETTER_SUFFIX
+from streamherd.keys import DEAD_LETTER_SUFFIX, hash_slot, hash_tag
 from streamherd.observations import ConsumerState
 
 # ------------------------------------------------------------------ dead-letter stream
 
 
-def hash_tag(key: str) -> str | None:
-    """The part of ``key`` Redis Cluster hashes when it has one: between the first "{" and
-    the first "}" after it, if not empty (the cluster spec's rule)."""
-    start = key.find("{")
-    if start < 0:
-        return None
-    end = key.find("}", start + 1)
-    if end < 0 or end == start + 1:
-        return None
-    return key[start + 1 : end]
-
-
 def slot(key: str) -> int:
-    return key_slot(key.encode())
+    return hash_slot(key)
 
 
 @dataclass(frozen=True)
@@ -339,131 +325,3 @@ def needs_look(memo: ConsumerMemo | None, consumers: int, gone: frozenset[str], 
 def next_offset(offset: int, claimed: int, targets: int) -> int:
     """The round-robin position after ``claimed`` entries went to ``targets`` consumers."""
     return (offset + claimed) % targets if targets else 0
-
-
-# ------------------------------------------------------------------ mode CronJob
-
-CRON_JOB_SUFFIX = "-janitor"
-CRON_JOB_NAME_MAX = 52  # the Job controller appends an 11-character suffix to Job names
-MANAGED_BY = "app.kubernetes.io/managed-by"
-CONSUMER_GROUP_LABEL = "streamherd.io/consumergroup"
-
-
-def cron_job_name(group_resource: str) -> str:
-    name = group_resource + CRON_JOB_SUFFIX
-    if len(name) <= CRON_JOB_NAME_MAX:
-        return name
-    digest = hashlib.sha256(group_resource.encode()).hexdigest()[:8]
-    keep = CRON_JOB_NAME_MAX - len(CRON_JOB_SUFFIX) - len(digest) - 1
-    return f"{group_resource[:keep].rstrip('-.')}-{digest}{CRON_JOB_SUFFIX}"
-
-
-def janitor_command(namespace: str, name: str) -> list[str]:
-    return ["streamherd", "janitor", "--namespace", namespace, "--group", name]
-
-
-def desired_cron_job(
-    owner: Mapping[str, Any],
-    *,
-    schedule: str,
-    image: str,
-    service_account: str,
-    active_deadline_seconds: int,
-) -> dict[str, Any]:
-    """The CronJob running ``streamherd janitor`` for the ConsumerGroup ``owner`` (its body):
-    owned by it (deleted with it), never two runs at once."""
-    meta = owner["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    labels = {MANAGED_BY: "streamherd", CONSUMER_GROUP_LABEL: name}
-    container = {
-        "name": "janitor",
-        "image": image,
-        "command": janitor_command(namespace, name),
-        "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-    }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "CronJob",
-        "metadata": {
-            "name": cron_job_name(name),
-            "namespace": namespace,
-            "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": owner["apiVersion"],
-                    "kind": owner["kind"],
-                    "name": name,
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": {
-            "schedule": schedule,
-            "concurrencyPolicy": "Forbid",
-            "successfulJobsHistoryLimit": 1,
-            "failedJobsHistoryLimit": 3,
-            "jobTemplate": {
-                "metadata": {"labels": dict(labels)},
-                "spec": {
-                    "backoffLimit": 0,  # the next scheduled run is the retry
-                    "activeDeadlineSeconds": active_deadline_seconds,
-                    "template": {
-                        "metadata": {"labels": dict(labels)},
-                        "spec": {
-                            "serviceAccountName": service_account,
-                            "restartPolicy": "Never",
-                            "securityContext": {
-                                "runAsNonRoot": True,
-                                "seccompProfile": {"type": "RuntimeDefault"},
-                            },
-                            "containers": [container],
-                        },
-                    },
-                },
-            },
-        },
-    }
-
-
-def owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
-    uid = owner["metadata"].get("uid")
-    return any(
-        ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
-    )
-
-
-def cron_job_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The merge patch bringing our CronJob back to ``desired`` (labels and spec, which we
-    own entirely), or None when it matches. Fields the API server defaulted are not ours
-    to compare: only the ones we set are."""
-    patch: dict[str, Any] = {}
-    labels = desired["metadata"]["labels"]
-    if any(
-        (current.get("metadata") or {}).get("labels", {}).get(k) != v for k, v in labels.items()
-    ):
-        patch["metadata"] = {"labels": labels}
-    if not _contains(current.get("spec") or {}, desired["spec"]):
-        patch["spec"] = desired["spec"]
-    return patch or None
-
-
-def _contains(current: Any, desired: Any) -> bool:
-    """``current`` has every value ``desired`` sets (lists item by item, same length)."""
-    if isinstance(desired, Mapping):
-        return isinstance(current, Mapping) and all(
-            _contains(current.get(k), v) for k, v in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(current, list)
-            and len(current) == len(desired)
-            and all(_contains(c, d) for c, d in zip(current, desired, strict=True))
-        )
-    return bool(current == desired)

@@ -1,6 +1,6 @@
 """The bodies of the Kubernetes objects and patches the operator sends, built as data (no I/O),
-next to the requests that carry them (``requests``): the consumer Deployment, and how the
-operator reads back what it wrote."""
+next to the requests that carry them (``requests``): the consumer Deployment, how the
+operator reads back what it wrote, and the janitor's CronJob (mode CronJob)."""
 
 from __future__ import annotations
 
@@ -129,3 +129,129 @@ def template_patch(wanted: Mapping[str, Any]) -> dict[str, Any]:
 def deletion_cost_patch(cost: int) -> dict[str, Any]:
     """The merge patch setting a pod's deletion cost (the ReplicaSet removes the cheapest first)."""
     return {"metadata": {"annotations": {DELETION_COST: str(cost)}}}
+
+
+# ------------------------------------------------------------------ the janitor's CronJob
+
+CRON_JOB_SUFFIX = "-janitor"
+CRON_JOB_NAME_MAX = 52  # the Job controller appends an 11-character suffix to Job names
+
+
+def cron_job_name(group_resource: str) -> str:
+    name = group_resource + CRON_JOB_SUFFIX
+    if len(name) <= CRON_JOB_NAME_MAX:
+        return name
+    digest = hashlib.sha256(group_resource.encode()).hexdigest()[:8]
+    keep = CRON_JOB_NAME_MAX - len(CRON_JOB_SUFFIX) - len(digest) - 1
+    return f"{group_resource[:keep].rstrip('-.')}-{digest}{CRON_JOB_SUFFIX}"
+
+
+def janitor_command(namespace: str, name: str) -> list[str]:
+    return ["streamherd", "janitor", "--namespace", namespace, "--group", name]
+
+
+def desired_cron_job(
+    owner: Mapping[str, Any],
+    *,
+    schedule: str,
+    image: str,
+    service_account: str,
+    active_deadline_seconds: int,
+) -> dict[str, Any]:
+    """The CronJob running ``streamherd janitor`` for the ConsumerGroup ``owner`` (its body):
+    owned by it (deleted with it), never two runs at once."""
+    meta = owner["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    labels = {MANAGED_BY: "streamherd", GROUP_LABEL: name}
+    container = {
+        "name": "janitor",
+        "image": image,
+        "command": janitor_command(namespace, name),
+        "env": [{"name": "PYTHONDONTWRITEBYTECODE", "value": "1"}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {
+            "name": cron_job_name(name),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [
+                {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": name,
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "backoffLimit": 0,  # the next scheduled run is the retry
+                    "activeDeadlineSeconds": active_deadline_seconds,
+                    "template": {
+                        "metadata": {"labels": dict(labels)},
+                        "spec": {
+                            "serviceAccountName": service_account,
+                            "restartPolicy": "Never",
+                            "securityContext": {
+                                "runAsNonRoot": True,
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                            "containers": [container],
+                        },
+                    },
+                },
+            },
+        },
+    }
+
+
+def owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    uid = owner["metadata"].get("uid")
+    return any(
+        ref.get("uid") == uid for ref in (obj.get("metadata") or {}).get("ownerReferences") or []
+    )
+
+
+def cron_job_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The merge patch bringing our CronJob back to ``desired`` (labels and spec, which we
+    own entirely), or None when it matches. Fields the API server defaulted are not ours
+    to compare: only the ones we set are."""
+    patch: dict[str, Any] = {}
+    labels = desired["metadata"]["labels"]
+    if any(
+        (current.get("metadata") or {}).get("labels", {}).get(k) != v for k, v in labels.items()
+    ):
+        patch["metadata"] = {"labels": labels}
+    if not _contains(current.get("spec") or {}, desired["spec"]):
+        patch["spec"] = desired["spec"]
+    return patch or None
+
+
+def _contains(current: Any, desired: Any) -> bool:
+    """``current`` has every value ``desired`` sets (lists item by item, same length)."""
+    if isinstance(desired, Mapping):
+        return isinstance(current, Mapping) and all(
+            _contains(current.get(k), v) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(current, list)
+            and len(current) == len(desired)
+            and all(_contains(c, d) for c, d in zip(current, desired, strict=True))
+        )
+    return bool(current == desired)
