@@ -40,13 +40,14 @@ from streamherd.controller.janitor_pass import (
     observed_states,
     run_pass,
 )
+from streamherd.controller.polling import scan_pattern
 from streamherd.controller.reporting import StatusWriter
 from streamherd.controller.waiting import Stopped, sleep
 from streamherd.decisions.conditions import condition
 from streamherd.decisions.recovery import (
     Pods,
 )
-from streamherd.gateway import GatewayError, RedisGateway, ScanState, SecretMissing
+from streamherd.gateway import GatewayError, RedisGateway, SecretMissing
 from streamherd.kube import KubeClient, KubeError, NotFound
 from streamherd.kube import requests as rq
 from streamherd.kube.manifests import cron_job_patch, desired_cron_job, owned_by
@@ -376,12 +377,9 @@ async def run_command(kube: KubeClient, namespace: str, name: str) -> tuple[int,
     gateway = RedisGateway(endpoint)
     try:
         if stream_spec.key is not None:
-            keys = [stream_spec.key]
-        else:
-            scan = ScanState.start(str(stream_spec.key_pattern))
-            while not await gateway.scan_streams(scan):
-                pass
-            keys = sorted(scan.found)
+            keys: Sequence[str] = [stream_spec.key]
+        else:  # the pattern's streams, as the poller names them (no dead-letter streams)
+            keys = sorted(await scan_pattern(gateway, str(stream_spec.key_pattern)))
         janitor = Janitor(kube, Metrics(), body)
         pods = await listed_pods(kube, namespace, name, spec)
         observed = observed_states(await gateway.observe(keys), keys, group)
