@@ -138,13 +138,9 @@ async def test_every_message_is_processed_after_a_crash(
 
 def sum_outcomes(runs: list[Outcome]) -> Outcome:
     total = Outcome()
-    for run in runs:
-        total.requeued += run.requeued
-        total.claimed += run.claimed
-        total.dead_lettered += run.dead_lettered
-        total.dropped += run.dropped
-        total.acked += run.acked
-        total.removed += run.removed
+    for name in ("requeued", "claimed", "dead_lettered", "dropped", "acked"):
+        setattr(total, name, sum(getattr(run, name) for run in runs))
+    total.removed = [name for run in runs for name in run.removed]
     return total
 
 
