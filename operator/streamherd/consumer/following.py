@@ -1,0 +1,248 @@
+"""Which streams a consumer reads: one key, or every stream matching a pattern (thousands of
+call streams), and which of them are worth reading now.
+
+How keys are learned, in O(new keys):
+- at start, one ``SCAN MATCH <pattern> TYPE stream`` learns the streams that exist (the only
+  keyspace scan; the registry position is taken first, so a stream created during the scan
+  is learned from the registry);
+- then the registry of new streams (``streamherd.keys.REGISTRY_KEY``), read from this
+  consumer's own position: every ``publish`` of the SDK announces a key the first time it
+  writes to it;
+- a learned key is read once it has the group (the operator creates it): until then it is
+  checked with ``XINFO GROUPS``, backing off to every ``MAX_BACKOFF`` seconds. A stream that
+  disappears (a read says NOGROUP, a check "no such key") is forgotten.
+
+Streams that returned entries within ``active_window`` seconds (and newly learned ones) are
+*active*: read every time round. The others are *dormant*: swept for entries every few
+seconds (``Consumer``), so thousands of finished calls cost little.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aredis
+from redis import exceptions as rx
+
+from streamherd.keys import REGISTRY_FIELD, REGISTRY_KEY, glob_match, is_auxiliary
+
+logger = logging.getLogger("streamherd.consumer")
+
+FIRST_BACKOFF = 0.25
+MAX_BACKOFF = 5.0
+"""Seconds between checks of a learned stream that has no group yet."""
+REGISTRY_READ = 1000
+"""Registry entries read per call (a few calls per refresh catch up on a burst)."""
+CHECKS_PER_CALL = 500
+"""``XINFO GROUPS`` calls in one pipeline."""
+
+
+@dataclass
+class _Waiting:
+    next_check: float
+    backoff: float
+
+
+class StreamSet:
+    """The streams one consumer follows, and when each last had entries. Bookkeeping only.
+
+    ``key``: one stream, always active. ``pattern``: every matching stream that is not an
+    auxiliary key (dead-letter streams, the registry)."""
+
+    def __init__(
+        self, *, key: str | None = None, pattern: str | None = None, active_window: float = 10.0
+    ) -> None:
+        if (key is None) == (pattern is None):
+            raise ValueError("follow exactly one of a key and a pattern")
+        self.key, self.pattern, self.active_window = key, pattern, active_window
+        self._last_data: dict[str, float] = {}
+        """Followed streams (they have the group), in the order learned: when each last had
+        entries (or was learned). Insertion order keeps round-robin reads fair."""
+        self._waiting: dict[str, _Waiting] = {}
+        self._active: list[str] = []
+        self._active_set: set[str] = set()
+        self._active_until = -1.0
+        """When the active list must be rebuilt (the first of its keys to go dormant)."""
+
+    def matches(self, key: str) -> bool:
+        if self.key is not None:
+            return key == self.key
+        assert self.pattern is not None
+        return not is_auxiliary(key) and glob_match(self.pattern, key)
+
+    @property
+    def followed(self) -> list[str]:
+        return list(self._last_data)
+
+    def is_followed(self, key: str) -> bool:
+        return key in self._last_data
+
+    @property
+    def waiting(self) -> list[str]:
+        return list(self._waiting)
+
+    def offer(self, keys: Iterable[str], now: float) -> int:
+        """Candidates (from the scan or the registry): unknown matching ones are checked next."""
+        added = 0
+        for key in keys:
+            if key not in self._last_data and key not in self._waiting and self.matches(key):
+                self._waiting[key] = _Waiting(now, FIRST_BACKOFF)
+                added += 1
+        return added
+
+    def due(self, now: float, limit: int = CHECKS_PER_CALL) -> list[str]:
+        due = [k for k, w in self._waiting.items() if w.next_check <= now]
+        return due[:limit]
+
+    def next_check(self) -> float | None:
+        return min((w.next_check for w in self._waiting.values()), default=None)
+
+    def follow(self, key: str, now: float) -> None:
+        """The stream has the group: read it (it counts as active: a new call talks)."""
+        self._waiting.pop(key, None)
+        self._last_data[key] = now
+        self._mark_active(key)
+
+    def without_group(self, key: str, now: float) -> None:
+        """The stream exists but the group does not (yet): check again, less and less often."""
+        if key in self._last_data:
+            del self._last_data[key]
+            self._drop_active(key)
+        waiting = self._waiting.get(key)
+        backoff = min(waiting.backoff * 2, MAX_BACKOFF) if waiting else FIRST_BACKOFF
+        self._waiting[key] = _Waiting(now + backoff, backoff)
+
+    def recheck(self, key: str, now: float) -> None:
+        """A read said NOGROUP for this stream: check it before reading it again."""
+        if key in self._last_data:
+            del self._last_data[key]
+            self._drop_active(key)
+        self._waiting[key] = _Waiting(now, FIRST_BACKOFF)
+
+    def forget(self, key: str) -> None:
+        """The stream is gone (or not a stream)."""
+        self._waiting.pop(key, None)
+        if self._last_data.pop(key, None) is not None:
+            self._drop_active(key)
+
+    def touch(self, keys: Iterable[str], now: float) -> None:
+        """These streams just had entries."""
+        for key in keys:
+            if key in self._last_data:
+                self._last_data[key] = now
+                self._mark_active(key)
+
+    def active(self, now: float) -> list[str]:
+        """Streams that had entries within ``active_window`` (or were just learned), in a
+        stable order; the single key of a one-stream consumer always."""
+        if self.key is not None:
+            return [self.key] if self.key in self._last_data else []
+        if now >= self._active_until:
+            since = now - self.active_window
+            self._active = [k for k, t in self._last_data.items() if t > since]
+            self._active_set = set(self._active)
+            oldest = min((self._last_data[k] for k in self._active), default=now)
+            # Rebuilt when its oldest key goes dormant, at most twice a second.
+            self._active_until = max(oldest + self.active_window, now + 0.5)
+        return self._active
+
+    def dormant(self, now: float) -> list[str]:
+        active = set(self.active(now))
+        return [k for k in self._last_data if k not in active]
+
+    def _mark_active(self, key: str) -> None:
+        if key not in self._active_set:
+            self._active.append(key)
+            self._active_set.add(key)
+
+    def _drop_active(self, key: str) -> None:
+        if key in self._active_set:
+            self._active_set.discard(key)
+            self._active.remove(key)
+
+
+class Following:
+    """Learns the streams of a ``StreamSet`` from Redis: the start-up scan, the registry, and
+    the group checks. ``refresh`` costs one registry read (when due) and one pipeline of
+    checks for streams waiting for their group."""
+
+    def __init__(
+        self,
+        redis: aredis.Redis,
+        group: str,
+        streams: StreamSet,
+        *,
+        registry_interval: float = 0.2,
+    ) -> None:
+        self.redis, self.group, self.streams = redis, group, streams
+        self.registry_interval = registry_interval
+        self.position: str | None = None
+        """Where this consumer is in the registry (None: one key, no registry)."""
+        self._next_registry_read = 0.0
+
+    async def start(self, now: float) -> None:
+        if self.streams.pattern is None:
+            assert self.streams.key is not None
+            self.streams.offer([self.streams.key], now)
+        else:
+            last: Any = await self.redis.xrevrange(REGISTRY_KEY, "+", "-", count=1)
+            self.position = last[0][0] if last else "0-0"
+            found: list[str] = []
+            async for key in self.redis.scan_iter(
+                match=self.streams.pattern, count=1000, _type="stream"
+            ):
+                found.append(key)
+            self.streams.offer(found, now)
+        await self.check_due(now)
+
+    async def refresh(self, now: float) -> None:
+        if self.position is not None and now >= self._next_registry_read:
+            self._next_registry_read = now + self.registry_interval
+            for _ in range(10):  # bounded: the rest next time
+                reply: Any = await self.redis.xread(
+                    {REGISTRY_KEY: self.position}, count=REGISTRY_READ
+                )
+                if not reply:
+                    break
+                self.learn(reply[0][1], now)
+                if len(reply[0][1]) < REGISTRY_READ:
+                    break
+        await self.check_due(now)
+
+    def learn(self, registry_entries: Sequence[tuple[str, dict[str, str]]], now: float) -> None:
+        """Registry entries (read by ``refresh`` or by a wait that included the registry)."""
+        if registry_entries:
+            self.position = registry_entries[-1][0]
+            self.streams.offer((f.get(REGISTRY_FIELD, "") for _, f in registry_entries), now)
+
+    async def check_due(self, now: float) -> None:
+        due = self.streams.due(now)
+        if due:
+            await self.check(due, now)
+
+    async def check(self, keys: Sequence[str], now: float) -> None:
+        """``XINFO GROUPS`` on each key (one pipeline): follow it, wait for its group, or
+        forget it."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.xinfo_groups(key)
+        for key, reply in zip(keys, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, rx.ConnectionError | rx.TimeoutError):
+                raise reply
+            if isinstance(reply, Exception):
+                text = str(reply).lower()
+                if "no such key" in text or "wrongtype" in text:
+                    if self.streams.pattern is not None:
+                        self.streams.forget(key)
+                    else:  # the one named key: wait for it to be created (or fixed)
+                        self.streams.without_group(key, now)
+                else:
+                    logger.warning("cannot check stream %s: %s", key, reply)
+                    self.streams.without_group(key, now)
+            elif any(g["name"] == self.group for g in reply):
+                self.streams.follow(key, now)
+            else:
+                self.streams.without_group(key, now)

@@ -1,0 +1,416 @@
+"""``Consumer``: the consumer contract's loop, around a handler you write.
+
+What it does, in order:
+1. learns its streams (``following``) and reads its own pending history (entries it held
+   before a restart, entries the janitor claimed to it);
+2. reads new entries (``>``) of its active streams, round-robin, and sweeps dormant streams
+   every ``sweep_interval``; reads its history again every ``history_interval`` (the Claim
+   strategy hands stale work to live consumers: they must read it);
+3. calls the handler per entry (or per batch), acknowledges what succeeded, and leaves what
+   failed pending: no retry loop of its own. A history read hands a failed entry over again
+   (Redis counts that delivery), and the janitor dead-letters it after ``maxDeliveries``;
+4. on ``stop()`` (SIGTERM under ``run_forever``) it finishes the batch in hand, acknowledges
+   it, stops reading, and returns (exit code 0).
+
+Bounded reads: ``COUNT`` is per stream, so one read names at most ``batch`` streams with
+``COUNT = batch // streams``: a read never returns more than ``batch`` entries, however many
+streams it covers (what a read returns must be processed before it goes stale at minIdle).
+Waiting costs one blocking call: ``XREADGROUP BLOCK`` when at most ``batch`` streams are
+active, else a non-delivering ``XREAD BLOCK`` on the active streams and the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import exceptions as rx
+
+from streamherd.consumer.client import HISTORY, NEW, NoGroupError, Read, StreamClient
+from streamherd.consumer.entries import Entry
+from streamherd.consumer.following import REGISTRY_READ, Following, StreamSet
+from streamherd.consumer.settings import Settings
+from streamherd.keys import REGISTRY_KEY
+
+logger = logging.getLogger("streamherd.consumer")
+
+Handler = Callable[[Entry], Awaitable[object]] | Callable[[Entry], object]
+"""Called once per delivered entry; returning is success (acknowledged), raising is failure
+(left pending). A plain function runs in a worker thread, a coroutine function on the loop."""
+BatchHandler = (
+    Callable[[list[Entry]], Awaitable[Iterable[Entry] | None]]
+    | Callable[[list[Entry]], Iterable[Entry] | None]
+)
+"""Called once per batch; returns the entries that failed (None: all succeeded); raising
+fails the whole batch."""
+
+PROBE_PIPELINE = 1000
+"""Streams probed for this consumer's pending entries per round trip."""
+
+
+@dataclass
+class Stats:
+    """What a consumer has done since it started."""
+
+    handed: int = 0
+    """Entries given to the handler."""
+    acked: int = 0
+    failed: int = 0
+    """Handler failures, left pending."""
+    foreign_acked: int = 0
+    """Copies re-queued for another group: acknowledged, never handed to the handler."""
+    deleted_acked: int = 0
+    """History entries whose stream entry was gone: acknowledged."""
+    history_reads: int = 0
+    reads: int = 0
+
+
+class Consumer:
+    """Reads a stream (or every stream of a pattern) as one consumer of a group and calls
+    your handler. ``client`` carries the group and the consumer name.
+
+    ``batch``: at most this many entries per read. ``history_interval`` (seconds): how often
+    to read this consumer's own pending entries; None: never, not even at start (a plain
+    ``>`` reader, as the seed article's loop). ``block`` (seconds): longest wait per read.
+    ``active_window``/``sweep_interval``: see ``following``."""
+
+    def __init__(
+        self,
+        client: StreamClient,
+        *,
+        stream: str | None = None,
+        pattern: str | None = None,
+        handler: Handler | None = None,
+        batch_handler: BatchHandler | None = None,
+        batch: int = 10,
+        history_interval: float | None = 1.0,
+        block: float = 0.5,
+        active_window: float = 10.0,
+        sweep_interval: float = 5.0,
+        registry_interval: float = 0.2,
+    ) -> None:
+        if (handler is None) == (batch_handler is None):
+            raise ValueError("give exactly one of handler and batch_handler")
+        if client.group is None or client.consumer is None:
+            raise ValueError("the client needs a group and a consumer name")
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self.client, self.group, self.name = client, client.group, client.consumer
+        self.streams = StreamSet(key=stream, pattern=pattern, active_window=active_window)
+        self.following = Following(
+            client.redis, client.group, self.streams, registry_interval=registry_interval
+        )
+        self._handler, self._batch_handler = handler, batch_handler
+        self._handler_is_async = inspect.iscoroutinefunction(handler or batch_handler)
+        self.batch, self.history_interval, self.block = batch, history_interval, block
+        self.sweep_interval = sweep_interval
+        self.stats = Stats()
+        self._stop = asyncio.Event()
+        self._cursor = 0
+        self._sweep: list[str] | None = None
+        self._sweep_at = 0
+        self._next_sweep = 0.0
+        self._next_history = 0.0
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        handler: Handler | None = None,
+        *,
+        batch_handler: BatchHandler | None = None,
+        **options: Any,
+    ) -> Consumer:
+        return cls(
+            StreamClient.from_settings(settings),
+            stream=settings.stream,
+            pattern=settings.pattern,
+            handler=handler,
+            batch_handler=batch_handler,
+            **options,
+        )
+
+    @classmethod
+    def from_env(
+        cls,
+        handler: Handler | None = None,
+        *,
+        batch_handler: BatchHandler | None = None,
+        environ: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Consumer:
+        """Configured as the operator configures consumer pods (``Settings.from_env``)."""
+        return cls.from_settings(
+            Settings.from_env(environ), handler, batch_handler=batch_handler, **options
+        )
+
+    # ------------------------------------------------------------------ running
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Finish the batch in hand, acknowledge it, and return from ``run``."""
+        self._stop.set()
+
+    def run_forever(self) -> int:
+        """Run until SIGTERM or SIGINT, then close the connection; returns 0 (an exit code)."""
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+            try:
+                await self.run()
+            finally:
+                await self.client.close()
+
+        asyncio.run(main())
+        return 0
+
+    async def run(self) -> None:
+        """Consume until ``stop()``. Redis being unavailable is waited out (with backoff),
+        never fatal; so is an error on one stream."""
+        started, backoff = False, 0.1
+        while not self.stopping:
+            try:
+                if not started:
+                    await self._start()
+                    started = True
+                await self._step()
+                backoff = 0.1
+            except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
+                logger.warning(
+                    "%s: Redis unavailable (%s); again in %.1fs", self.name, exc, backoff
+                )
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except rx.ResponseError as exc:
+                logger.error("%s: %s; again in %.1fs", self.name, exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        logger.info("%s stopped: %s", self.name, self.stats)
+
+    async def _start(self) -> None:
+        now = time.monotonic()
+        await self.following.start(now)
+        logger.info(
+            "%s consuming %s as group %s: %d streams",
+            self.name,
+            self.streams.key or self.streams.pattern,
+            self.group,
+            len(self.streams.followed),
+        )
+        self._next_sweep = now + self.sweep_interval
+        if self.history_interval is not None:
+            await self._read_history()  # what we held before a restart, first
+            self._next_history = time.monotonic() + self.history_interval
+
+    async def _step(self) -> None:
+        now = time.monotonic()
+        await self.following.refresh(now)
+        if self.history_interval is not None and now >= self._next_history:
+            await self._read_history()
+            self._next_history = time.monotonic() + self.history_interval
+            return
+        if now >= self._next_sweep:
+            await self._handle(await self._sweep_some(now))
+        if self.stopping:
+            return
+        entries = await self._read_active(now)
+        if not entries and not self.stopping:
+            entries = await self._wait(now)
+        await self._handle(entries)
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read_new(self, keys: Sequence[str], block: int | None = None) -> list[Entry]:
+        """One bounded ``>`` read of at most ``batch`` streams."""
+        count = max(1, self.batch // len(keys))
+        try:
+            read = await self.client.read(dict.fromkeys(keys, NEW), count=count, block=block)
+        except NoGroupError as exc:
+            self._lost(exc.key, keys)
+            return []
+        except rx.ResponseError as exc:
+            if "UNBLOCKED" not in str(exc):  # a stream deleted while we waited on it
+                raise
+            self._lost(None, keys)
+            return []
+        self._account(read)
+        return read.entries
+
+    async def _read_active(self, now: float) -> list[Entry]:
+        """Round-robin over the active streams, ``batch`` streams a read, until one read
+        returns entries or every active stream was read once."""
+        active = self.streams.active(now)
+        for _ in range(-(-len(active) // self.batch)):
+            if self.stopping or not active:
+                break
+            start = self._cursor % len(active)
+            chunk = active[start : start + self.batch]
+            self._cursor = start + len(chunk)
+            entries = await self._read_new(chunk)
+            if entries:
+                return entries
+            active = self.streams.active(now)
+        return []
+
+    async def _sweep_some(self, now: float, reads: int = 10) -> list[Entry]:
+        """Part of the sweep of dormant streams: up to ``reads`` reads per step, so a busy
+        consumer still gets round to streams that went quiet and spoke again."""
+        if self._sweep is None:
+            self._sweep, self._sweep_at = self.streams.dormant(now), 0
+        for _ in range(reads):
+            if self._sweep_at >= len(self._sweep):
+                self._sweep, self._next_sweep = None, time.monotonic() + self.sweep_interval
+                return []
+            chunk = [
+                k
+                for k in self._sweep[self._sweep_at : self._sweep_at + self.batch]
+                if self.streams.is_followed(k)
+            ]
+            self._sweep_at += self.batch
+            if chunk:
+                entries = await self._read_new(chunk)
+                if entries:
+                    return entries
+        return []
+
+    async def _wait(self, now: float) -> list[Entry]:
+        """Block until something may have arrived (at most ``block`` seconds, less when a
+        group check, the sweep or the history read is due)."""
+        deadlines = [now + self.block, self._next_sweep]
+        if self.history_interval is not None:
+            deadlines.append(self._next_history)
+        check = self.streams.next_check()
+        if check is not None:
+            deadlines.append(check)
+        wait_ms = max(1, int((min(deadlines) - now) * 1000))
+        active = self.streams.active(now)
+        if active and len(active) <= self.batch:
+            return await self._read_new(active, block=wait_ms)
+        watch: dict[Any, Any] = {}
+        if self.following.position is not None:
+            watch[REGISTRY_KEY] = self.following.position
+        watch.update(dict.fromkeys(active, "$"))
+        if not watch:
+            await self._sleep(wait_ms / 1000)
+            return []
+        # XREAD delivers nothing: it only says which stream spoke; the next round reads it.
+        reply: Any = await self.client.redis.xread(watch, count=REGISTRY_READ, block=wait_ms)
+        for key, items in reply or []:
+            if key == REGISTRY_KEY:
+                self.following.learn(items, time.monotonic())
+            else:
+                self.streams.touch([key], time.monotonic())
+        return []
+
+    async def _read_history(self) -> None:
+        """This consumer's own pending entries on every followed stream: a pipelined probe
+        (``XPENDING ... 1 <me>``, which delivers nothing and creates no consumer) finds the
+        streams that hold any; they are read from id 0 in bounded batches."""
+        self.stats.history_reads += 1
+        cursors = dict.fromkeys(await self._streams_holding_mine(), HISTORY)
+        while cursors and not self.stopping:
+            chunk = list(cursors)[: self.batch]
+            count = max(1, self.batch // len(chunk))
+            try:
+                read = await self.client.read({k: cursors[k] for k in chunk}, count=count)
+            except NoGroupError as exc:
+                self._lost(exc.key, chunk)
+                for key in chunk if exc.key is None else [exc.key]:
+                    cursors.pop(key, None)
+                continue
+            for key in chunk:
+                if read.returned.get(key, 0) < count:
+                    del cursors[key]  # the end of our history there
+                else:
+                    cursors[key] = read.last_ids[key]
+            self._account(read)
+            await self._handle(read.entries)
+
+    async def _streams_holding_mine(self) -> list[str]:
+        keys = self.streams.followed
+        holding: list[str] = []
+        redis = self.client.redis
+        for i in range(0, len(keys), PROBE_PIPELINE):
+            part = keys[i : i + PROBE_PIPELINE]
+            pipe = redis.pipeline(transaction=False)
+            for key in part:
+                pipe.xpending_range(key, self.group, "-", "+", 1, consumername=self.name)
+            for key, reply in zip(part, await pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(reply, rx.ConnectionError | rx.TimeoutError):
+                    raise reply
+                if isinstance(reply, Exception):
+                    self._lost(key, [key])
+                elif reply:
+                    holding.append(key)
+        return holding
+
+    def _account(self, read: Read) -> None:
+        self.stats.reads += 1
+        self.stats.foreign_acked += read.foreign_acked
+        self.stats.deleted_acked += read.deleted_acked
+        spoke = [k for k, n in read.returned.items() if n]
+        if spoke:
+            self.streams.touch(spoke, time.monotonic())
+
+    def _lost(self, key: str | None, keys: Sequence[str]) -> None:
+        """A read said a stream lacks the group (or is gone): check before reading it again."""
+        now = time.monotonic()
+        for k in [key] if key is not None and key in keys else keys:
+            self.streams.recheck(k, now)
+
+    # ------------------------------------------------------------------ handling
+
+    async def _handle(self, entries: list[Entry]) -> None:
+        """The handler on every entry (even after ``stop()``: the batch in hand is finished),
+        then acknowledgements for what succeeded."""
+        if not entries:
+            return
+        self.stats.handed += len(entries)
+        if self._batch_handler is not None:
+            try:
+                failed = await self._call(self._batch_handler, entries)
+            except Exception as exc:
+                logger.warning("%s: batch of %d failed: %r", self.name, len(entries), exc)
+                failed = entries
+            bad = {(e.stream, e.id) for e in failed or ()}
+            self.stats.failed += len(bad)
+            done = [e for e in entries if (e.stream, e.id) not in bad]
+            self.stats.acked += await self.client.ack_entries(done)
+            return
+        assert self._handler is not None
+        for e in entries:
+            try:
+                await self._call(self._handler, e)
+            except Exception as exc:
+                self.stats.failed += 1
+                logger.warning(
+                    "%s: %s %s failed (delivery %d), left pending: %r",
+                    self.name,
+                    e.stream,
+                    e.id,
+                    e.deliveries,
+                    exc,
+                )
+                continue
+            self.stats.acked += await self.client.ack(e.stream, e.id)
+
+    async def _call(self, fn: Callable[[Any], Any], arg: Any) -> Any:
+        if self._handler_is_async:
+            return await fn(arg)
+        return await asyncio.to_thread(fn, arg)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
