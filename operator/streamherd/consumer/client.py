@@ -241,7 +241,7 @@ class StreamClient:
                 else:
                     history.setdefault(key, []).append((entry_id, raw))
         if history:
-            counts = await self._delivery_counts(history, group, consumer)
+            counts = await self._delivery_counts(history, group, consumer, read.returned)
             for key, items in history.items():
                 for entry_id, raw in items:
                     read.entries.append(entry(key, entry_id, raw, counts.get(entry_id, 1), group))
@@ -250,13 +250,19 @@ class StreamClient:
         return read
 
     async def _delivery_counts(
-        self, items: Mapping[str, Sequence[tuple[str, Any]]], group: str, consumer: str
+        self,
+        items: Mapping[str, Sequence[tuple[str, Any]]],
+        group: str,
+        consumer: str,
+        spans: Mapping[str, int] | None = None,
     ) -> dict[str, int]:
         """Redis's delivery counters of entries just read from this consumer's history."""
         pipe = self.redis.pipeline(transaction=False)
         for key, entries in items.items():
+            # The range may also hold entries read but not handed out (deleted, foreign).
+            span = (spans or {}).get(key, len(entries))
             pipe.xpending_range(
-                key, group, entries[0][0], entries[-1][0], len(entries), consumername=consumer
+                key, group, entries[0][0], entries[-1][0], span, consumername=consumer
             )
         counts: dict[str, int] = {}
         for rows in await pipe.execute(raise_on_error=False):

@@ -1,0 +1,151 @@
+"""The SDK's pure parts: settings from the contract's environment, entries as a handler
+sees them, and the bookkeeping of followed streams."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamherd.api.redisstream import RedisStreamSpec
+from streamherd.consumer import Settings, SettingsError
+from streamherd.consumer import settings as module
+from streamherd.consumer.entries import entry, foreign
+from streamherd.consumer.following import FIRST_BACKOFF, MAX_BACKOFF, StreamSet
+from streamherd.decisions.workload import consumer_env
+
+ENV = {
+    "STREAMHERD_REDIS_URL": "redis://:s3cret@redis.data:6380/2",
+    "STREAMHERD_STREAM_PATTERN": "conv:*",
+    "STREAMHERD_GROUP": "brain",
+    "STREAMHERD_CONSUMER": "brain-5d8f7c6b9a-x2x4z",
+    "STREAMHERD_REDIS_PASSWORD": "hunter2",
+}
+
+
+def test_settings_from_the_contract_environment() -> None:
+    s = Settings.from_env(ENV)
+    assert (s.pattern, s.stream, s.group, s.consumer) == (
+        "conv:*",
+        None,
+        "brain",
+        "brain-5d8f7c6b9a-x2x4z",
+    )
+    assert s.endpoint == "redis://redis.data:6380/2"
+    assert "s3cret" not in repr(s) and "hunter2" not in repr(s), "credentials never in repr"
+    one = Settings.from_env(ENV, stream="orders")
+    assert (one.stream, one.pattern) == ("orders", None), "an override replaces the pattern"
+
+
+def test_settings_name_what_is_missing() -> None:
+    with pytest.raises(SettingsError, match="STREAMHERD_REDIS_URL"):
+        Settings.from_env({k: v for k, v in ENV.items() if k != "STREAMHERD_REDIS_URL"})
+    with pytest.raises(SettingsError, match="STREAMHERD_GROUP"):
+        Settings.from_env({k: v for k, v in ENV.items() if k != "STREAMHERD_GROUP"})
+    with pytest.raises(SettingsError, match="exactly one"):
+        Settings.from_env({**ENV, "STREAMHERD_STREAM": "orders"})
+    fallback = Settings.from_env(
+        {k: v for k, v in ENV.items() if k != "STREAMHERD_CONSUMER"} | {"POD_NAME": "pod-1"}
+    )
+    assert fallback.consumer == "pod-1"
+
+
+def test_settings_read_what_the_operator_injects() -> None:
+    """The names the operator puts in consumer pods (decisions/workload.py) are the ones the
+    SDK reads: one list, checked against the other."""
+    spec = RedisStreamSpec.model_validate(
+        {
+            "redis": {
+                "url": "rediss://redis:6380/0",
+                "username": "u",
+                "passwordSecretRef": {"name": "s", "key": "p"},
+                "tls": {"caSecretRef": {"name": "ca", "key": "ca.crt"}},
+            },
+            "keyPattern": "conv:*",
+        }
+    )
+    injected = {e["name"] for e in consumer_env(spec, "brain")}
+    read = {
+        getattr(module, n) for n in dir(module) if n.endswith("_ENV") and n not in {"STREAM_ENV"}
+    }
+    assert injected == read
+
+
+def test_an_entry_as_the_handler_sees_it() -> None:
+    raw = {
+        "msg": "hi",
+        "streamherd-origin-id": "5-0",
+        "streamherd-deliveries": "3",
+        "streamherd-group": "g",
+    }
+    e = entry("conv:1", "9-0", raw, 1, "g")
+    assert e.fields == {"msg": "hi"}, "streamherd-* fields stripped"
+    assert (e.origin_id, e.deliveries, e.redelivered) == ("5-0", 4, True), "carried + this one"
+    plain = entry("conv:1", "9-1", {"msg": "x"}, 2, "g")
+    assert (plain.origin_id, plain.deliveries) == ("9-1", 2)
+    untagged = entry(
+        "conv:1", "9-2", {"streamherd-origin-id": "1-0", "streamherd-deliveries": "2"}, 1, "g"
+    )
+    assert untagged.deliveries == 3, "a copy without a group tag is work for every group"
+
+
+def test_a_copy_for_another_group_is_foreign() -> None:
+    copy = {
+        "msg": "hi",
+        "streamherd-origin-id": "5-0",
+        "streamherd-deliveries": "3",
+        "streamherd-group": "crm",
+    }
+    assert foreign(copy, "brain") and not foreign(copy, "crm")
+    assert not foreign({"msg": "hi", "streamherd-group": "crm"}, "brain"), "not a copy"
+    assert not foreign({"streamherd-origin-id": "5-0", "streamherd-deliveries": "1"}, "brain")
+
+
+def test_a_pattern_follows_matching_streams_but_not_auxiliary_keys() -> None:
+    s = StreamSet(pattern="conv:*")
+    added = s.offer(
+        ["conv:1", "conv:1:dlq", "streamherd:streams", "other:1", "conv:2", "conv:1"], 0
+    )
+    assert added == 2 and s.waiting == ["conv:1", "conv:2"]
+    assert s.due(0) == ["conv:1", "conv:2"] and s.followed == []
+    s.follow("conv:1", 0)
+    assert s.followed == ["conv:1"] and s.active(0) == ["conv:1"]
+    assert s.offer(["conv:1"], 1) == 0, "known keys are not offered again"
+
+
+def test_a_stream_without_its_group_is_checked_less_and_less_often() -> None:
+    s = StreamSet(pattern="conv:*")
+    s.offer(["conv:1"], 0)
+    now, gaps = 0.0, []
+    for _ in range(8):
+        s.without_group("conv:1", now)
+        nxt = s.next_check()
+        assert nxt is not None and s.due(now) == []
+        gaps.append(nxt - now)
+        now = nxt
+    assert gaps[0] == 2 * FIRST_BACKOFF and max(gaps) == MAX_BACKOFF
+    assert gaps == sorted(gaps)
+    s.follow("conv:1", now)
+    assert s.next_check() is None
+
+
+def test_streams_go_dormant_after_the_active_window_and_wake_when_they_speak() -> None:
+    s = StreamSet(pattern="conv:*", active_window=10)
+    for i in range(5):
+        s.offer([f"conv:{i}"], 0)
+        s.follow(f"conv:{i}", 0)
+    s.touch(["conv:3"], 8)
+    assert s.active(5) == [f"conv:{i}" for i in range(5)]
+    assert s.active(12) == ["conv:3"], "the others had nothing for 10 s"
+    assert s.dormant(12) == ["conv:0", "conv:1", "conv:2", "conv:4"]
+    s.touch(["conv:1"], 12.1)
+    assert s.active(12.1) == ["conv:3", "conv:1"]
+    s.forget("conv:3")
+    assert s.active(12.2) == ["conv:1"] and "conv:3" not in s.followed
+    s.recheck("conv:1", 13)
+    assert s.active(13) == [] and s.due(13) == ["conv:1"]
+
+
+def test_one_named_stream_is_always_active() -> None:
+    s = StreamSet(key="orders")
+    assert s.offer(["orders", "other"], 0) == 1
+    s.follow("orders", 0)
+    assert s.active(1_000) == ["orders"] and s.dormant(1_000) == []
