@@ -37,6 +37,7 @@ from e2e import consumer
 from e2e.cluster.local import LocalCluster
 from e2e.cluster.processes import VENV_BIN, OperatorProcess, wait_until
 from e2e.cluster.redis import RedisServer, free_port
+from streamherd.consumer import SyncStreamClient
 
 REPO = Path(__file__).resolve().parents[1]
 NS = "default"
@@ -45,7 +46,11 @@ NS = "default"
 def resources(redis_url: str) -> list[dict[str, Any]]:
     def deployment(name: str, group: str, work_ms: str) -> dict[str, Any]:
         return consumer.deployment(
-            name, redis_url=redis_url, group=group, pattern="conv:*", env={"WORK_MS": work_ms}
+            name,
+            redis_url=redis_url,
+            group=group,
+            pattern="conv:*",
+            env={"WORK_MS": work_ms, "MODE": "history"},
         )
 
     docs = list(
@@ -67,7 +72,7 @@ def resources(redis_url: str) -> list[dict[str, Any]]:
             if name == "crm":  # the template's container, made runnable here
                 spec["consumers"]["template"]["spec"]["containers"][0].update(
                     command=["python", "-m", "e2e.consumer"],
-                    env=[{"name": "WORK_MS", "value": "15"}],
+                    env=[{"name": "WORK_MS", "value": "15"}, {"name": "MODE", "value": "history"}],
                 )
                 spec["autoscaling"]["targetPerReplica"] = 200
             if name == "brain":
@@ -80,9 +85,11 @@ def resources(redis_url: str) -> list[dict[str, Any]]:
 
 
 class Calls(threading.Thread):
-    """Simulated calls: each active call writes an event every ~250 ms to conv:<id>."""
+    """Simulated calls: each active call writes an event every ~250 ms to conv:<id>, through
+    the SDK's ``publish`` (a new call's stream is announced in the registry of new streams,
+    and not trimmed before its groups exist)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: SyncStreamClient) -> None:
         super().__init__(daemon=True)
         self.client, self.wanted, self.active, self.sent = client, 0, {}, 0
         self.stop = threading.Event()
@@ -95,16 +102,14 @@ class Calls(threading.Thread):
                 next_id += 1
             while len(self.active) > self.wanted:
                 self.active.pop(next(iter(self.active)))
-            pipe = self.client.pipeline(transaction=False)
-            for call, turn in self.active.items():
+            for call, turn in list(self.active.items()):
                 if random.random() < 0.9:  # a little jitter between calls
-                    pipe.xadd(
+                    self.client.publish(
                         call,
                         {"msg": f"{call}/{turn}", "speaker": random.choice(["caller", "agent"])},
                     )
                     self.active[call] = turn + 1
                     self.sent += 1
-            pipe.execute()
             time.sleep(0.25)
 
 
@@ -160,7 +165,8 @@ def main() -> int:
         log_path=workdir / "operator.log",
     )
     client = redis.Redis.from_url(server.url, decode_responses=True)
-    calls = Calls(client)
+    publisher = SyncStreamClient(server.url, maxlen=10_000)
+    calls = Calls(publisher)
     try:
         print(f"redis-server {server.version} at {server.url}; Kubernetes API at {cluster.url}")
         print(
@@ -244,6 +250,9 @@ def main() -> int:
         return 0 if ok else 1
     finally:
         calls.stop.set()
+        if calls.is_alive():
+            calls.join(5)
+        publisher.close()
         operator.stop()
         kubelet.cleanup()
         cluster.stop()

@@ -121,7 +121,7 @@ def test_a_stream_without_its_group_is_checked_less_and_less_often() -> None:
         assert nxt is not None and s.due(now) == []
         gaps.append(nxt - now)
         now = nxt
-    assert gaps[0] == 2 * FIRST_BACKOFF and max(gaps) == MAX_BACKOFF
+    assert gaps[0] == FIRST_BACKOFF and max(gaps) == MAX_BACKOFF
     assert gaps == sorted(gaps)
     s.follow("conv:1", now)
     assert s.next_check() is None

@@ -31,7 +31,7 @@ from streamherd.keys import REGISTRY_FIELD, REGISTRY_KEY, glob_match, is_auxilia
 
 logger = logging.getLogger("streamherd.consumer")
 
-FIRST_BACKOFF = 0.25
+FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 """Seconds between checks of a learned stream that has no group yet."""
 REGISTRY_READ = 1000
@@ -89,7 +89,7 @@ class StreamSet:
         added = 0
         for key in keys:
             if key not in self._last_data and key not in self._waiting and self.matches(key):
-                self._waiting[key] = _Waiting(now, FIRST_BACKOFF)
+                self._waiting[key] = _Waiting(now, 0.0)
                 added += 1
         return added
 
@@ -112,7 +112,9 @@ class StreamSet:
             del self._last_data[key]
             self._drop_active(key)
         waiting = self._waiting.get(key)
-        backoff = min(waiting.backoff * 2, MAX_BACKOFF) if waiting else FIRST_BACKOFF
+        backoff = (
+            min(waiting.backoff * 2, MAX_BACKOFF) if waiting and waiting.backoff else FIRST_BACKOFF
+        )
         self._waiting[key] = _Waiting(now + backoff, backoff)
 
     def recheck(self, key: str, now: float) -> None:
@@ -120,7 +122,7 @@ class StreamSet:
         if key in self._last_data:
             del self._last_data[key]
             self._drop_active(key)
-        self._waiting[key] = _Waiting(now, FIRST_BACKOFF)
+        self._waiting[key] = _Waiting(now, 0.0)
 
     def forget(self, key: str) -> None:
         """The stream is gone (or not a stream)."""

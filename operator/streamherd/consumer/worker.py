@@ -15,8 +15,8 @@ What it does, in order:
 Bounded reads: ``COUNT`` is per stream, so one read names at most ``batch`` streams with
 ``COUNT = batch // streams``: a read never returns more than ``batch`` entries, however many
 streams it covers (what a read returns must be processed before it goes stale at minIdle).
-Waiting costs one blocking call: ``XREADGROUP BLOCK`` when at most ``batch`` streams are
-active, else a non-delivering ``XREAD BLOCK`` on the active streams and the registry.
+Waiting costs one blocking call: ``XREADGROUP BLOCK`` on one stream; for a pattern, a
+non-delivering ``XREAD BLOCK`` on the registry and the active streams.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from redis import exceptions as rx
 
 from streamherd.consumer.client import HISTORY, NEW, NoGroupError, Read, StreamClient
 from streamherd.consumer.entries import Entry
-from streamherd.consumer.following import REGISTRY_READ, Following, StreamSet
+from streamherd.consumer.following import Following, StreamSet
 from streamherd.consumer.settings import Settings
 from streamherd.keys import REGISTRY_KEY
 
@@ -51,6 +51,8 @@ BatchHandler = (
 """Called once per batch; returns the entries that failed (None: all succeeded); raising
 fails the whole batch."""
 
+WAKE_READ = 100
+"""Registry entries a wait returns (more are read by the next refresh)."""
 PROBE_PIPELINE = 1000
 """Streams probed for this consumer's pending entries per round trip."""
 
@@ -118,6 +120,10 @@ class Consumer:
         self._sweep_at = 0
         self._next_sweep = 0.0
         self._next_history = 0.0
+        self._next_full_history = 0.0
+        self._holding: set[str] = set()
+        """Streams where this consumer held pending entries at the last look (or just left a
+        failure): probed every history read. The others every ``sweep_interval``."""
 
     @classmethod
     def from_settings(
@@ -211,14 +217,14 @@ class Consumer:
         )
         self._next_sweep = now + self.sweep_interval
         if self.history_interval is not None:
-            await self._read_history()  # what we held before a restart, first
+            await self._read_history(now)  # what we held before a restart, first
             self._next_history = time.monotonic() + self.history_interval
 
     async def _step(self) -> None:
         now = time.monotonic()
         await self.following.refresh(now)
         if self.history_interval is not None and now >= self._next_history:
-            await self._read_history()
+            await self._read_history(now)
             self._next_history = time.monotonic() + self.history_interval
             return
         if now >= self._next_sweep:
@@ -287,7 +293,11 @@ class Consumer:
 
     async def _wait(self, now: float) -> list[Entry]:
         """Block until something may have arrived (at most ``block`` seconds, less when a
-        group check, the sweep or the history read is due)."""
+        group check, the sweep or the history read is due). One stream: ``XREADGROUP
+        BLOCK``. A pattern: ``XREAD BLOCK`` (it delivers nothing) on the registry and the
+        active streams (``$``), so a new call wakes it too; the next round reads what
+        spoke. An entry that lands between the round's read of its stream and this wait is
+        read at the next wake-up (at most ``block`` later)."""
         deadlines = [now + self.block, self._next_sweep]
         if self.history_interval is not None:
             deadlines.append(self._next_history)
@@ -296,30 +306,37 @@ class Consumer:
             deadlines.append(check)
         wait_ms = max(1, int((min(deadlines) - now) * 1000))
         active = self.streams.active(now)
-        if active and len(active) <= self.batch:
-            return await self._read_new(active, block=wait_ms)
-        watch: dict[Any, Any] = {}
-        if self.following.position is not None:
-            watch[REGISTRY_KEY] = self.following.position
-        watch.update(dict.fromkeys(active, "$"))
-        if not watch:
+        if self.following.position is None:
+            if active:
+                return await self._read_new(active, block=wait_ms)
             await self._sleep(wait_ms / 1000)
             return []
-        # XREAD delivers nothing: it only says which stream spoke; the next round reads it.
-        reply: Any = await self.client.redis.xread(watch, count=REGISTRY_READ, block=wait_ms)
+        watch: dict[Any, Any] = {REGISTRY_KEY: self.following.position}
+        watch.update(dict.fromkeys(active, "$"))
+        reply: Any = await self.client.redis.xread(watch, count=WAKE_READ, block=wait_ms)
         for key, items in reply or []:
             if key == REGISTRY_KEY:
                 self.following.learn(items, time.monotonic())
-            else:
+            else:  # read it first in the next round
                 self.streams.touch([key], time.monotonic())
+                self._cursor = active.index(key) if key in active else self._cursor
         return []
 
-    async def _read_history(self) -> None:
-        """This consumer's own pending entries on every followed stream: a pipelined probe
-        (``XPENDING ... 1 <me>``, which delivers nothing and creates no consumer) finds the
-        streams that hold any; they are read from id 0 in bounded batches."""
+    async def _read_history(self, now: float) -> None:
+        """This consumer's own pending entries: a pipelined probe (``XPENDING ... 1 <me>``,
+        which delivers nothing and creates no consumer) finds the streams that hold any, and
+        they are read from id 0 in bounded batches. Probed: active streams and those where
+        it held entries; every stream once per ``sweep_interval`` (the janitor may claim
+        entries to it on any stream: an entry claimed to it stays there for minIdle)."""
         self.stats.history_reads += 1
-        cursors = dict.fromkeys(await self._streams_holding_mine(), HISTORY)
+        if now >= self._next_full_history:
+            probe = self.streams.followed
+            self._next_full_history = now + self.sweep_interval
+        else:
+            active = self.streams.active(now)
+            probe = active + [k for k in self._holding if k not in set(active)]
+        self._holding = set(await self._streams_holding_mine(probe))
+        cursors = dict.fromkeys(self._holding, HISTORY)
         while cursors and not self.stopping:
             chunk = list(cursors)[: self.batch]
             count = max(1, self.batch // len(chunk))
@@ -338,8 +355,7 @@ class Consumer:
             self._account(read)
             await self._handle(read.entries)
 
-    async def _streams_holding_mine(self) -> list[str]:
-        keys = self.streams.followed
+    async def _streams_holding_mine(self, keys: Sequence[str]) -> list[str]:
         holding: list[str] = []
         redis = self.client.redis
         for i in range(0, len(keys), PROBE_PIPELINE):
@@ -385,6 +401,7 @@ class Consumer:
                 logger.warning("%s: batch of %d failed: %r", self.name, len(entries), exc)
                 failed = entries
             bad = {(e.stream, e.id) for e in failed or ()}
+            self._holding.update(stream for stream, _ in bad)
             self.stats.failed += len(bad)
             done = [e for e in entries if (e.stream, e.id) not in bad]
             self.stats.acked += await self.client.ack_entries(done)
@@ -395,6 +412,7 @@ class Consumer:
                 await self._call(self._handler, e)
             except Exception as exc:
                 self.stats.failed += 1
+                self._holding.add(e.stream)
                 logger.warning(
                     "%s: %s %s failed (delivery %d), left pending: %r",
                     self.name,
