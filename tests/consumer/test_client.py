@@ -36,7 +36,8 @@ async def test_publish_never_trims_a_stream_before_it_has_a_group(
     first events must still be there when the operator creates the group."""
     first = [await client.publish("conv:1", {"n": str(i)}, maxlen=10) for i in range(500)]
     assert await r.xlen("conv:1") == 500, "no group yet: nothing trimmed"
-    await r.xgroup_create("conv:1", "g", id="0")
+    await r.xgroup_create("conv:1", "g", id="0")  # the operator gets to the new stream
+    assert [e.id for e in await client.read_group(["conv:1"], count=1000)] == first
     for i in range(500, 1000):
         await client.publish("conv:1", {"n": str(i)}, maxlen=10)
     assert await r.xlen("conv:1") < 200, "trimmed (approximately) once a group exists"

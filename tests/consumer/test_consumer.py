@@ -138,3 +138,29 @@ async def test_a_sync_handler_runs_in_a_thread(server: RedisServer, r: aredis.Re
     async with running(c):
         await async_wait_until(lambda: c.stats.acked == 1, 10)
     assert seen == ["1"]
+
+
+async def test_a_redis_restart_is_waited_out(redis_server_factory: Any) -> None:
+    """Redis goes away (and comes back empty: no persistence here): the consumer keeps
+    retrying, then reads the streams created afresh, the pattern's new calls included."""
+    server = redis_server_factory("7.0")
+    r = aredis.Redis.from_url(server.url, decode_responses=True)
+    publisher = StreamClient(r)
+    await publisher.publish("conv:1", {"n": "before"})
+    await r.xgroup_create("conv:1", "g", id="0")
+    seen, handle = recorder()
+    c = consumer(server, handle, stream=None, pattern="conv:*", history_interval=0.2)
+    async with running(c) as task:
+        await async_wait_until(lambda: len(seen) == 1, 10)
+        await asyncio.to_thread(server.stop)
+        await asyncio.sleep(1.0)  # down for a while: shows the consumer does not give up
+        assert not task.done()
+        await asyncio.to_thread(server.start)
+        publisher = StreamClient(aredis.Redis.from_url(server.url, decode_responses=True))
+        await publisher.publish("conv:2", {"n": "after"})
+        await publisher.redis.xgroup_create("conv:2", "g", id="0")
+        await async_wait_until(lambda: len(seen) == 2, 20, message=lambda: f"{seen}")
+        assert not task.done()
+        await publisher.close()
+    await r.aclose()
+    assert [e.fields["n"] for e in seen] == ["before", "after"]
