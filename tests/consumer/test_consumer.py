@@ -164,3 +164,23 @@ async def test_a_redis_restart_is_waited_out(redis_server_factory: Any) -> None:
         await publisher.close()
     await r.aclose()
     assert [e.fields["n"] for e in seen] == ["before", "after"]
+
+
+async def test_a_key_that_stops_being_a_stream_is_forgotten(
+    server: RedisServer, r: aredis.Redis
+) -> None:
+    seen, handle = recorder()
+    for key in ("conv:1", "conv:2"):
+        await r.xadd(key, {"n": key})
+        await r.xgroup_create(key, "g", id="0")
+    c = consumer(server, handle, stream=None, pattern="conv:*")
+    async with running(c) as task:
+        await async_wait_until(lambda: len(seen) == 2, 10)
+        await r.delete("conv:1")
+        await r.set("conv:1", "not a stream")
+        await r.xadd("conv:2", {"n": "again"})
+        await async_wait_until(lambda: len(seen) == 3, 10)
+        await async_wait_until(lambda: c.streams.followed == ["conv:2"], 10)
+        await r.xadd("conv:2", {"n": "still"})
+        await async_wait_until(lambda: len(seen) == 4, 10)
+        assert not task.done()

@@ -228,9 +228,10 @@ class Consumer:
             self._next_history = time.monotonic() + self.history_interval
             return
         if now >= self._next_sweep:
-            await self._handle(await self._sweep_some(now))
-        if self.stopping:
-            return
+            swept = await self._sweep_some(now)
+            if swept or self.stopping:
+                await self._handle(swept)
+                return
         entries = await self._read_active(now)
         if not entries and not self.stopping:
             entries = await self._wait(now)
@@ -247,7 +248,9 @@ class Consumer:
             self._lost(exc.key, keys)
             return []
         except rx.ResponseError as exc:
-            if "UNBLOCKED" not in str(exc):  # a stream deleted while we waited on it
+            # A stream deleted while we waited on it, or a key that is no stream (any more):
+            # the checks sort out which.
+            if "UNBLOCKED" not in str(exc) and "WRONGTYPE" not in str(exc):
                 raise
             self._lost(None, keys)
             return []
