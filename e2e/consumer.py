@@ -20,7 +20,7 @@ Behaviour knobs (all optional):
                       None of them retries its own failures: the janitor decides about those.
   POISON_FIELD=poison a message with this field set is never acknowledged (it "fails")
   CRASH_AFTER=0       exit(1) after reading that many entries, without acking the last batch
-  PROCESSED_LOG=0     1: also RPUSH "<origin id> <consumer> <entry id>" to
+  PROCESSED_LOG=0     1: also RPUSH "<stream> <origin id> <consumer> <entry id>" to
                       "processed-log:<group>" for every processed message (who did what)
 Every processed message's "msg" field (or its origin id) is added to the set
 "processed:<group>", so a test can check that nothing was lost.
@@ -73,7 +73,9 @@ def main() -> int:
         pipe = client.redis.pipeline(transaction=False)
         pipe.sadd(f"processed:{group}", entry.fields.get("msg", entry.origin_id))
         if log:
-            pipe.rpush(f"processed-log:{group}", f"{entry.origin_id} {me} {entry.id}")
+            pipe.rpush(
+                f"processed-log:{group}", f"{entry.stream} {entry.origin_id} {me} {entry.id}"
+            )
         await pipe.execute()
 
     history = float(os.environ.get("HISTORY_EVERY_S", "1")) if mode == "history" else None
