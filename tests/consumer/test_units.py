@@ -10,7 +10,7 @@ from streamherd.consumer import Settings, SettingsError
 from streamherd.consumer import settings as module
 from streamherd.consumer.entries import entry, foreign
 from streamherd.consumer.following import FIRST_BACKOFF, MAX_BACKOFF, StreamSet
-from streamherd.decisions.workload import consumer_env
+from streamherd.kube.manifests import consumer_env
 
 ENV = {
     "STREAMHERD_REDIS_URL": "redis://:s3cret@redis.data:6380/2",
