@@ -24,9 +24,16 @@ def seen(
     pending: int | None = 0,
     exactness: Exactness = Exactness.EXACT,
     rate: float | None = None,
+    pending_exactness: Exactness = Exactness.EXACT,
 ) -> Observed:
     reading = Reading.unknown() if lag is None else Reading(lag, exactness)
-    return Observed(replicas=replicas, lag=reading, pending=pending, rate_per_replica=rate)
+    return Observed(
+        replicas=replicas,
+        lag=reading,
+        pending=pending,
+        rate_per_replica=rate,
+        pending_exactness=pending_exactness,
+    )
 
 
 def run(
@@ -152,6 +159,39 @@ def test_a_lower_bound_scales_up_but_never_down() -> None:
     assert d.desired == 20 and "lower bound" in d.reason
 
 
+@pytest.mark.parametrize(
+    "lower",
+    [
+        seen(1, lag=0, exactness=Exactness.LOWER_BOUND),  # a stream without the group yet
+        seen(1, lag=0, pending=0, pending_exactness=Exactness.LOWER_BOUND),  # one unreadable
+    ],
+    ids=["lag>=0", "pending>=0"],
+)
+@pytest.mark.parametrize("metric", ["Backlog", "Pending", "Lag"])
+def test_a_lower_bound_of_zero_never_scales_to_zero(lower: Observed, metric: str) -> None:
+    """Issue 10: lag >=0 (some streams of a pattern unreadable or without the group) went to
+    ScaledToZero after idleBeforeZero. Zero needs an exact zero."""
+    p = policy(idleBeforeZero="60s", metric=metric)
+    out = run(p, [(t, lower) for t in range(0, 300, 10)])
+    assert {d.desired for d in out} == {1}, [d.reason for d in out]
+    assert "lower bound" in out[-1].reason
+
+
+def test_a_lower_bound_restarts_the_idle_clock() -> None:
+    p = policy(idleBeforeZero="60s")
+    lower = seen(1, lag=0, exactness=Exactness.LOWER_BOUND)
+    out = run(p, [(0, seen(1)), (50, lower), (55, seen(1)), (110, seen(1)), (115, seen(1))])
+    assert [d.desired for d in out] == [1, 1, 1, 1, 0], "idle again since 55: zero at 115"
+    assert out[-1].action is Action.TO_ZERO
+
+
+def test_a_clamped_zero_is_a_known_zero() -> None:
+    """Clamped: Redis 7.x reported a stale lag and nothing lies after the group: truly 0."""
+    p = policy(idleBeforeZero="60s")
+    clamped = seen(1, lag=0, exactness=Exactness.CLAMPED)
+    assert [d.desired for d in run(p, [(0, clamped), (60, clamped)])] == [1, 0]
+
+
 # ------------------------------------------------------------------ windows and steps
 
 
@@ -206,6 +246,7 @@ def test_no_flapping_under_an_oscillating_metric() -> None:
 readings = st.one_of(
     st.none(),
     st.tuples(st.integers(0, 100_000), st.sampled_from(list(Exactness)[:3])),
+    st.tuples(st.just(0), st.sampled_from(list(Exactness)[:3])),  # zero, of each strength
 )
 
 
@@ -257,4 +298,52 @@ def test_never_outside_limits_and_never_down_on_unknown(
             assert d.desired >= min(replicas, p.max_replicas), "scaled down on a lower bound"
         if replicas == 0 and (observed.backlog.value or 0) > p.activation_threshold:
             assert d.desired >= 1, "work at zero must wake the group"
+        memory, replicas = d.memory, d.desired
+
+
+ZERO = (0, Exactness.EXACT, 0, Exactness.EXACT)
+KINDS_OF_ZERO = [
+    ZERO,
+    ZERO,
+    ZERO,  # mostly exact zeros, so runs of them long enough to reach idleBeforeZero occur
+    (0, Exactness.CLAMPED, 0, Exactness.EXACT),
+    (0, Exactness.LOWER_BOUND, 0, Exactness.EXACT),  # a stream without the group yet
+    (0, Exactness.EXACT, 0, Exactness.LOWER_BOUND),  # a stream that could not be read
+    (3, Exactness.EXACT, 0, Exactness.EXACT),  # work
+    (None, Exactness.UNKNOWN, 0, Exactness.EXACT),  # unknown
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    policies(),
+    st.integers(1, 10),
+    st.lists(
+        st.tuples(st.floats(0.1, 30), st.sampled_from(KINDS_OF_ZERO)), min_size=1, max_size=40
+    ),
+)
+def test_zero_only_after_idle_before_zero_of_known_zeros(
+    p: Autoscaling, start: int, history: list[Any]
+) -> None:
+    """Whatever was observed: a step to zero replicas happens only when every observation of
+    the last idleBeforeZero showed a backlog known to be zero (exact or clamped)."""
+    p = p.model_copy(update={"min_replicas": 0})
+    replicas, memory, now = start, Memory(), 0.0
+    known_zero_since: float | None = None
+    for dt, (lag, exactness, pending, pending_exactness) in history:
+        now += dt
+        observed = seen(replicas, lag, pending, exactness, pending_exactness=pending_exactness)
+        backlog = observed.backlog
+        known_zero = backlog.value == 0 and backlog.exactness in (
+            Exactness.EXACT,
+            Exactness.CLAMPED,
+        )
+        if not known_zero:
+            known_zero_since = None
+        elif known_zero_since is None:
+            known_zero_since = now
+        d = decide(p, observed, memory, now)
+        if d.desired == 0 and replicas > 0:
+            assert known_zero_since is not None, f"to zero on {backlog}: {d.reason}"
+            assert now - known_zero_since >= p.idle_before_zero.seconds, d.reason
         memory, replicas = d.memory, d.desired

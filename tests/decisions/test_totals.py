@@ -70,6 +70,27 @@ def test_streams_without_the_group_make_the_lag_a_lower_bound() -> None:
     assert totals.lag == Reading(3, Exactness.LOWER_BOUND)
 
 
+def test_a_total_over_partly_readable_streams_is_a_lower_bound() -> None:
+    """One stream of a pattern unreadable: what the readable ones hold is only part of it,
+    its pending included (issue 10: pending was reported as exact)."""
+    broken = StreamState("conv:2", StreamStatus.ERROR, error="ERR something")
+    obs = observed(stream("conv:1", g("brain", 2, 0)), broken)
+    totals = group_totals(obs, ["conv:1", "conv:2"], "brain")
+    assert totals.pending == 2 and totals.pending_exactness is Exactness.LOWER_BOUND
+    assert totals.lag == Reading(0, Exactness.LOWER_BOUND)
+    assert totals.backlog == Reading(2, Exactness.LOWER_BOUND)
+    whole = group_totals(observed(stream("conv:1", g("brain", 2, 0))), ["conv:1"], "brain")
+    assert whole.pending_exactness is Exactness.EXACT and whole.backlog == Reading.exact(2)
+    # A stream without the group holds nothing pending for it: pending stays exact there.
+    missing = group_totals(
+        observed(stream("conv:1", g("brain", 2, 0)), stream("conv:2")),
+        ["conv:1", "conv:2"],
+        "brain",
+    )
+    assert missing.pending_exactness is Exactness.EXACT
+    assert missing.backlog == Reading(2, Exactness.LOWER_BOUND), "its lag is not counted yet"
+
+
 def test_weakest_exactness_wins_in_a_sum() -> None:
     obs = observed(
         stream("a", g("x", 0, None, counted=CAP)),

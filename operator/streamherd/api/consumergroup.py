@@ -226,6 +226,8 @@ class ConsumerGroupStatus(StatusModel):
     """Streams the group exists on (more than one for a key pattern)."""
     pending: Annotated[int | None, Field(ge=0)] = None
     """Entries delivered and not acknowledged (PEL size)."""
+    pending_exactness: Exactness | None = None
+    """Exact, or LowerBound when some of the group's streams could not be read."""
     lag: Annotated[int | None, Field(ge=0)] = None
     """Entries not yet delivered (see lagExactness)."""
     lag_exactness: Exactness | None = None

@@ -104,7 +104,11 @@ class Autoscaler:
             return stopped
         self._update_rate(totals, taken_at, max(1, int(state.get("ready") or 0)))
         observed = Observed(
-            replicas=current, lag=totals.lag, pending=totals.pending, rate_per_replica=self.rate
+            replicas=current,
+            lag=totals.lag,
+            pending=totals.pending,
+            rate_per_replica=self.rate,
+            pending_exactness=totals.pending_exactness,
         )
         decision = decide(policy, observed, self.memory, time.monotonic())
         self.memory = decision.memory

@@ -41,6 +41,7 @@ GROUP_FIELDS = (
     "group",
     "streams",
     "pending",
+    "pendingExactness",
     "lag",
     "lagExactness",
     "lagDisplay",
@@ -389,6 +390,7 @@ class GroupLoop:
             "group": group,
             "streams": totals.streams if totals.known else None,
             "pending": totals.pending,
+            "pendingExactness": str(totals.pending_reading.exactness),
             "lag": lag.value,
             "lagExactness": str(lag.exactness),
             "lagDisplay": lag.display(),
@@ -403,7 +405,7 @@ class GroupLoop:
         self.ctx.metrics.reconcile_errors.labels(CONSUMER_GROUP.kind, verdict.reason).inc()
         self.health.unknown()
         unknown = dict.fromkeys(GROUP_FIELDS)
-        unknown.update(lagExactness="Unknown", lagDisplay="unknown")
+        unknown.update(lagExactness="Unknown", lagDisplay="unknown", pendingExactness="Unknown")
         await self.report([verdict], generation, unknown)
         return retry
 

@@ -8,7 +8,8 @@ Rules (README, "Autoscaling"):
 - scale-up: the lowest recommendation of the scale-up window (0s: immediate), at most
   maxStep more per decision; scale-down: the highest recommendation of the scale-down
   window, at most maxStep fewer per decision;
-- one to zero: only after the backlog has been known to be zero for idleBeforeZero;
+- one to zero: only after the backlog has been known to be zero for idleBeforeZero (a lower
+  bound of zero, or an unreadable stream, restarts that clock);
 - unknown metric: hold (never scale down on what could not be read); a lower bound may
   scale up, never down.
 """
@@ -43,18 +44,24 @@ class Observed:
     pending: int | None
     rate_per_replica: float | None = None
     """Entries one replica finishes per second, measured while there was work."""
+    pending_exactness: Exactness = Exactness.EXACT
+    """LowerBound when some of the group's streams could not be read."""
+
+    @property
+    def pending_reading(self) -> Reading:
+        if self.pending is None:
+            return Reading.unknown()
+        return Reading(self.pending, self.pending_exactness)
 
     @property
     def backlog(self) -> Reading:
-        if self.pending is None:
-            return Reading.unknown()
-        return self.lag + Reading.exact(self.pending)
+        return self.lag + self.pending_reading
 
     def metric(self, which: Metric) -> Reading:
         if which is Metric.LAG:
             return self.lag
         if which is Metric.PENDING:
-            return Reading.unknown() if self.pending is None else Reading.exact(self.pending)
+            return self.pending_reading
         return self.backlog
 
 
@@ -107,7 +114,7 @@ def decide(policy: Autoscaling, observed: Observed, memory: Memory, now: float) 
     metric, backlog = observed.metric(policy.metric), observed.backlog
     if metric.value is None or backlog.value is None:
         return _hold_unknown(policy, current, memory)
-    idle_since = _idle_since(memory, backlog.value, now)
+    idle_since = _idle_since(memory, backlog, now)
     if current == 0 and policy.min_replicas == 0:
         return _from_zero(policy, observed, Memory(memory.recommendations, idle_since), now)
     wanted, why = recommend(policy, metric, observed.rate_per_replica, policy.metric)
@@ -116,7 +123,10 @@ def decide(policy: Autoscaling, observed: Observed, memory: Memory, now: float) 
         if idle_since is not None and idle_for >= policy.idle_before_zero.seconds:
             return _to_zero(policy, current, Memory(memory.recommendations, idle_since), now)
         wanted = 1
-        why = f"backlog 0 for {idle_for:.0f}s, zero after {policy.idle_before_zero}"
+        if idle_since is None:  # a zero that is only a lower bound: nothing known yet
+            why = f"backlog {backlog.display()} is only a lower bound: not going to zero"
+        else:
+            why = f"backlog 0 for {idle_for:.0f}s, zero after {policy.idle_before_zero}"
     history = _remember(memory.recommendations, now, wanted, policy)
     desired, action, why = _stabilized(policy, history, now, current, wanted, metric, why)
     desired, action = _within_limits(policy, current, desired, action)
@@ -138,9 +148,11 @@ def _hold_unknown(policy: Autoscaling, current: int, memory: Memory) -> Decision
     )
 
 
-def _idle_since(memory: Memory, backlog: int, now: float) -> float | None:
-    """Since when the backlog has been zero (now, if it just became so); None with work."""
-    if backlog != 0:
+def _idle_since(memory: Memory, backlog: Reading, now: float) -> float | None:
+    """Since when the backlog has been known to be zero (now, if it just became so); None
+    with work, and with a zero that is only a lower bound (a stream of the group could not
+    be read, or lacks the group yet): that restarts the idle clock, never advances it."""
+    if backlog.value != 0 or backlog.exactness not in (Exactness.EXACT, Exactness.CLAMPED):
         return None
     return memory.idle_since if memory.idle_since is not None else now
 

@@ -24,6 +24,9 @@ class GroupTotals:
     known: bool
     streams: int = 0
     pending: int | None = None
+    pending_exactness: Exactness = Exactness.EXACT
+    """LowerBound when some of the group's streams could not be read: their pending entries
+    are not in the sum. (A stream without the group holds none: that keeps it exact.)"""
     lag: Reading = field(default_factory=Reading.unknown)
     consumers: int | None = None
     oldest_pending_idle_ms: int | None = None
@@ -33,10 +36,14 @@ class GroupTotals:
     missing_streams: tuple[str, ...] = ()
 
     @property
-    def backlog(self) -> Reading:
+    def pending_reading(self) -> Reading:
         if self.pending is None:
             return Reading.unknown()
-        return self.lag + Reading.exact(self.pending)
+        return Reading(self.pending, self.pending_exactness)
+
+    @property
+    def backlog(self) -> Reading:
+        return self.lag + self.pending_reading
 
     @classmethod
     def unknown(cls) -> GroupTotals:
@@ -80,6 +87,7 @@ def group_totals(observation: Observation, keys: Iterable[str], group: str) -> G
         known=True,
         streams=len(states),
         pending=sum(s.pending for s in states),
+        pending_exactness=Exactness.LOWER_BOUND if unreadable else Exactness.EXACT,
         lag=lag,
         consumers=sum(s.consumers for s in states),
         oldest_pending_idle_ms=max(ages) if ages else None,
