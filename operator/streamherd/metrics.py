@@ -41,10 +41,11 @@ class Metrics:
         )
         self.oldest_pending = Gauge(
             "streamherd_group_oldest_pending_age_seconds",
-            "Idle time of the oldest pending entry.",
+            "How long ago the oldest pending entry was added (Redis's clock minus its id's time). 0 when nothing is pending.",
             GROUP_LABELS,
             registry=r,
         )
+
         self.replicas = Gauge(
             "streamherd_group_replicas",
             "Current replicas of the consumer Deployment.",
@@ -206,7 +207,7 @@ class Metrics:
         self.lag.labels(*labels).set(_number(totals.lag.value))
         self.backlog.labels(*labels).set(_number(totals.backlog.value))
         self.consumers.labels(*labels).set(_number(totals.consumers))
-        age = totals.oldest_pending_idle_ms
+        age = totals.oldest_pending_age_ms
         self.oldest_pending.labels(*labels).set(
             age / 1000 if age is not None else (0.0 if totals.pending == 0 else math.nan)
         )

@@ -78,10 +78,13 @@ class GroupState:
     entries_read: int | None
     reported_lag: int | None
     """XINFO GROUPS lag; None when Redis says null (decisions.lag tells what it means)."""
-    oldest_pending_idle_ms: int | None = None
-    """Idle time of the lowest-id pending entry; None when nothing is pending or it was not
-    measured in this poll (see ``oldest_pending_measured``)."""
+    oldest_pending_id: str | None = None
+    """The lowest pending id: its time part is when the oldest unfinished entry was added (a
+    claim or redelivery keeps it, unlike the entry's idle time). None when nothing is pending
+    or it was never measured; between measurements (a poll measures a rotating share of the
+    streams) the last measured one: ``decisions.sampling.carry_oldest``."""
     oldest_pending_measured: bool = False
+    """Measured in this poll (or nothing pending): not carried from an earlier one."""
     counted_lag: int | None = None
     """When ``reported_lag`` is null: the entries after last-delivered-id, counted up to the
     observation's ``lag_count_cap``."""
@@ -118,6 +121,8 @@ class StreamState:
     error: str | None = None
     first_entry_id: str | None = None
     last_entry_id: str | None = None
+    server_time_ms: int | None = None
+    """Redis's clock (TIME) when the stream was read: ages of entry ids are measured on it."""
 
 
 class EndpointProblem(StrEnum):

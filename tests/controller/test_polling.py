@@ -10,6 +10,7 @@ import redis.asyncio as aredis
 from e2e.cluster.redis import RedisServer
 
 from streamherd.controller.polling import Poller, Source
+from streamherd.decisions.totals import group_totals
 from streamherd.gateway import Endpoint, RedisGateway
 from streamherd.metrics import Metrics
 
@@ -62,3 +63,36 @@ async def test_a_new_subscription_is_polled_at_once(poller: Poller) -> None:
     poller.subscribe("new", Source(key="b"), 60)
     second = await poller.next_result(first.seq, within=2)
     assert second is not None and "b" in second.observation.streams
+
+
+async def test_the_oldest_pending_age_is_there_in_every_poll_and_is_an_age(
+    poller: Poller, redis_server: RedisServer
+) -> None:
+    """Issue 10: measured for a rotating fifth of the streams, a single-key group reported
+    it in one poll of five (None, 9000, None, None, None), and as the idle time of the
+    lowest pending id, which a claim resets. Now: in every poll (from the last measurement
+    between two), and an age: Redis's clock minus the time in the oldest pending id."""
+    r = aredis.Redis.from_url(redis_server.url, decode_responses=True)
+    await r.xgroup_create("orders", "g", "0", mkstream=True)
+    first = await r.xadd("orders", {"n": "1"})
+    second = await r.xadd("orders", {"n": "2"})
+    await r.xreadgroup("g", "pod-1", {"orders": ">"})
+    poller.subscribe("one", Source(key="orders"), 60)
+    ages = []
+    for poll in range(12):
+        if poll == 6:  # a second later, a claim (the janitor's): the entry is no younger
+            await asyncio.sleep(1.0)
+            await r.xclaim("orders", "g", "pod-2", 0, [first], justid=True)
+        result = await poller.poll_once()
+        ages.append(group_totals(result.observation, ["orders"], "g").oldest_pending_age_ms)
+        await asyncio.sleep(0.05)
+    assert None not in ages, f"{ages}"
+    assert ages == sorted(ages), "an age only grows while the entry is pending"
+    assert min(ages[6:]) >= 1000, "a claim does not make an entry younger"
+    seconds, micros = await r.time()
+    now_ms = seconds * 1000 + micros // 1000
+    assert abs((now_ms - int(first.split("-")[0])) - ages[-1]) < 1000, "the id's age"
+    await r.xack("orders", "g", first, second)
+    totals = group_totals((await poller.poll_once()).observation, ["orders"], "g")
+    assert totals.oldest_pending_age_ms is None and totals.pending == 0
+    await r.aclose()

@@ -34,19 +34,19 @@ def g(
     pending: int,
     lag: int | None,
     consumers: int = 1,
-    idle: int | None = None,
+    oldest: str | None = None,
     *,
     counted: int | None = None,
     at_tail: bool | None = None,
 ) -> GroupState:
     """A group as the gateway reports it: ``lag`` as Redis said (None: null)."""
-    return GroupState(name, consumers, pending, 5, lag, idle, True, counted, at_tail)
+    return GroupState(name, consumers, pending, 5, lag, oldest, True, counted, at_tail)
 
 
 def test_sums_over_a_patterns_streams() -> None:
     obs = observed(
-        stream("conv:1", g("brain", 2, 3, idle=100)),
-        stream("conv:2", g("brain", 1, 4, consumers=2, idle=900)),
+        stream("conv:1", g("brain", 2, 3, oldest="100-0")),
+        stream("conv:2", g("brain", 1, 4, consumers=2, oldest="900-0")),
     )
     totals = group_totals(obs, ["conv:1", "conv:2"], "brain")
     assert (totals.pending, totals.lag, totals.consumers, totals.streams) == (
@@ -55,7 +55,7 @@ def test_sums_over_a_patterns_streams() -> None:
         3,
         2,
     )
-    assert totals.backlog == Reading.exact(10) and totals.oldest_pending_idle_ms == 900
+    assert totals.backlog == Reading.exact(10)
 
 
 def test_unreadable_endpoint_is_unknown_never_zero() -> None:
@@ -158,3 +158,22 @@ def test_stream_status_maps_redis_problems_to_reasons() -> None:
             create_if_missing=True,
         )
         assert verdict.reason == reason and fields["length"] is None
+
+
+def test_the_oldest_pending_age_is_from_the_id_on_redis_clock() -> None:
+    one = StreamState(
+        "conv:1",
+        StreamStatus.OK,
+        length=3,
+        groups={"g": GroupState("g", 1, 2, 5, 0, "7000-3", True)},
+        server_time_ms=10_000,
+    )
+    two = StreamState(
+        "conv:2",
+        StreamStatus.OK,
+        length=3,
+        groups={"g": GroupState("g", 1, 1, 5, 0, "9500-0", True)},
+        server_time_ms=10_100,
+    )
+    totals = group_totals(observed(one, two), ["conv:1", "conv:2"], "g")
+    assert totals.oldest_pending_age_ms == 3000, "the oldest entry: added 3 s ago"

@@ -239,7 +239,8 @@ class ConsumerGroupStatus(StatusModel):
     consumers: Annotated[int | None, Field(ge=0)] = None
     """Consumers known to Redis."""
     oldest_pending_age_seconds: Annotated[float | None, Field(ge=0)] = None
-    """Idle time of the oldest pending entry."""
+    """How long ago the oldest unfinished (pending) entry was added: Redis's clock minus the
+    time in its id. A claim or redelivery does not reset it."""
     replicas: Annotated[int | None, Field(ge=0)] = None
     """Current replicas of the consumer Deployment."""
     desired_replicas: Annotated[int | None, Field(ge=0)] = None

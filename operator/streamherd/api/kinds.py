@@ -167,6 +167,7 @@ CONSUMER_GROUP = Kind(
         _READY_COLUMN,
         _REASON_COLUMN,
         _column("Dead-lettered", ".status.deadLettered", "integer", priority=1),
+        _column("Oldest Pending", ".status.oldestPendingAgeSeconds", "number", priority=1),
         _AGE,
     ],
 )

@@ -384,7 +384,7 @@ class GroupLoop:
     def fields(self, binding: StreamBinding, group: str, totals: GroupTotals) -> dict[str, Any]:
         assert binding.source is not None
         lag, backlog = totals.lag, totals.backlog
-        age = totals.oldest_pending_idle_ms
+        age = totals.oldest_pending_age_ms
         return {
             "stream": binding.source.text,
             "group": group,

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from streamherd.decisions.sampling import age_sample
+from streamherd.decisions.sampling import OldestMemory, age_sample, carry_oldest
 from streamherd.gateway import GatewayError, GatewayPool, RedisGateway, ScanState
 from streamherd.gateway.endpoint import Endpoint
 from streamherd.keys import is_auxiliary, parse_id
@@ -90,6 +90,14 @@ class Poller:
         """Per subscriber, other keys whose length each poll reads (dead-letter streams)."""
         self._scans: dict[str, ScanState] = {}
         self._result: PollResult | None = None
+        self._oldest: OldestMemory = {}
+        """The last measured oldest pending entry per (key, group), carried into the polls
+        that do not measure it. Derived from Redis alone: a restart starts empty and the
+        first poll of a key measures it, so nothing needs to survive a restart."""
+        self._measured: set[str] = set()
+        """Keys measured at least once (and still polled)."""
+        self._measure_next: set[str] = set()
+        """Keys with pending entries the last poll had no measurement for."""
         # Set (and replaced) on every publication: waiters need no lock, so cancelling one
         # can never leave it stuck re-acquiring one at shutdown.
         self._published = asyncio.Event()
@@ -208,15 +216,21 @@ class Poller:
             del self._scans[pattern]
         if observation is None:
             every_key = {key for ks in keys.values() for key in ks}
+            self._measured &= every_key
+            ages_for = age_sample(every_key, seq, self._age_every)
+            ages_for |= (every_key - self._measured) | (self._measure_next & every_key)
             observation = await self.gateway.observe(
                 every_key,
-                ages_for=age_sample(every_key, seq, self._age_every),
+                ages_for=ages_for,
                 details_for={s.key for s in sources if s.key is not None},
                 # Dead-letter streams grow slowly: their lengths every 5th poll (as ages).
                 lengths_for=frozenset().union(*self._lengths.values())
                 if seq % self._age_every == 1 or self._age_every == 1
                 else frozenset(),
             )
+            if observation.problem is None:
+                self._measured |= ages_for
+                self._oldest, self._measure_next = carry_oldest(observation.streams, self._oldest)
         self._record(observation)
         result = self._result = PollResult(seq, observation, keys, complete)
         self._publish()

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from streamherd.decisions.lag import group_lag
+from streamherd.keys import parse_id
 from streamherd.observations import (
     Exactness,
     GroupState,
@@ -29,7 +30,9 @@ class GroupTotals:
     are not in the sum. (A stream without the group holds none: that keeps it exact.)"""
     lag: Reading = field(default_factory=Reading.unknown)
     consumers: int | None = None
-    oldest_pending_idle_ms: int | None = None
+    oldest_pending_age_ms: int | None = None
+    """How long ago the oldest unfinished entry was added: Redis's clock now minus the time
+    in its id, over every stream (None when nothing is pending, or not yet measured)."""
     entries_read: int | None = None
     missing_group_on: tuple[str, ...] = ()
     """Streams that exist but lack the group: the controller creates it there."""
@@ -57,6 +60,7 @@ def group_totals(observation: Observation, keys: Iterable[str], group: str) -> G
     lag = Reading.exact(0)
     missing_group: list[str] = []
     missing_streams: list[str] = []
+    ages: list[int] = []
     unreadable = False
     for key in keys:
         stream = observation.streams.get(key)
@@ -76,12 +80,14 @@ def group_totals(observation: Observation, keys: Iterable[str], group: str) -> G
         else:
             states.append(state)
             lag = lag + group_lag(stream, state, observation.lag_count_cap)
+            if state.pending and state.oldest_pending_id and stream.server_time_ms is not None:
+                added_ms = parse_id(state.oldest_pending_id)[0]
+                ages.append(max(0, stream.server_time_ms - added_ms))
     if unreadable and not states:
         return GroupTotals.unknown()
     if (missing_group or unreadable) and lag.value is not None:
         # Streams not (yet) counted: what we have is at least the truth, not all of it.
         lag = Reading(lag.value, weakest(lag.exactness, Exactness.LOWER_BOUND))
-    ages = [s.oldest_pending_idle_ms for s in states if s.oldest_pending_idle_ms is not None]
     reads = [s.entries_read for s in states]
     return GroupTotals(
         known=True,
@@ -90,7 +96,7 @@ def group_totals(observation: Observation, keys: Iterable[str], group: str) -> G
         pending_exactness=Exactness.LOWER_BOUND if unreadable else Exactness.EXACT,
         lag=lag,
         consumers=sum(s.consumers for s in states),
-        oldest_pending_idle_ms=max(ages) if ages else None,
+        oldest_pending_age_ms=max(ages) if ages else None,
         entries_read=None
         if any(r is None for r in reads)
         else sum(r for r in reads if r is not None),

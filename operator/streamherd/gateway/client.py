@@ -491,7 +491,7 @@ class RedisGateway:
     ) -> Observation:
         """One poll of ``keys`` and all their groups, in one pipeline (per cluster node).
 
-        ages_for: keys whose groups' oldest pending idle time is measured (None: all).
+        ages_for: keys whose groups' oldest pending entry (its id) is measured (None: all).
         details_for: keys that also get XINFO STREAM (first/last entry ids).
         lengths_for: other keys whose XLEN is read in the same pipeline (dead-letter streams).
         Never raises for Redis trouble: the Observation then carries the problem, and every
@@ -575,7 +575,7 @@ class RedisGateway:
         # The hot loop of a poll (10,000 groups on a large endpoint): five values a group,
         # index access; rare cases go through extras. Only what Redis said is kept here: what
         # a lag means is decided in decisions.lag, for the groups someone asks about.
-        pos = 0
+        server_time_ms, pos = reply[0], 1
         for key in batch:
             status = reply[pos]
             if status != "ok":
@@ -603,14 +603,18 @@ class RedisGateway:
             for _ in range(extras):
                 state, kind, value = states[reply[pos] - 1], reply[pos + 1], reply[pos + 2]
                 pos += 3
-                if kind == "i":
-                    state.oldest_pending_idle_ms = value
+                if kind == "o":
+                    state.oldest_pending_id = value
                 elif kind == "c":
                     state.counted_lag = value
                 else:  # "t"
                     state.at_tail = True
             out[key] = StreamState(
-                key, StreamStatus.OK, length=length, groups={g.name: g for g in states}
+                key,
+                StreamStatus.OK,
+                length=length,
+                groups={g.name: g for g in states},
+                server_time_ms=server_time_ms,
             )
 
 

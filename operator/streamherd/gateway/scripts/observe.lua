@@ -6,15 +6,17 @@
 -- KEYS    stream keys
 -- ARGV[1] cap for counting undelivered entries when Redis reports lag as null
 -- ARGV[2] '1': Redis may report a stale lag (7.x): check whether lagging groups are at the tail
--- ARGV[3] one char per key, '1': measure the oldest pending entry's idle time
+-- ARGV[3] one char per key, '1': measure the oldest pending entry (its id)
 --
--- Reply, per key: status ('ok', or the error text), and when 'ok':
+-- Reply: the server's time in ms (ages are measured against Redis's own clock, the clock
+-- of the entry ids), then per key: status ('ok', or the error text), and when 'ok':
 --   length, number of groups G, number of extras X,
 --   G x (name, consumers, pending, entries-read (-1 = null), lag (-1 = null)),
 --   X x (group index (1-based), kind, value) for the few groups that need more:
 --     'c' lag was null: entries counted after last-delivered-id (up to the cap)
 --     't' lag > 0 but nothing lies after last-delivered-id (a stale 7.x lag); value 1
---     'i' idle ms of the oldest pending entry (keys asked for in ARGV[3])
+--     'o' id of the oldest (lowest-id) pending entry (keys asked for in ARGV[3]): when it
+--         was added (its idle time would be reset by every claim: not an age)
 -- The common case is five values a group: the reply is what a poll costs to parse.
 -- Entry ids compare as numbers, part by part; digit strings of unequal length compare by
 -- length (no leading zeros), so any size works without float rounding.
@@ -30,7 +32,8 @@ end
 local cap = tonumber(ARGV[1])
 local check_tail = ARGV[2] == '1'
 local ages = ARGV[3]
-local out, n = {}, 0
+local time = redis.call('TIME')
+local out, n = {tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)}, 1
 
 for i, key in ipairs(KEYS) do
   local groups = redis.pcall('XINFO', 'GROUPS', key)
@@ -71,8 +74,8 @@ for i, key in ipairs(KEYS) do
         local oldest = redis.call('XPENDING', key, name, '-', '+', 1)[1]
         if oldest then
           x = x + 1; extras[x] = j
-          x = x + 1; extras[x] = 'i'
-          x = x + 1; extras[x] = oldest[3]
+          x = x + 1; extras[x] = 'o'
+          x = x + 1; extras[x] = oldest[1]
         end
       end
       n = n + 1; out[n] = name
