@@ -8,8 +8,11 @@ from typing import Any
 import pytest
 import yaml
 from e2e.cluster.crd_validation import Invalid, admit
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streamherd.api import KINDS, SpecError, parse
+from streamherd.keys import literal_prefix
 
 EXAMPLES = Path(__file__).parents[2] / "manifests" / "examples"
 BY_KIND = {k.kind: k for k in KINDS}
@@ -131,6 +134,34 @@ BAD = [
         {**STREAM, "redis": {"url": "redis://r", "mode": "Sentinel"}},
         'spec.redis.mode: Unsupported value: "Sentinel": supported values: "Standalone", "Cluster"',
         "spec.redis.mode: Input should be 'Standalone' or 'Cluster'",
+    ),
+    (
+        "pattern-star-alone",
+        "RedisStream",
+        {"redis": STREAM["redis"], "keyPattern": "*"},
+        "keyPattern must start with a literal prefix, such as conv:*",
+        "keyPattern must start with a literal prefix, such as conv:*",
+    ),
+    (
+        "pattern-without-prefix",
+        "RedisStream",
+        {"redis": STREAM["redis"], "keyPattern": "*:dlq"},
+        "keyPattern must start with a literal prefix",
+        "keyPattern must start with a literal prefix",
+    ),
+    (
+        "pattern-starting-with-a-class",
+        "RedisStream",
+        {"redis": STREAM["redis"], "keyPattern": "[a-z]*"},
+        "keyPattern must start with a literal prefix",
+        "keyPattern must start with a literal prefix",
+    ),
+    (
+        "pattern-starting-with-any-char",
+        "RedisStream",
+        {"redis": STREAM["redis"], "keyPattern": "?onv:*"},
+        "keyPattern must start with a literal prefix",
+        "keyPattern must start with a literal prefix",
     ),
     (
         "min-above-max",
@@ -278,6 +309,72 @@ def test_identity_of_a_group_cannot_change(change: dict[str, Any], message: str)
     api_server_admit(new)
 
 
+@pytest.mark.parametrize(
+    ("spec", "change", "message"),
+    [
+        (STREAM, {"key": "elsewhere"}, "key is immutable"),
+        (STREAM, {"key": None, "keyPattern": "orders:*"}, "key is immutable"),
+        (
+            {"redis": STREAM["redis"], "keyPattern": "conv:*"},
+            {"keyPattern": "call:*"},
+            "keyPattern is immutable",
+        ),
+        (STREAM, {"redis": {"url": "redis://other:6379"}}, "redis.url is immutable"),
+        (
+            STREAM,
+            {"redis": {"urlSecretRef": {"name": "r", "key": "url"}}},
+            "redis.url is immutable",
+        ),
+        (
+            {**STREAM, "redis": {"urlSecretRef": {"name": "r", "key": "url"}}},
+            {"redis": {"urlSecretRef": {"name": "other", "key": "url"}}},
+            "redis.urlSecretRef is immutable",
+        ),
+        (
+            STREAM,
+            {"redis": {"url": "redis://redis:6379", "mode": "Cluster"}},
+            "redis.mode is immutable",
+        ),
+    ],
+)
+def test_identity_of_a_stream_cannot_change(
+    spec: dict[str, Any], change: dict[str, Any], message: str
+) -> None:
+    """The groups live on these keys of this endpoint: moving the resource would orphan them
+    (and make deletionPolicy Delete act on keys it never managed)."""
+    old = api_server_admit(resource("RedisStream", spec))
+    new = copy.deepcopy(old)
+    for field, value in change.items():
+        if value is None:
+            new["spec"].pop(field)
+        else:
+            new["spec"][field] = value
+    with pytest.raises(Invalid, match=message):
+        api_server_admit(new, old)
+    api_server_admit(new)  # a new resource may say anything valid
+
+
+def test_credentials_and_tls_of_a_stream_may_change() -> None:
+    old = api_server_admit(resource("RedisStream", STREAM))
+    new = copy.deepcopy(old)
+    new["spec"]["redis"].update(
+        username="app", passwordSecretRef={"name": "p", "key": "password"}, tls={"enabled": True}
+    )
+    new["spec"]["retentionPolicyRef"] = {"name": "short"}
+    new["spec"]["deletionPolicy"] = "Delete"
+    api_server_admit(new, old)
+
+
+@pytest.mark.parametrize(
+    "pattern", ["conv:*", "c*", "\\*literal*", "{conv}:*", "conv:[0-9]*", "a?", "x", "\\"]
+)
+def test_a_pattern_with_a_literal_prefix_is_accepted_by_both(pattern: str) -> None:
+    spec = {"redis": STREAM["redis"], "keyPattern": pattern}
+    assert literal_prefix(pattern) != ""
+    api_server_admit(resource("RedisStream", spec))
+    parse(BY_KIND["RedisStream"].spec, spec)
+
+
 def test_unknown_fields_are_pruned_by_the_server_and_named_by_the_operator() -> None:
     stored = api_server_admit(resource("RedisStream", {**STREAM, "maxLen": 5}))
     assert "maxLen" not in stored["spec"]
@@ -296,3 +393,23 @@ def test_every_cel_rule_has_a_python_twin_that_agrees() -> None:
     for model in models(ApiModel):
         for rule in model.rules:
             assert rule.check is not None or "oldSelf" in rule.cel, (model, rule)
+
+
+@given(st.text(alphabet="*?[]\\^-ab:{}", min_size=1, max_size=8))
+def test_the_prefix_rule_rejects_exactly_the_patterns_without_a_literal_prefix(
+    pattern: str,
+) -> None:
+    """Both twins of the rule agree with keys.literal_prefix, which agrees with Redis's glob."""
+    spec = {"redis": STREAM["redis"], "keyPattern": pattern}
+    has_prefix = literal_prefix(pattern) != ""
+    try:
+        api_server_admit(resource("RedisStream", spec))
+        server_accepts = True
+    except Invalid:
+        server_accepts = False
+    try:
+        parse(BY_KIND["RedisStream"].spec, spec)
+        operator_accepts = True
+    except SpecError:
+        operator_accepts = False
+    assert server_accepts == operator_accepts == has_prefix

@@ -184,6 +184,10 @@ RETENTION_POLICY = Kind(
         _column("Max Age", ".spec.maxAge"),
         _column("Streams", ".status.streams", "integer"),
         _column("Trimmed", ".status.trimmedEntries", "integer", priority=1),
+        _column("Deleted", ".status.deletedStreams", "integer", priority=1),
+        _column("Dropped", ".status.unconsumedDropped", "integer", priority=1),
+        _READY_COLUMN,
+        _REASON_COLUMN,
         _AGE,
     ],
 )

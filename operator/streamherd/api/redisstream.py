@@ -16,13 +16,19 @@ from streamherd.api.base import (
     RedisKey,
     Rule,
     SecretKeyReference,
+    Validated,
     exactly_one,
+    immutable,
 )
 from streamherd.api.status import StatusModel
 
 # A password inside the URL would end up in etcd, in `kubectl get -o yaml` and in logs.
 _URL_PATTERN = r"^rediss?://[^\s]+$"
 _URL_WITH_PASSWORD_CEL = r"^rediss?://[^/@]*:[^/@]*@"
+# A pattern must start with a literal part (conv:*): "*" alone, or "*:x", could match every
+# stream of the database, and Delete would then delete them.
+_SPECIAL_FIRST = r"^[*?\[]"
+_SPECIAL_FIRST_CEL = _SPECIAL_FIRST.replace("\\", "\\\\")
 
 
 class RedisMode(StrEnum):
@@ -90,14 +96,38 @@ def _has_password(url: str) -> bool:
 class RedisStreamSpec(ApiModel):
     """Desired state of a RedisStream."""
 
-    rules = (exactly_one("key", "keyPattern", "set exactly one of key or keyPattern"),)
+    rules = (
+        exactly_one("key", "keyPattern", "set exactly one of key or keyPattern"),
+        # Identity: the groups live on these keys on this endpoint. Changing them would orphan
+        # the groups (and make Delete act on what the resource never managed).
+        immutable("key", "key is immutable: create a new RedisStream instead"),
+        immutable("keyPattern", "keyPattern is immutable: create a new RedisStream instead"),
+        immutable("redis.url", "redis.url is immutable: create a new RedisStream instead"),
+        immutable(
+            "redis.urlSecretRef",
+            "redis.urlSecretRef is immutable (change the Secret's value to rotate credentials)",
+        ),
+        immutable("redis.mode", "redis.mode is immutable: create a new RedisStream instead"),
+    )
 
     redis: RedisEndpoint
-    """The Redis endpoint holding the stream."""
+    """The Redis endpoint holding the stream. Where it is (url, urlSecretRef, mode) is immutable; credentials and TLS settings may change."""
     key: RedisKey | None = None
-    """The stream's key."""
-    key_pattern: RedisKey | None = None
-    """A glob (SCAN MATCH syntax) for a family of streams, such as conv:* for one stream per call."""
+    """The stream's key (immutable)."""
+    key_pattern: Annotated[
+        RedisKey | None,
+        Validated(
+            Rule(
+                cel=f"!self.matches('{_SPECIAL_FIRST_CEL}')",
+                message=(
+                    "keyPattern must start with a literal prefix, such as conv:*: "
+                    "a pattern starting with *, ? or [ could match every stream in Redis"
+                ),
+                check=lambda value: value is None or re.match(_SPECIAL_FIRST, value) is None,
+            )
+        ),
+    ] = None
+    """A glob (SCAN MATCH syntax) for a family of streams, such as conv:* for one stream per call. It must start with a literal prefix; immutable."""
     create_if_missing: bool = True
     """Create the stream (MKSTREAM) when a consumer group is created on a missing key."""
     retention_policy_ref: LocalObjectReference | None = None
@@ -138,6 +168,8 @@ class RedisStreamStatus(StatusModel):
     """Consumer groups on the stream (for a pattern, the most on any matched key)."""
     matched_keys: Annotated[int | None, Field(ge=0)] = None
     """Stream keys matching keyPattern."""
+    managed_groups: Annotated[list[str], Field(max_length=256)] = []
+    """Groups that ConsumerGroups keep on these streams: deletionPolicy Delete deletes only keys that carry one of them."""
     last_polled: datetime | None = None
     """When Redis was last read."""
     durability: DurabilityStatus | None = None

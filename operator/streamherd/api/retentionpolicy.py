@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from streamherd.api.base import ApiModel, Rule, at_least
 from streamherd.api.durations import Duration, duration
@@ -50,20 +50,45 @@ class RetentionPolicySpec(ApiModel):
     """Never trim entries a consumer group has not yet read or acknowledged."""
     hard_max_length: Annotated[int | None, Field(ge=1)] = None
     """Emergency cap applied even when a stuck group holds history back."""
-    delete_idle_streams_after: Annotated[Duration, at_least("1m")] | None = None
-    """For key patterns: delete streams that received nothing for this long."""
+    delete_idle_streams_after: Annotated[Duration, at_least("1s")] | None = None
+    """For key patterns (one stream per call): delete a stream that received nothing for this long once every group has read and acknowledged all of it (UNLINK). Set it above the longest pause within a call."""
     interval: Annotated[Duration, at_least("1s")] = duration("1m")
     """How often retention runs."""
+
+
+class BlockedGroup(ApiModel):
+    """A consumer group that holds retention back."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    redis_stream: Annotated[str, Field(max_length=253)]
+    """The RedisStream whose streams it holds back."""
+    group: Annotated[str, Field(max_length=256)]
+    """The consumer group in Redis."""
+    streams: Annotated[int, Field(ge=0)]
+    """Streams it holds back."""
+    reasons: Annotated[list[str], Field(max_length=2)] = []
+    """MaxAge (entries older than maxAge survive for it) and/or MaxLength (streams stay over maxLength for it)."""
+    oldest_unconsumed_age_seconds: Annotated[float | None, Field(ge=0)] = None
+    """Age of the oldest entry it has not consumed."""
 
 
 class RetentionPolicyStatus(StatusModel):
     """Observed state of a RetentionPolicy."""
 
     streams: Annotated[int | None, Field(ge=0)] = None
-    """Streams this policy applies to."""
+    """Streams this policy applied to in its last complete pass."""
+    redis_streams: Annotated[list[str], Field(max_length=256)] = []
+    """RedisStreams that reference this policy."""
     trimmed_entries: Annotated[int | None, Field(ge=0)] = None
     """Entries trimmed (total)."""
     deleted_streams: Annotated[int | None, Field(ge=0)] = None
     """Idle streams deleted (total)."""
+    unconsumed_dropped: Annotated[int | None, Field(ge=0)] = None
+    """Entries hardMaxLength dropped that some group had not consumed (total)."""
+    blocked_groups: Annotated[list[BlockedGroup], Field(max_length=16)] = []
+    """Groups holding retention back, the most streams first."""
     last_run: datetime | None = None
     """When retention last ran."""
+    last_run_seconds: Annotated[float | None, Field(ge=0)] = None
+    """How long the last complete pass took."""

@@ -33,6 +33,11 @@ class ConditionType(StrEnum):
     """The Redis endpoint's persistence and replication keep acknowledged writes."""
     RECOVERY_ISOLATED = "RecoveryIsolated"
     """Work the janitor recovers for this group reaches no other group's consumers."""
+    RETENTION = "Retention"
+    """Retention runs as its policy says: False (RetentionBlocked) while a group holds it
+    back; on a RedisStream, False (PolicyNotFound) when its policy does not exist."""
+    UNCONSUMED_DROPPED = "UnconsumedDropped"
+    """True when hardMaxLength dropped entries some group had not consumed."""
 
 
 class Reason(StrEnum):
@@ -74,6 +79,9 @@ class Reason(StrEnum):
     FSYNC_NEVER = "FsyncNever"
     FSYNC_EVERY_SECOND = "FsyncEverySecond"
     NO_REPLICA = "NoReplica"
+    RETENTION_BLOCKED = "RetentionBlocked"
+    POLICY_NOT_FOUND = "PolicyNotFound"
+    HARD_MAX_LENGTH = "HardMaxLength"
 
 
 class Condition(ApiModel):
