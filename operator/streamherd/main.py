@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from streamherd.api import API_GROUP, API_VERSION
-from streamherd.controller import consumers, groups, janitor, streams
+from streamherd.controller import board, consumers, groups, janitor, retention, streams
 from streamherd.controller.context import Context
 from streamherd.kube import KubeClient
 from streamherd.kube.manifests import deployment_state
@@ -54,9 +54,12 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup(registry=registry)
-async def startup(logger: Any, **_: Any) -> None:
+async def startup(logger: Any, **kwargs: Any) -> None:
     if Runtime.ctx is None:
         Runtime.ctx = Context.create(KubeClient.from_environment())
+    # kopf's live indexes (below): filled from the watches before any resource handler runs.
+    Runtime.ctx.stream_groups = kwargs["consumer_groups_by_stream"]
+    Runtime.ctx.policies = kwargs["retention_policies"]
     if Runtime.metrics_port:
         Runtime.ctx.metrics.serve(Runtime.metrics_port)
         logger.info("metrics on :%d/metrics", Runtime.metrics_port)
@@ -118,8 +121,21 @@ async def redisstream_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_: 
     await streams.run(ctx(), body, stopped)
 
 
+@kopf.index(API_GROUP, API_VERSION, "consumergroups", registry=registry)
+def consumer_groups_by_stream(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    return board.index_group(str(namespace), name, body)
+
+
+@kopf.index(API_GROUP, API_VERSION, "retentionpolicies", registry=registry)
+def retention_policies(namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
+    return {(namespace, name): True}
+
+
 @kopf.on.update(API_GROUP, API_VERSION, "redisstreams", registry=registry)
 @kopf.on.update(API_GROUP, API_VERSION, "consumergroups", registry=registry)
+@kopf.on.update(API_GROUP, API_VERSION, "retentionpolicies", registry=registry)
 def changed(body: kopf.Body, **_: Any) -> None:
     kind = body["kind"]
     ctx().wake(f"{kind}:{body.metadata.namespace}/{body.metadata.name}")
@@ -195,3 +211,19 @@ def pod_seen(body: kopf.Body, **_: Any) -> None:
 @kopf.index("apps", "v1", "replicasets", registry=registry)
 def replicasets_by_deployment(body: kopf.Body, **_: Any) -> Any:
     return consumers.replicaset_by_deployment(body)
+
+
+# ------------------------------------------------------------------ RetentionPolicy
+
+
+@kopf.daemon(
+    API_GROUP,
+    API_VERSION,
+    "retentionpolicies",
+    registry=registry,
+    cancellation_timeout=10,
+    initial_delay=0,
+)
+async def retentionpolicy_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Trims and deletes the streams of the RedisStreams that reference the policy."""
+    await retention.run(ctx(), body, stopped)

@@ -197,6 +197,56 @@ class Metrics:
             GROUP_LABELS,
             registry=r,
         )
+        self.discovered = Counter(
+            "streamherd_discovered_streams_total",
+            "Stream keys of a pattern found by an event (path: registry, notification), before SCAN.",
+            ("endpoint", "path"),
+            registry=r,
+        )
+        policy_labels = ("namespace", "retentionpolicy")
+        self.retention_trimmed = Counter(
+            "streamherd_retention_trimmed_total",
+            "Entries trimmed by a RetentionPolicy.",
+            policy_labels,
+            registry=r,
+        )
+        self.retention_deleted = Counter(
+            "streamherd_retention_deleted_streams_total",
+            "Idle streams deleted by a RetentionPolicy (deleteIdleStreamsAfter).",
+            policy_labels,
+            registry=r,
+        )
+        self.retention_unconsumed_dropped = Counter(
+            "streamherd_retention_unconsumed_dropped_total",
+            "Entries hardMaxLength dropped that some group had not consumed.",
+            policy_labels,
+            registry=r,
+        )
+        self.retention_streams = Gauge(
+            "streamherd_retention_streams",
+            "Streams a RetentionPolicy covered in its last complete pass.",
+            policy_labels,
+            registry=r,
+        )
+        self.retention_blocked_streams = Gauge(
+            "streamherd_retention_blocked_streams",
+            "Streams on which a group holds retention back (last complete pass).",
+            (*policy_labels, "redisstream", "group"),
+            registry=r,
+        )
+        self.retention_runs = Counter(
+            "streamherd_retention_runs_total",
+            "Complete retention passes, by outcome (complete, error).",
+            (*policy_labels, "outcome"),
+            registry=r,
+        )
+        self.retention_duration = Histogram(
+            "streamherd_retention_pass_duration_seconds",
+            "Duration of one complete retention pass (its steps and the pauses between them).",
+            policy_labels,
+            registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+        )
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)
@@ -215,11 +265,27 @@ class Metrics:
     def forget_group(self, namespace: str, name: str, group: str) -> None:
         """Remove every series of a deleted ConsumerGroup: a gauge would otherwise report
         its last value forever. Covers each metric labelled by group, whatever its other labels."""
-        wanted = {"namespace": namespace, "consumergroup": name, "group": group}
+        self._remove({"namespace": namespace, "consumergroup": name, "group": group})
+
+    def _remove(self, wanted: dict[str, str]) -> None:
+        """Remove the series, of every metric labelled by all of ``wanted``, that match it."""
         for metric in vars(self).values():
             if isinstance(metric, Gauge | Counter | Histogram):
-                with contextlib.suppress(ValueError):  # not labelled by group: nothing to forget
+                with contextlib.suppress(ValueError):  # not labelled so: nothing to forget
                     metric.remove_by_labels(wanted)
+
+    def set_retention_holds(
+        self, namespace: str, policy: str, holds: dict[tuple[str, str], int]
+    ) -> None:
+        """The blocked-streams gauge for one policy: exactly the groups holding it back now."""
+        gauge = self.retention_blocked_streams
+        gauge.remove_by_labels({"namespace": namespace, "retentionpolicy": policy})
+        for (redis_stream, group), streams in holds.items():
+            gauge.labels(namespace, policy, redis_stream, group).set(streams)
+
+    def forget_retention(self, namespace: str, policy: str) -> None:
+        """Remove every series of a RetentionPolicy whose loop ended."""
+        self._remove({"namespace": namespace, "retentionpolicy": policy})
 
 
 def _number(value: int | None) -> float:

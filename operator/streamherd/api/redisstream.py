@@ -168,6 +168,8 @@ class RedisStreamStatus(StatusModel):
     """Consumer groups on the stream (for a pattern, the most on any matched key)."""
     matched_keys: Annotated[int | None, Field(ge=0)] = None
     """Stream keys matching keyPattern."""
+    discovery: Annotated[str | None, Field(max_length=256)] = None
+    """How new keys of keyPattern are found: registry (written by the SDK's publish), notifications (when the server's notify-keyspace-events allows), scan (always, the slow reconcile)."""
     managed_groups: Annotated[list[str], Field(max_length=256)] = []
     """Groups that ConsumerGroups keep on these streams: deletionPolicy Delete deletes only keys that carry one of them."""
     last_polled: datetime | None = None

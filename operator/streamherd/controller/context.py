@@ -6,12 +6,13 @@ import asyncio
 import base64
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from streamherd.api import CONSUMER_GROUP
 from streamherd.api.redisstream import RedisEndpoint, RedisStreamSpec
+from streamherd.controller.board import RetentionBoard
 from streamherd.controller.consumers import PodHistory, ScalerIndex
 from streamherd.controller.durability import DurabilityWatch
 from streamherd.controller.polling import Endpoints, Poller, Source
@@ -142,6 +143,13 @@ class Context:
     """Each endpoint's persistence and replication, read once a minute."""
     started_at: float = field(default_factory=time.monotonic)
     startup_grace: float = 30.0
+    retention: RetentionBoard = field(default_factory=RetentionBoard)
+    """Groups holding retention back (written by RetentionPolicy loops, read by groups)."""
+    stream_groups: Mapping[tuple[str, str], Collection[Any]] = field(default_factory=dict)
+    """kopf's index of ConsumerGroups by (namespace, RedisStream): (group, startId, created)."""
+    policies: Mapping[tuple[str, str], Collection[Any]] = field(default_factory=dict)
+    """kopf's index of RetentionPolicies by (namespace, name). kopf fills both indexes from
+    its watches (re-lists included) before any resource handler runs."""
 
     @classmethod
     def create(

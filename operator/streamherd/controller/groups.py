@@ -24,12 +24,14 @@ from streamherd.controller.reporting import StatusWriter, report
 from streamherd.controller.streams import RETRY_SECONDS
 from streamherd.controller.waiting import Stopped, next_result, sleep
 from streamherd.decisions import recovery as recovery_decisions
-from streamherd.decisions.conditions import Verdict
+from streamherd.decisions.conditions import Verdict, transition
 from streamherd.decisions.recovery import RecoveryFindings, dead_letter_target
+from streamherd.decisions.retention import group_verdict
 from streamherd.decisions.streams import problem_verdict
 from streamherd.decisions.totals import GroupTotals, group_totals
 from streamherd.gateway import EnsuredGroup, GatewayError, GroupOutcome
 from streamherd.kube import requests as rq
+from streamherd.observations import EndpointProblem
 
 logger = logging.getLogger(__name__)
 
@@ -241,11 +243,18 @@ class GroupLoop:
             dead_letters = dead_letter_keys(spec, binding.spec, keys)
         self.count_dead_letters(dead_letters, group, result)
         verdicts.append(await self.health.step(spec, group, totals, taken_at, fields))
+        retention = self.retention(spec, group, binding)
+        if retention is not None:
+            verdicts.append(retention)
         self.ctx.metrics.set_group(self.namespace, self.name, group, totals)
         if verdicts[0].status is ConditionStatus.FALSE:
             reason = verdicts[0].reason
             self.ctx.metrics.reconcile_errors.labels(CONSUMER_GROUP.kind, reason).inc()
+        before = dict(self.writer.current)
         await self.report(verdicts, generation, fields)
+        blocked = transition(before, self.writer.current, ConditionType.RETENTION)
+        if blocked is not None and blocked.get("reason") == Reason.RETENTION_BLOCKED:
+            await self.writer.event("Warning", str(Reason.RETENTION_BLOCKED), blocked["message"])
 
     def count_dead_letters(self, keys: frozenset[str], group: str, result: PollResult) -> None:
         """The dead-letter streams' length, read by every 5th poll of the endpoint (one XLEN
@@ -260,6 +269,17 @@ class GroupLoop:
         self.ctx.metrics.dead_letter_entries.labels(self.namespace, self.name, group).set(
             sum(known) if len(known) == len(lengths) else math.nan
         )
+
+    def retention(
+        self, spec: ConsumerGroupSpec, group: str, binding: StreamBinding
+    ) -> Verdict | None:
+        """Whether this group holds back its stream's RetentionPolicy, as the policy's last
+        complete pass found (the RetentionBoard; nothing until it has one)."""
+        ref = binding.spec.retention_policy_ref if binding.spec is not None else None
+        if ref is None or not self.ctx.retention.known(self.namespace, ref.name):
+            return None
+        block = self.ctx.retention.block(self.namespace, ref.name, spec.stream_ref.name, group)
+        return group_verdict(block, ref.name)
 
     async def ensure(
         self,
@@ -287,8 +307,13 @@ class GroupLoop:
         if missing:
             start = start_position(spec.start_id, pattern=key is None, created=self.created)
             try:
+                # A pattern's key is never created by MKSTREAM: one deleted since discovery
+                # (its call is over) stays deleted.
                 outcomes = await binding.poller.gateway.ensure_groups(
-                    missing, group, start, create_stream=binding.create_if_missing
+                    missing,
+                    group,
+                    start,
+                    create_stream=binding.create_if_missing and key is not None,
                 )
             except GatewayError as exc:
                 return problem_verdict(exc.problem, exc.message)
@@ -296,7 +321,13 @@ class GroupLoop:
             self.ensured_at = {
                 k: at for k, at in self.ensured_at.items() if at > observation.taken_at
             }
-            failures = [o for o in outcomes if isinstance(o, GatewayError)]
+            failures = []
+            for name, outcome in zip(missing, outcomes, strict=True):
+                if isinstance(outcome, GatewayError):
+                    if key is None and outcome.problem is EndpointProblem.STREAM_MISSING:
+                        binding.poller.forget(binding.source, name)  # gone: not an error
+                    else:
+                        failures.append(outcome)
             for outcome in outcomes:
                 if isinstance(outcome, EnsuredGroup):
                     self.ensured_at[outcome.key] = done_at

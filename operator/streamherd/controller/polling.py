@@ -14,7 +14,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+from streamherd.controller.discovery import Discoverer
+from streamherd.controller.tasks import cancelled
 from streamherd.decisions.sampling import OldestMemory, age_sample, carry_oldest
 from streamherd.gateway import GatewayError, GatewayPool, RedisGateway, ScanState
 from streamherd.gateway.endpoint import Endpoint
@@ -64,14 +67,6 @@ async def scan_pattern(gateway: RedisGateway, pattern: str) -> tuple[str, ...]:
     return pattern_streams(await gateway.scan_all(pattern))
 
 
-async def cancelled(task: asyncio.Task[None] | None) -> None:
-    """Cancel a background task and wait until it has stopped."""
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 class Poller:
     def __init__(
         self,
@@ -80,6 +75,8 @@ class Poller:
         *,
         age_every: int = 5,
         scan_budget: int = 10_000,
+        registry: bool = True,
+        notifications: bool = True,
     ) -> None:
         self.gateway = gateway
         self._metrics = metrics
@@ -105,6 +102,7 @@ class Poller:
         self._task: asyncio.Task[None] | None = None
         self.stopped = False
         self._waker: Waker | None = None
+        self.discoverer = Discoverer(self, registry=registry, notifications=notifications)
 
     @property
     def endpoint(self) -> str:
@@ -133,10 +131,14 @@ class Poller:
         self._subscriptions[who] = (source, interval)
         if previous is None or previous[0] != source or previous[1] > interval:
             self._wake.set()  # something new to measure: poll now, not at the next tick
+        if source.pattern is not None and (previous is None or previous[0] != source):
+            self.discoverer.patterns_changed()
 
     def unsubscribe(self, who: str) -> None:
-        self._subscriptions.pop(who, None)
+        previous = self._subscriptions.pop(who, None)
         self._lengths.pop(who, None)
+        if previous is not None and previous[0].pattern is not None:
+            self.discoverer.patterns_changed()
 
     def measure_lengths(self, who: str, keys: frozenset[str]) -> None:
         """Read these keys' XLEN with every ``age_every``-th poll (in its pipeline: no round
@@ -145,6 +147,31 @@ class Poller:
             self._lengths[who] = keys
         else:
             self._lengths.pop(who, None)
+
+    # Key sets of the patterns: SCAN fills them pass by pass; discovery adds keys as they
+    # appear and retention removes the ones it deletes, so neither waits for a SCAN pass.
+
+    def patterns(self) -> list[str]:
+        """The key patterns subscribed on this endpoint."""
+        return sorted({str(s.pattern) for s, _ in self._subscriptions.values() if s.pattern})
+
+    def knows(self, key: str) -> bool:
+        return any(key in scan.found or key in scan.seen for scan in self._scans.values())
+
+    def learn(self, pattern: str, key: str) -> None:
+        """A key of ``pattern`` found by an event: it joins the key set now and stays until
+        a SCAN pass that began after it existed does not see it (it was deleted)."""
+        scan = self._scans.setdefault(pattern, ScanState.start(pattern))
+        scan.learn(key)
+
+    def forget(self, source: Source, key: str) -> None:
+        """A key we deleted leaves the key set now."""
+        scan = self._scans.get(str(source.pattern))
+        if scan is not None:
+            scan.forget(key)
+
+    def discovered(self, path: str, count: int) -> None:
+        self._metrics.discovered.labels(self.endpoint, path).inc(count)
 
     def start(self) -> None:
         if self._task is None:
@@ -155,6 +182,7 @@ class Poller:
         await cancelled(task)
         if self._waker is not None:
             await self._waker.stop()
+        await self.discoverer.stop()
         self.stopped = True  # nobody waits for a poll that will never come
         self._publish()
 
@@ -325,8 +353,14 @@ class Waker:
 class Endpoints:
     """Gateways and their pollers, shared by every resource on an endpoint."""
 
-    def __init__(self, metrics: Metrics, **gateway_options: object) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        poller_options: dict[str, Any] | None = None,
+        **gateway_options: object,
+    ) -> None:
         self._metrics = metrics
+        self._poller_options = poller_options or {}
         self._pool = GatewayPool(**gateway_options)
         self._pollers: dict[int, Poller] = {}
 
@@ -335,7 +369,9 @@ class Endpoints:
         await self._drop_unused()
         poller = self._pollers.get(id(gateway))
         if poller is None:
-            poller = self._pollers[id(gateway)] = Poller(gateway, self._metrics)
+            poller = self._pollers[id(gateway)] = Poller(
+                gateway, self._metrics, **self._poller_options
+            )
             poller.start()
         return poller
 

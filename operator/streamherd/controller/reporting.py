@@ -117,6 +117,8 @@ OWNED_CONDITIONS = (
     ConditionType.HEALTHY,
     ConditionType.DURABLE,
     ConditionType.RECOVERY_ISOLATED,
+    ConditionType.RETENTION,
+    ConditionType.UNCONSUMED_DROPPED,
 )
 
 

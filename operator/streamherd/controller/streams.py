@@ -12,6 +12,7 @@ import kopf
 from streamherd.api import REDIS_STREAM, SpecError, is_managed, is_paused, parse
 from streamherd.api.redisstream import DeletionPolicy, RedisStreamSpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
+from streamherd.controller.board import managed_group_names, stream_verdict
 from streamherd.controller.context import Context, StreamBinding
 from streamherd.controller.polling import DEFAULT_INTERVAL, Source, scan_pattern
 from streamherd.controller.reporting import StatusWriter, report
@@ -20,12 +21,15 @@ from streamherd.decisions.conditions import Verdict
 from streamherd.decisions.durability import DURABILITY_FIELD
 from streamherd.decisions.streams import STREAM_FIELDS, stream_status
 from streamherd.gateway import GatewayError, SecretMissing
+from streamherd.gateway.retention import unlink_managed
 from streamherd.kube import requests as rq
 
 logger = logging.getLogger(__name__)
 
 
 RETRY_SECONDS = 2.0
+DELETE_CHUNK = 500
+"""Keys per pipeline of deletions."""
 
 
 def who(body: Mapping[str, Any]) -> str:
@@ -102,7 +106,16 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
                 reachable = result.observation.problem is None
                 durable = await ctx.durability.of(poller.gateway, reachable=reachable)
                 fields[DURABILITY_FIELD] = durable.fields or None
-                await report(writer, [verdict, durable.verdict], generation, fields)
+                fields["managedGroups"] = managed_group_names(
+                    ctx.stream_groups, namespace, name, writer.current.get("managedGroups") or ()
+                )[:256]
+                fields["discovery"] = poller.discoverer.describe() if spec.key is None else None
+                verdicts = [verdict, durable.verdict]
+                policy = spec.retention_policy_ref.name if spec.retention_policy_ref else None
+                retention = stream_verdict(ctx.policies, namespace, policy)
+                if retention is not None:
+                    verdicts.append(retention)
+                await report(writer, verdicts, generation, fields)
                 continue  # the next poll result paces the loop
             ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, binding.problem.reason).inc()
             await ctx.endpoints.release(me)
@@ -131,10 +144,9 @@ async def delete(ctx: Context, body: Mapping[str, Any]) -> None:
         poller = await ctx.endpoints.acquire(me, endpoint)
         gateway = poller.gateway
         if spec.key is not None:
-            await gateway.delete_stream(spec.key)
+            await gateway.delete_stream(spec.key)  # the key the resource names: it is ours
         else:
-            for key in await scan_pattern(gateway, str(spec.key_pattern)):
-                await gateway.delete_stream(key)
+            await delete_managed_keys(ctx, body, spec, gateway)
     except (SecretMissing, GatewayError) as exc:
         raise kopf.TemporaryError(
             f"cannot delete the stream in Redis yet ({exc}); to delete the resource without touching "
@@ -143,3 +155,34 @@ async def delete(ctx: Context, body: Mapping[str, Any]) -> None:
         ) from exc
     finally:
         await ctx.endpoints.release(me)
+
+
+async def delete_managed_keys(
+    ctx: Context, body: Mapping[str, Any], spec: RedisStreamSpec, gateway: Any
+) -> None:
+    """Delete (UNLINK) the pattern's keys that carry one of our groups, checked atomically per
+    key: never dead-letter or other auxiliary keys, never a matching stream we never touched."""
+    meta = body["metadata"]
+    recorded = (body.get("status") or {}).get("managedGroups") or ()
+    groups = managed_group_names(ctx.stream_groups, meta["namespace"], meta["name"], recorded)
+    if not groups:
+        logger.warning(
+            "RedisStream %s/%s: no ConsumerGroup ever managed a group on %r: no key is ours to delete",
+            meta["namespace"],
+            meta["name"],
+            spec.key_pattern,
+        )
+        return
+    keys = await scan_pattern(gateway, str(spec.key_pattern))  # auxiliary streams left out
+    spared = 0
+    for start in range(0, len(keys), DELETE_CHUNK):
+        outcome = await unlink_managed(gateway, keys[start : start + DELETE_CHUNK], groups)
+        spared += sum(1 for result in outcome.values() if result == "unmanaged")
+    logger.info(
+        "RedisStream %s/%s deleted: %d stream(s) of %r unlinked, %d without our groups spared",
+        meta["namespace"],
+        meta["name"],
+        len(keys) - spared,
+        spec.key_pattern,
+        spared,
+    )

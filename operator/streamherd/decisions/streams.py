@@ -27,6 +27,7 @@ def problem_verdict(problem: EndpointProblem, message: str | None) -> Verdict:
 
 
 STREAM_FIELDS = ("length", "firstEntryId", "lastEntryId", "groups", "matchedKeys")
+"""Observed from a poll; the loop adds managedGroups and discovery."""
 
 
 def stream_status(

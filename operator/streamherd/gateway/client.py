@@ -59,8 +59,11 @@ ENSURE_GROUP = Script("ensure_group")
 REPLAY = Script("replay")
 RECOVER = Script("recover")
 REMOVE_CONSUMERS = Script("remove_consumers")
+RETAIN = Script("retain")
+UNLINK_MANAGED = Script("unlink_managed")
 SCRIPTS: Mapping[str, Script] = {
-    s.sha: s for s in (OBSERVE, ENSURE_GROUP, REPLAY, RECOVER, REMOVE_CONSUMERS)
+    s.sha: s
+    for s in (OBSERVE, ENSURE_GROUP, REPLAY, RECOVER, REMOVE_CONSUMERS, RETAIN, UNLINK_MANAGED)
 }
 """The one script registry, by SHA: every script the operator runs, loaded on connect and
 again (only where missing) when a server answers NOSCRIPT."""
@@ -94,6 +97,16 @@ class ScanState:
     @classmethod
     def start(cls, pattern: str) -> ScanState:
         return cls(pattern=pattern, cursors={}, seen=set(), found=set())
+
+    def learn(self, key: str) -> None:
+        """A key found another way (an event): known now, and kept by the current pass."""
+        self.found.add(key)
+        self.seen.add(key)
+
+    def forget(self, key: str) -> None:
+        """A key known to be gone."""
+        self.found.discard(key)
+        self.seen.discard(key)
 
 
 class RedisGateway:
@@ -221,6 +234,11 @@ class RedisGateway:
             # In a cluster, redis-py sends SCRIPT LOAD to every primary.
             await client.script_load(SCRIPTS[sha].source)
 
+    async def client(self) -> Redis | RedisCluster:
+        """The connected client, for the gateway's other modules (discovery subscribes with it)."""
+        await self.connect()
+        return self._require()
+
     def _require(self) -> Redis | RedisCluster:
         if self._client is None:
             raise GatewayError(EndpointProblem.UNREACHABLE, f"not connected to {self.where}")
@@ -323,7 +341,7 @@ class RedisGateway:
             raise
 
     async def delete_stream(self, key: str) -> bool:
-        """Delete the stream key; False when it was already gone. Refuses other types."""
+        """Delete (UNLINK) the stream key; False when it was already gone. Refuses other types."""
         kind = await self._call(lambda c: c.type(key))
         if kind == "none":
             return False
@@ -331,7 +349,7 @@ class RedisGateway:
             raise GatewayError(
                 EndpointProblem.WRONG_TYPE, f"key {key!r} is a {kind}, not a stream: not deleted"
             )
-        return bool(await self._call(lambda c: c.delete(key)))
+        return bool(await self._call(lambda c: c.unlink(key)))  # freed in the background
 
     async def scan_streams(self, state: ScanState, *, budget: int = 10_000) -> bool:
         """Advance discovery of stream keys matching ``state.pattern`` by about ``budget``

@@ -140,7 +140,7 @@ end
 
 local trimmed, dropped, more = 0, 0, 0
 local blocked = {}
-local function xtrim(strategy, threshold, exact, acked)
+local function xtrim(strategy, threshold, exact)
   local args = {'XTRIM', key, strategy}
   if exact then
     args[#args + 1] = '='
@@ -151,7 +151,6 @@ local function xtrim(strategy, threshold, exact, acked)
     args[#args + 1] = 'LIMIT'
     args[#args + 1] = trim_limit
   end
-  if acked then args[#args + 1] = 'ACKED' end
   local n = redis.call(unpack(args))
   trimmed = trimmed + n
   length = length - n
@@ -206,15 +205,26 @@ local function fits_above_floor(keep)
   return nil
 end
 
+-- On 8.2+ (use_acked) the server's ACKED does the policy's trims: it removes, among the
+-- entries the policy would trim, exactly those every group has read and acknowledged, and
+-- leaves the others where they are; the floor below is the contiguous version of the same
+-- rule, which is all 7.x allows. Exact only: with ~, ACKED trims nothing on 8.2.x (redis
+-- #14656). Never for a stream whose managed groups do not all exist yet: ACKED knows only
+-- the groups that exist, and protects nothing on a stream without any.
+local acked = use_acked and respect and not missing_managed and floor ~= nil
+
 -- 1. maxAge: trim below now - maxAge, never past the floor.
 if max_age >= 0 and first_id then
   local cutoff = (now_ms - max_age) .. '-0'
-  if protect and less(protect, cutoff) then
-    holders(cutoff, 'age')
+  if acked then
+    trimmed = trimmed + redis.call('XTRIM', key, 'MINID', '=', cutoff, 'ACKED')
+    length = redis.call('XLEN', key)
+  elseif protect and less(protect, cutoff) then
     trim_minid(protect)
   else
     trim_minid(cutoff)
   end
+  if protect then holders(cutoff, 'age') end
 end
 
 -- 2. maxLength: keep the newest maxLength, never past the floor.
@@ -222,10 +232,7 @@ if max_length >= 0 and length > max_length then
   local held = false
   if not protect or not last_id or less(last_id, protect) then
     trim_maxlen(max_length)
-  elseif use_acked and not missing_managed then
-    -- The server stops at the first entry some group still needs: the same floor, found
-    -- at O(trimmed) without listing entries. Exact only: with ~, ACKED trims nothing on
-    -- 8.2.x (redis #14656).
+  elseif acked then
     local keep = max_length
     if length - keep > trim_limit then keep = length - trim_limit; more = 1 end
     trimmed = trimmed + redis.call('XTRIM', key, 'MAXLEN', '=', keep, 'ACKED')
@@ -267,20 +274,42 @@ if max_length >= 0 and length > max_length then
   end
 end
 
--- 3. hardMaxLength: the emergency cap, whatever any group still needs. What it drops at or
--- above the floor is counted (listed, at most walk_limit a call: this is the rare path).
+-- 3. hardMaxLength: the emergency cap, whatever any group still needs. The entries it drops
+-- are listed (at most walk_limit a call: this is the rare path) and each is checked against
+-- every group: unread by one (after its last-delivered-id) or pending in one = unconsumed.
 if hard_max >= 0 and length > hard_max then
   if not floor or not last_id or less(last_id, floor) then
     trim_maxlen(hard_max)
   else
     local drop = length - hard_max
     if drop > walk_limit then drop = walk_limit; more = 1 end
-    local consumed = #redis.call('XRANGE', key, '-', '(' .. floor, 'COUNT', drop)
+    local doomed = redis.call('XRANGE', key, '-', '+', 'COUNT', drop)
+    local last_doomed = doomed[#doomed][1]
+    local is_doomed, unconsumed = {}, {}
+    for _, e in ipairs(doomed) do is_doomed[e[1]] = true end
+    for _, raw in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+      local g = fields(raw)
+      local delivered = g['last-delivered-id']
+      for _, e in ipairs(doomed) do
+        if less(delivered, e[1]) then unconsumed[e[1]] = true end
+      end
+      if less(floor, after(last_doomed)) then
+        for _, p in ipairs(redis.call('XPENDING', key, g['name'], floor, last_doomed, drop)) do
+          if is_doomed[p[1]] then unconsumed[p[1]] = true end
+        end
+      end
+    end
+    for _, pair in ipairs(needs) do  -- managed groups still to come start at their floor
+      if not present[pair[1]] then
+        for _, e in ipairs(doomed) do
+          if not less(e[1], pair[2]) then unconsumed[e[1]] = true end
+        end
+      end
+    end
     xtrim('MAXLEN', length - drop, true)
-    dropped = drop - consumed
+    for _ in pairs(unconsumed) do dropped = dropped + 1 end
   end
 end
-
 local out = {'ok', trimmed, dropped, 0, more, length, floor or '', #blocked}
 for _, b in ipairs(blocked) do
   out[#out + 1] = b[1]
