@@ -20,6 +20,7 @@ GROUP = "streamherd.io/v1alpha1"
 KINDS = {
     "RedisStream": "redisstreams.streamherd.io",
     "ConsumerGroup": "consumergroups.streamherd.io",
+    "RetentionPolicy": "retentionpolicies.streamherd.io",
     "Secret": "secrets",
     "Deployment": "deployments.apps",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers.autoscaling",
@@ -90,6 +91,12 @@ class Harness:
             ):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+    def condition(self, kind: str, name: str, type_: str) -> dict[str, Any]:
+        for condition in self.status(kind, name).get("conditions") or []:
+            if condition["type"] == type_:
+                return condition  # type: ignore[no-any-return]
+        return {}
 
     # ------------------------------------------------------------ Redis
 
@@ -189,10 +196,7 @@ class Harness:
         return obj.get("status") or {}
 
     def ready(self, kind: str, name: str) -> dict[str, Any]:
-        for condition in self.status(kind, name).get("conditions") or []:
-            if condition["type"] == "Ready":
-                return condition  # type: ignore[no-any-return]
-        return {}
+        return self.condition(kind, name, "Ready")
 
     def wait_status(
         self, kind: str, name: str, predicate: Callable[[dict[str, Any]], Any], timeout: float = 20
