@@ -178,7 +178,13 @@ class PolicyLoop:
         self.body = body
         meta = body["metadata"]
         self.namespace, self.name, self.me = meta["namespace"], meta["name"], who(body)
-        self.writer = StatusWriter(ctx.kube, rq.RETENTION_POLICIES, body, heartbeat="lastRun")
+        self.writer = StatusWriter(
+            ctx.kube,
+            rq.RETENTION_POLICIES,
+            body,
+            min_interval=0,  # one write a step at most (a step is at least a second apart)
+            heartbeat="lastRun",
+        )
         self.current: PolicyPass | None = None
         self.totals: dict[str, int] = {}
         self.limits = Limits()
