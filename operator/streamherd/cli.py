@@ -84,6 +84,15 @@ def crds(output_dir: Path | None) -> None:
     help="Run several replicas with kopf peering under this name (one active at a time). "
     "Default: standalone, for the single replica the chart installs.",
 )
+@click.option(
+    "--discovery",
+    default="registry,notifications",
+    show_default=True,
+    envvar="STREAMHERD_DISCOVERY",
+    help="How new streams of a keyPattern are found besides SCAN (always on, the slow "
+    "reconcile): registry (what the SDK's publish writes), notifications (keyspace "
+    "notifications, when the server enables them); comma-separated, or none.",
+)
 def run(
     namespaces: tuple[str, ...],
     metrics_port: int,
@@ -91,6 +100,7 @@ def run(
     log_level: str,
     log_format: str,
     peering: str | None,
+    discovery: str,
 ) -> None:
     """Run the operator (credentials: in-cluster service account, or $KUBECONFIG)."""
     import asyncio
@@ -112,6 +122,13 @@ def run(
     settings = kopf.OperatorSettings()
     operator.configure(settings, peering=peering)
     operator.Runtime.metrics_port = metrics_port or None
+    paths = {p.strip() for p in discovery.split(",") if p.strip() and p.strip() != "none"}
+    unknown = paths - {"registry", "notifications"}
+    if unknown:
+        raise click.BadParameter(
+            f"unknown discovery path(s) {sorted(unknown)}", param_hint="--discovery"
+        )
+    operator.Runtime.poller_options = {p: p in paths for p in ("registry", "notifications")}
     identity: Any = operator_identity()  # kopf's Identity type (a NewType of str) is private
     asyncio.run(
         kopf.operator(

@@ -24,6 +24,7 @@ class Runtime:
 
     ctx: Context | None = None
     metrics_port: int | None = None
+    poller_options: dict[str, Any] = {}
 
 
 def configure(settings: kopf.OperatorSettings, *, peering: str | None = None) -> None:
@@ -56,7 +57,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.startup(registry=registry)
 async def startup(logger: Any, **kwargs: Any) -> None:
     if Runtime.ctx is None:
-        Runtime.ctx = Context.create(KubeClient.from_environment())
+        Runtime.ctx = Context.create(
+            KubeClient.from_environment(), poller_options=Runtime.poller_options
+        )
     # kopf's live indexes (below): filled from the watches before any resource handler runs.
     Runtime.ctx.stream_groups = kwargs["consumer_groups_by_stream"]
     Runtime.ctx.policies = kwargs["retention_policies"]

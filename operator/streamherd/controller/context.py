@@ -153,13 +153,17 @@ class Context:
 
     @classmethod
     def create(
-        cls, kube: KubeClient, metrics: Metrics | None = None, **gateway_options: Any
+        cls,
+        kube: KubeClient,
+        metrics: Metrics | None = None,
+        poller_options: dict[str, Any] | None = None,
+        **gateway_options: Any,
     ) -> Context:
         metrics = metrics or Metrics()
         return cls(
             kube=kube,
             metrics=metrics,
-            endpoints=Endpoints(metrics, **gateway_options),
+            endpoints=Endpoints(metrics, poller_options, **gateway_options),
             secrets=SecretCache(kube),
         )
 
