@@ -19,9 +19,14 @@ __all__ = [
     "EndpointProblem",
     "Exactness",
     "GroupState",
+    "Hold",
+    "HoldReason",
+    "ManagedGroup",
     "Observation",
     "Reading",
+    "RetentionRules",
     "ServerDurability",
+    "StepOutcome",
     "StreamState",
     "StreamStatus",
     "weakest",
@@ -212,3 +217,66 @@ class DeadLetterRecord:
     """The entry's own fields (ours removed)."""
     part: str | None = None
     """"i/n" for one record of an entry too large for one record."""
+
+
+# ------------------------------------------------------------------ retention
+
+
+@dataclass(frozen=True)
+class RetentionRules:
+    """A RetentionPolicy as ``retain.lua`` takes it, for one kind of source."""
+
+    max_length: int | None = None
+    max_age_ms: int | None = None
+    approximate: bool = True
+    respect_groups: bool = True
+    hard_max_length: int | None = None
+    delete_idle_after_ms: int | None = None
+    """Only for the streams of a key pattern (one stream per call): a single key is never
+    deleted for being idle."""
+
+
+@dataclass(frozen=True)
+class ManagedGroup:
+    """A group the operator keeps on a stream, and where it starts on a stream that lacks
+    it so far ('$': at the stream's end, so it protects nothing there yet)."""
+
+    name: str
+    start: str
+
+
+class HoldReason(StrEnum):
+    MAX_AGE = "MaxAge"
+    """Entries older than maxAge survive because the group has not consumed them."""
+    MAX_LENGTH = "MaxLength"
+    """The stream stays over maxLength because the group has not consumed its oldest entries."""
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A group holding retention back on one stream, from ``floor`` (the oldest entry it
+    still needs: its oldest pending entry or the first it has not read)."""
+
+    group: str
+    reason: HoldReason
+    floor: str
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """One retention step on one stream (one script call)."""
+
+    key: str
+    trimmed: int = 0
+    unconsumed_dropped: int = 0
+    """Entries hardMaxLength removed that some group had not read or acknowledged."""
+    deleted: bool = False
+    more: bool = False
+    """A per-call limit stopped the step: calling again goes on."""
+    length: int | None = None
+    floor: str | None = None
+    holds: tuple[Hold, ...] = ()
+    missing: bool = False
+    """The key was gone (deleted by someone, or a pattern key that went away)."""
+    problem: str | None = None
+    """Why the step could not run (wrong type, a Redis error)."""

@@ -36,10 +36,10 @@ from streamherd.api.retentionpolicy import RetentionPolicySpec
 from streamherd.controller.context import StreamBinding
 from streamherd.controller.polling import Poller, Source
 from streamherd.controller.retention import advance, plan_pass
-from streamherd.decisions.retention import ManagedGroup
 from streamherd.gateway import Endpoint, RedisGateway
 from streamherd.gateway.client import RETAIN
 from streamherd.metrics import Metrics
+from streamherd.observations import ManagedGroup
 
 STREAMS, ENTRIES = 5000, 200
 GROUPS = ("brain", "compliance", "crm")

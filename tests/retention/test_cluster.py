@@ -7,9 +7,9 @@ import time
 
 from redis.asyncio.cluster import RedisCluster
 
-from streamherd.decisions.retention import ManagedGroup, RetentionRules
 from streamherd.gateway import RedisGateway
 from streamherd.gateway.retention import retain, unlink_managed
+from streamherd.observations import ManagedGroup, RetentionRules
 
 
 async def test_streams_on_every_node_are_trimmed_to_their_floor_or_deleted(

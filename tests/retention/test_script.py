@@ -10,9 +10,9 @@ import pytest
 import redis.asyncio as aredis
 from redis.exceptions import ResponseError
 
-from streamherd.decisions.retention import HoldReason, ManagedGroup, RetentionRules, StepOutcome
 from streamherd.gateway import RedisGateway
 from streamherd.gateway.retention import Limits, acked_available, retain, unlink_managed
+from streamherd.observations import HoldReason, ManagedGroup, RetentionRules, StepOutcome
 
 HOUR_MS = 3_600_000
 

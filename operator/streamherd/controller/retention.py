@@ -36,6 +36,7 @@ from streamherd.decisions.retention import (
     held_groups_status,
     managed_groups,
     policy_verdicts,
+    rules_of,
 )
 from streamherd.gateway import GatewayError, RedisGateway
 from streamherd.gateway.retention import Limits, retain
@@ -159,7 +160,7 @@ def plan_pass(
             _Work(
                 binding,
                 binding.poller.gateway,
-                RetentionRules.of(spec, pattern=pattern),
+                rules_of(spec, pattern=pattern),
                 managed.get(binding.name, ()),
                 deque(k for k in keys if not is_auxiliary(k)),
             )
@@ -182,7 +183,7 @@ class PolicyLoop:
             ctx.kube,
             rq.RETENTION_POLICIES,
             body,
-            min_interval=0,  # one write a step at most (a step is at least a second apart)
+            numbers_every=0,  # one write a step at most (a step is at least a second apart)
             heartbeat="lastRun",
         )
         self.current: PolicyPass | None = None

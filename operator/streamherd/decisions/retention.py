@@ -10,86 +10,41 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from streamherd.api.retentionpolicy import RetentionPolicySpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.decisions.conditions import Verdict
+from streamherd.observations import Hold, HoldReason, ManagedGroup, RetentionRules, StepOutcome
+
+__all__ = [
+    "Hold",
+    "HoldReason",
+    "ManagedGroup",
+    "RetentionRules",
+    "StepOutcome",
+    "group_blocks",
+    "group_verdict",
+    "held_groups_status",
+    "managed_groups",
+    "policy_verdicts",
+    "rules_of",
+]
 
 MAX_LISTED_HOLDS = 16
 """Blocked groups listed in a RetentionPolicy's status (the rest are counted)."""
 
 
-@dataclass(frozen=True)
-class RetentionRules:
-    """One policy as the script takes it, for one kind of source."""
-
-    max_length: int | None = None
-    max_age_ms: int | None = None
-    approximate: bool = True
-    respect_groups: bool = True
-    hard_max_length: int | None = None
-    delete_idle_after_ms: int | None = None
-    """Only for the streams of a key pattern (one stream per call): a single key is never
-    deleted for being idle."""
-
-    @classmethod
-    def of(cls, spec: RetentionPolicySpec, *, pattern: bool) -> RetentionRules:
-        idle = spec.delete_idle_streams_after
-        return cls(
-            max_length=spec.max_length,
-            max_age_ms=None if spec.max_age is None else int(spec.max_age.seconds * 1000),
-            approximate=spec.approximate,
-            respect_groups=spec.respect_consumer_groups,
-            hard_max_length=spec.hard_max_length,
-            delete_idle_after_ms=int(idle.seconds * 1000) if pattern and idle else None,
-        )
-
-
-@dataclass(frozen=True)
-class ManagedGroup:
-    """A group the operator keeps on a stream, and where it starts on a stream that lacks
-    it so far ('$': at the stream's end, so it protects nothing there yet)."""
-
-    name: str
-    start: str
-
-
-class HoldReason(StrEnum):
-    MAX_AGE = "MaxAge"
-    """Entries older than maxAge survive because the group has not consumed them."""
-    MAX_LENGTH = "MaxLength"
-    """The stream stays over maxLength because the group has not consumed its oldest entries."""
-
-
-@dataclass(frozen=True)
-class Hold:
-    """A group holding retention back on one stream, from ``floor`` (the oldest entry it
-    still needs: its oldest pending entry or the first it has not read)."""
-
-    group: str
-    reason: HoldReason
-    floor: str
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """One retention step on one stream (one script call)."""
-
-    key: str
-    trimmed: int = 0
-    unconsumed_dropped: int = 0
-    """Entries hardMaxLength removed that some group had not read or acknowledged."""
-    deleted: bool = False
-    more: bool = False
-    """A per-call limit stopped the step: calling again goes on."""
-    length: int | None = None
-    floor: str | None = None
-    holds: tuple[Hold, ...] = ()
-    missing: bool = False
-    """The key was gone (deleted by someone, or a pattern key that went away)."""
-    problem: str | None = None
-    """Why the step could not run (wrong type, a Redis error)."""
+def rules_of(spec: RetentionPolicySpec, *, pattern: bool) -> RetentionRules:
+    """The policy as the script takes it, for one kind of source (idle deletion: patterns)."""
+    idle = spec.delete_idle_streams_after
+    return RetentionRules(
+        max_length=spec.max_length,
+        max_age_ms=None if spec.max_age is None else int(spec.max_age.seconds * 1000),
+        approximate=spec.approximate,
+        respect_groups=spec.respect_consumer_groups,
+        hard_max_length=spec.hard_max_length,
+        delete_idle_after_ms=int(idle.seconds * 1000) if pattern and idle else None,
+    )
 
 
 def id_ms(entry_id: str) -> int:

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streamherd.decisions.retention import (
+from streamherd.gateway.client import RETAIN, UNLINK_MANAGED, RedisGateway
+from streamherd.observations import (
     Hold,
     HoldReason,
     ManagedGroup,
     RetentionRules,
     StepOutcome,
 )
-from streamherd.gateway.client import RETAIN, UNLINK_MANAGED, RedisGateway
 
 ACKED_SINCE = (8, 2, 0)
 """XTRIM ... ACKED (KEEPREF/DELREF/ACKED) exists from Redis 8.2."""
