@@ -12,7 +12,7 @@ to crm's floor and no further.
     and XPENDING per group to find the floor, then XTRIM MINID ~ to it; one round trip per
     command, and not atomic (a group can move between the read and the trim).
 Both start from the same freshly built data; run on redis 7.0 (the script's own floor) and
-8.2 (the same, the server's ACKED is used only for exact trims). ``unconsumed_dropped``
+8.2 (the server's ACKED trims, exact). ``unconsumed_dropped``
 counts entries crm had not consumed that are gone (checked by id: must be 0). Script call
 times come from SLOWLOG (threshold 0) in a third, separate pass (logging costs time); on a
 shared 2-core machine the longest includes the odd preemption of redis-server.

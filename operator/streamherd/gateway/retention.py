@@ -40,9 +40,9 @@ class Limits:
 
 
 def acked_available(gateway: RedisGateway) -> bool:
-    """Whether the server has ACKED trimming. It is used only for exact maxLength trims under
-    the floor: approximate + ACKED trims nothing on 8.2.2-8.4 (redis #14656, checked on 8.2.3
-    by tests/retention), and ACKED knows nothing of groups not created yet."""
+    """Whether the server has ACKED trimming (then retain.lua trims with it, exact: approximate
+    + ACKED trims nothing on 8.2.2-8.4, redis #14656, checked on 8.2.3 by tests/retention;
+    and not on a stream lacking a group of ours: ACKED knows only the groups that exist)."""
     return gateway.server_version is not None and gateway.server_version >= ACKED_SINCE
 
 

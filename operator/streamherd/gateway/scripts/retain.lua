@@ -6,7 +6,7 @@
 -- ARGV[3]  '1' approximate (~)           ARGV[4]  '1' respectConsumerGroups
 -- ARGV[5]  hardMaxLength (-1: none)      ARGV[6]  trim limit: entries one XTRIM may remove
 -- ARGV[7]  walk limit: entries one XRANGE may list (listing costs ~4 us an entry in Lua)
--- ARGV[8]  '1' trim to maxLength with the server's ACKED (8.2+; exact only, see below)
+-- ARGV[8]  '1' trim with the server's ACKED (8.2+; always exact, see below)
 -- ARGV[9]  deleteIdleStreamsAfter in ms (-1: never delete)
 -- ARGV[10] number M of managed groups, then M x (group, start id or '$'): the groups the
 --          operator keeps on this stream. One that does not exist here yet is protected from
