@@ -157,15 +157,7 @@ class Janitor:
         return outcome
 
     async def report(self, outcome: Outcome, recovery: Recovery) -> None:
-        status = self.body.get("status") or {}
-        for name in STATUS_FIELDS:
-            # The larger of what we wrote and what the object says: another writer (a
-            # CronJob run before a switch of mode) only ever adds.
-            self.totals[name] = max(
-                self.totals.get(name, 0),
-                int(self.writer.current.get(name) or 0),
-                int(status.get(name) or 0),
-            )
+        self.writer.resume_counters(self.totals, STATUS_FIELDS)
         self.totals["recovered"] += outcome.recovered
         self.totals["deadLettered"] += outcome.dead_lettered
         self.totals["consumersRemoved"] += len(outcome.removed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,6 +99,19 @@ class StatusWriter:
                 str(changed.get("message") or changed.get("reason")),
             )
         return patch
+
+    def resume_counters(self, totals: dict[str, int], names: Sequence[str]) -> dict[str, int]:
+        """Cumulative counters to go on from, in ``totals``: for each name the largest of what
+        it holds, what we wrote and what the object says (after a restart; and another writer,
+        such as a CronJob run, only ever adds)."""
+        status = self._body.get("status") or {}
+        for name in names:
+            totals[name] = max(
+                totals.get(name, 0),
+                int(self.current.get(name) or 0),
+                int(status.get(name) or 0),
+            )
+        return totals
 
     async def event(self, type_: str, reason: str, message: str) -> None:
         try:

@@ -269,22 +269,11 @@ class PolicyLoop:
         if binding.poller is not None and binding.source is not None:
             binding.poller.forget(binding.source, key)
 
-    def totals_now(self, summary: PassSummary) -> dict[str, int]:
-        status = self.body.get("status") or {}
-        for name in TOTAL_FIELDS:
-            # The larger of what we wrote and what the object says (a restart resumes).
-            self.totals[name] = max(
-                self.totals.get(name, 0),
-                int(self.writer.current.get(name) or 0),
-                int(status.get(name) or 0),
-            )
-        return self.totals
-
     async def write_totals(self, generation: int | None) -> None:
         """Cumulative counters after every step (a pass may take several)."""
         assert self.current is not None
         summary = self.current.summary
-        totals = self.totals_now(summary)
+        totals = self.writer.resume_counters(self.totals, TOTAL_FIELDS)
         labels = (self.namespace, self.name)
         m = self.ctx.metrics
         now = (summary.trimmed, len(summary.deleted), summary.unconsumed_dropped)
