@@ -5,6 +5,7 @@ group is done, and Redis memory returns to where it started."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -13,7 +14,8 @@ from e2e import demo
 from e2e.cluster.processes import wait_until
 from tests.harness import Harness
 
-from streamherd.keys import REGISTRY_FIELD, REGISTRY_KEY, is_auxiliary
+from streamherd.consumer import StreamClient
+from streamherd.keys import is_auxiliary
 
 CALLS = 12
 TURNS = 16  # an event every 250 ms: 4 s a call
@@ -49,22 +51,21 @@ def used_memory(h: Harness) -> int:
 
 
 def calls(h: Harness, count: int) -> set[str]:
-    """``count`` calls writing TURNS events each, 250 ms apart, as the SDK's publish would
-    (the first write to a call stream registers it). Returns every message written."""
+    """``count`` calls writing TURNS events each, 250 ms apart, through the SDK's publish (its
+    first write to a call stream registers it). Returns every message written."""
     written: set[str] = set()
 
-    def call(index: int) -> None:
+    async def call(index: int) -> None:
         key = f"conv:{index:04d}"
-        for turn in range(TURNS):
-            msg = f"{key}/{turn}"
-            speaker = "caller" if turn % 2 else "agent"
-            h.r.xadd(key, {"msg": msg, "speaker": speaker, "text": TEXT})
-            if turn == 0:
-                h.r.xadd(REGISTRY_KEY, {REGISTRY_FIELD: key}, maxlen=100_000, approximate=True)
-            written.add(msg)
-            time.sleep(0.25)
+        async with StreamClient.from_url(h.redis_server.url) as client:
+            for turn in range(TURNS):
+                msg = f"{key}/{turn}"
+                speaker = "caller" if turn % 2 else "agent"
+                await client.publish(key, {"msg": msg, "speaker": speaker, "text": TEXT})
+                written.add(msg)
+                await asyncio.sleep(0.25)
 
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(count)]
+    threads = [threading.Thread(target=asyncio.run, args=(call(i),)) for i in range(count)]
     for thread in threads:
         thread.start()
         time.sleep(0.1)
