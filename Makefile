@@ -11,11 +11,12 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # tests/bench/bench_<name>.py is `make bench-<name>` (an underscore there is a hyphen here).
 BENCHES := $(subst _,-,$(patsubst tests/bench/bench_%.py,%,$(wildcard tests/bench/bench_*.py)))
 
-.PHONY: help deps system-deps test pytest lint crds bench demo clean image image-test $(addprefix bench-,$(BENCHES))
+.PHONY: help deps system-deps control-plane test pytest lint crds bench demo clean image image-test $(addprefix bench-,$(BENCHES))
 
 help:
 	@echo "make demo        the operator on a local simulated cluster with a real Redis"
 	@echo "make test        install everything needed, then lint + the whole test suite"
+	@echo "make control-plane  build etcd, kube-apiserver, kube-controller-manager (cached)"
 	@echo "make lint        ruff + mypy (strict on the package) + the layer contracts"
 	@echo "make crds        regenerate crds/ from the API models"
 	@echo "make image       build the container image (buildah; base from Debian, no registry)"
@@ -40,7 +41,12 @@ $(STAMP): pyproject.toml
 
 deps: system-deps $(STAMP)
 
-test: deps image lint pytest
+# The real control plane of the second test tier, built from source at the version pinned in
+# e2e/controlplane/go.mod, into ~/.cache/streamherd/control-plane/<version>/ (reused).
+control-plane:
+	$(PYTHON) -m e2e.controlplane.build
+
+test: deps control-plane image lint pytest
 
 # The image is built here from the real Dockerfile (e2e/image.py: mmdebstrap makes the base,
 # buildah builds and runs it); tests/image checks it as part of the suite.

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 from e2e import consumer
+from e2e.cluster.fixtures import CONTROL_PLANE
 from e2e.cluster.processes import OperatorProcess, wait_until
 from e2e.cluster.redis import RedisServer, free_port
 
@@ -34,6 +35,8 @@ class Harness:
     redis_server: RedisServer
     start_operator: Callable[..., OperatorProcess]
     namespace: str = "default"
+    watch_namespace: bool = False  # the operator watches only ``namespace`` (not the cluster)
+    operator_env: dict[str, str] = field(default_factory=dict)  # e.g. its own KUBECONFIG
     metrics_port: int = field(default_factory=free_port)
     health_port: int = field(default_factory=free_port)
     operator: OperatorProcess | None = None
@@ -52,9 +55,10 @@ class Harness:
                 str(self.health_port),
                 "--log-level",
                 "DEBUG",
+                *(["--namespace", self.namespace] if self.watch_namespace else []),
                 *extra,
             ],
-            env=env,
+            env={**self.operator_env, **(env or {})},
         )
         wait_until(
             self.healthy, 20, message=lambda: f"operator not healthy:\n{self.logs()[-3000:]}"
@@ -254,19 +258,54 @@ class Harness:
         ]
 
 
+def _harness(
+    request: pytest.FixtureRequest,
+    redis_server: RedisServer,
+    cluster_objects: Any,
+    kube_namespace: str,
+    kube_tier: str,
+    run_as_operator: Callable[..., OperatorProcess],
+) -> Harness:
+    h = Harness(
+        api=cluster_objects,
+        redis_server=redis_server,
+        start_operator=run_as_operator,
+        namespace=kube_namespace,
+    )
+    if kube_tier == CONTROL_PLANE:
+        from e2e.controlplane.rbac import operator_kubeconfig
+
+        # One control plane serves the session's tests: each operator keeps to its namespace,
+        # as a ServiceAccount with exactly the RBAC the README documents (not as admin).
+        h.watch_namespace = True
+        path = request.getfixturevalue("tmp_path") / "operator.kubeconfig"
+        sa_config = operator_kubeconfig(
+            request.getfixturevalue("control_plane"), kube_namespace, path
+        )
+        h.operator_env["KUBECONFIG"] = str(sa_config)
+    return h
+
+
 @pytest.fixture
 def harness(
+    request: pytest.FixtureRequest,
     cluster_objects: Any,
     kubeconfig: Path,
+    kube_namespace: str,
+    kube_tier: str,
     run_as_operator: Callable[..., OperatorProcess],
     redis_server_factory: Callable[..., RedisServer],
 ) -> Iterator[Harness]:
     """An operator-ready harness on redis 7.0 (the gateway's own tests cover 8.2 in depth);
-    call ``harness.start()`` once the objects the test needs before start-up exist."""
-    h = Harness(
-        api=cluster_objects,
-        redis_server=redis_server_factory("7.0"),
-        start_operator=run_as_operator,
+    call ``harness.start()`` once the objects the test needs before start-up exist. Its
+    ``namespace`` is the test's (``kube_namespace``)."""
+    h = _harness(
+        request,
+        redis_server_factory("7.0"),
+        cluster_objects,
+        kube_namespace,
+        kube_tier,
+        run_as_operator,
     )
     yield h
     if h._redis is not None:
@@ -278,13 +317,18 @@ def harness_any_redis(
     request: pytest.FixtureRequest,
     cluster_objects: Any,
     kubeconfig: Path,
+    kube_namespace: str,
+    kube_tier: str,
     run_as_operator: Callable[..., OperatorProcess],
     redis_server_factory: Callable[..., RedisServer],
 ) -> Iterator[Harness]:
-    h = Harness(
-        api=cluster_objects,
-        redis_server=redis_server_factory(request.param),
-        start_operator=run_as_operator,
+    h = _harness(
+        request,
+        redis_server_factory(request.param),
+        cluster_objects,
+        kube_namespace,
+        kube_tier,
+        run_as_operator,
     )
     yield h
     if h._redis is not None:

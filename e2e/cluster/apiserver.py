@@ -85,6 +85,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
         self.details = dict(details or {})
+        self.page_not_found = False  # answered as Go's mux does: text/plain "404 page not found"
 
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = {
@@ -96,8 +97,8 @@ class ApiError(Exception):
             "reason": self.reason,
             "code": self.code,
         }
-        if self.details:
-            status["details"] = self.details
+        if self.details or self.reason == "NotFound":
+            status["details"] = self.details  # kube-apiserver sends "details": {} for no route
         return status
 
     @staticmethod
@@ -117,12 +118,16 @@ class ApiError(Exception):
 
     @classmethod
     def no_route(cls) -> ApiError:
-        return cls(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-            {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]},
-        )
+        """A path under a served API group that names nothing (a Status, as kube-apiserver)."""
+        return cls(404, "NotFound", "the server could not find the requested resource")
+
+    @classmethod
+    def page_not_found_error(cls) -> ApiError:
+        """A path under an API group nobody serves (KEDA's, before it is installed):
+        kube-apiserver answers that from its mux, in plain text, not with a Status."""
+        error = cls(404, "NotFound", "404 page not found")
+        error.page_not_found = True
+        return error
 
     @classmethod
     def already_exists(cls, rtype: ResourceType, name: str) -> ApiError:
@@ -347,6 +352,9 @@ class ApiServer(kmock.KubernetesEmulator):
         if rtype is not None:
             with contextlib.suppress(KeyError):
                 del self._resources[rtype.storage]
+
+    def _serves_group(self, group: str) -> bool:
+        return any(t.group == group for t in self._types.values())
 
     def find_type(self, group: str, version: str | None, plural: str) -> ResourceType | None:
         rtype = self._types.get((group, plural))
@@ -1226,6 +1234,10 @@ class ApiServer(kmock.KubernetesEmulator):
                 self._requests.append(request)
             return await self._handle(request)
         except ApiError as exc:
+            if exc.page_not_found:
+                return aiohttp.web.Response(
+                    status=404, text="404 page not found\n", content_type="text/plain"
+                )
             return aiohttp.web.json_response(exc.status(), status=exc.code)
         except asyncio.CancelledError:
             raise
@@ -1315,6 +1327,8 @@ class ApiServer(kmock.KubernetesEmulator):
         assert route.group is not None
         assert route.plural is not None
         rtype = self.find_type(route.group, route.version, route.plural)
+        if rtype is None and route.group and not self._serves_group(route.group):
+            raise ApiError.page_not_found_error()
         if rtype is None:
             raise ApiError.no_route()
         if not rtype.namespaced and route.namespace is not None:
@@ -1737,8 +1751,8 @@ class ApiServer(kmock.KubernetesEmulator):
             }
         if route.kind == "group":
             assert route.group is not None
-            if not any(t.group == route.group for t in self._types.values()):
-                raise ApiError.no_route()
+            if not self._serves_group(route.group):
+                raise ApiError.page_not_found_error()
             return {"kind": "APIGroup", "apiVersion": "v1", **self._group(route.group)}
         if route.kind == "version":
             types = [

@@ -1,9 +1,11 @@
-"""A deliberately plain HTTP client (stdlib only) for poking the emulated API in tests."""
+"""A deliberately plain HTTP client (stdlib only) for poking an API server in tests: the
+emulator (plain HTTP), or the real control plane (HTTPS with a client certificate or a token)."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,15 +26,42 @@ class Reply:
     def reason(self) -> str | None:
         return self.body.get("reason") if isinstance(self.body, dict) else None
 
+    @property
+    def message(self) -> str | None:
+        return self.body.get("message") if isinstance(self.body, dict) else None
+
     def __getitem__(self, key: str) -> Any:
         return self.body[key]
 
 
 class KubeHTTP:
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 10.0,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
+    ) -> None:
         parsed = urllib.parse.urlsplit(base_url)
-        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self.https = parsed.scheme == "https"
+        self.host = parsed.hostname or "127.0.0.1"
+        self.port = parsed.port or (443 if self.https else 80)
         self.timeout = timeout
+        self.ssl_context = ssl_context
+        self.token = token
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.https:
+            return http.client.HTTPSConnection(
+                self.host, self.port, timeout=timeout, context=self.ssl_context
+            )
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def _headers(self, **headers: str) -> dict[str, str]:
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
 
     def request(
         self,
@@ -45,10 +74,10 @@ class KubeHTTP:
     ) -> Reply:
         if params:
             path += "?" + urllib.parse.urlencode(params)
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = self._connection(self.timeout)
         try:
             data = None if body is None else json.dumps(body).encode()
-            headers = {"Content-Type": content_type, "Accept": "application/json"}
+            headers = self._headers(**{"Content-Type": content_type, "Accept": "application/json"})
             conn.request(method, path, body=data, headers=headers)
             resp = conn.getresponse()
             raw = resp.read()
@@ -56,7 +85,7 @@ class KubeHTTP:
                 parsed: Any = json.loads(raw) if raw else None
             except ValueError:
                 parsed = raw.decode(errors="replace")
-            return Reply(resp.status, parsed, dict(resp.getheaders()))
+            return Reply(resp.status, parsed, resp.headers)  # names case-insensitive
         finally:
             conn.close()
 
@@ -79,9 +108,9 @@ class KubeHTTP:
         """Stream watch events (dicts) until the server ends the stream or ``timeout`` passes
         without an event (then TimeoutError)."""
         query = urllib.parse.urlencode({"watch": "true", **params})
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        conn = self._connection(timeout)
         try:
-            conn.request("GET", f"{path}?{query}", headers={"Accept": "application/json"})
+            conn.request("GET", f"{path}?{query}", headers=self._headers(Accept="application/json"))
             resp = conn.getresponse()
             if resp.status != 200:
                 raise RuntimeError(f"watch failed: {resp.status} {resp.read()!r}")

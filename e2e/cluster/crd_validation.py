@@ -51,14 +51,35 @@ _KNOWN_KEYWORDS = frozenset(
 _TYPES = frozenset({"object", "array", "string", "integer", "number", "boolean"})
 
 
+OMITTED: Any = type("OmittedValue", (), {"__repr__": lambda self: "<omitted>"})()
+# The note kube-apiserver appends when schema errors kept it from running the CEL rules.
+RULES_NOT_CHECKED = (
+    "some validation rules were not checked because the object was invalid; "
+    "correct the existing errors to complete validation"
+)
+
+
 @dataclass(frozen=True)
 class FieldError:
-    """One error, printed like the API server prints a field.Error."""
+    """One error, printed like the API server prints a field.Error. ``value`` OMITTED: not
+    printed (CEL rules on objects and arrays, as apiextensions-apiserver does)."""
 
     field: str
     kind: str  # Required value | Invalid value | Unsupported value | Too long | ...
     detail: str = ""
     value: Any = None
+    # Blocks the CEL rules (apiextensions' hasBlockingErr): enum, required, too long, too
+    # many and type errors; a wrong type prints as "Invalid value" but is one of them.
+    type_error: bool = False
+
+    @property
+    def blocking(self) -> bool:
+        return self.type_error or self.kind in (
+            "Unsupported value",
+            "Required value",
+            "Too long",
+            "Too many",
+        )
 
     def __str__(self) -> str:
         if self.kind == "Required value":
@@ -67,10 +88,14 @@ class FieldError:
             return f"{self.field}: Unsupported value: {_show(self.value)}: {self.detail}"
         if self.kind in ("Too long", "Too many"):
             return f"{self.field}: {self.kind}: {self.detail}"
+        if self.value is OMITTED:
+            return f"{self.field}: Invalid value: {self.detail}"
         return f"{self.field}: Invalid value: {_show(self.value)}: {self.detail}"
 
 
 def _show(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, dict):
         return '"object"'
     if isinstance(value, list):
@@ -127,7 +152,8 @@ def _check_node(node: dict[str, Any], path: str, problems: list[str], under_rule
         else:
             _check_node(node["items"], f"{path}[*]", problems, under_rules)
     if "default" in node:
-        errors = _validate(copy.deepcopy(node["default"]), node, path, None)
+        default = copy.deepcopy(node["default"])
+        errors = _validate(default, node, path, None) or _validate_rules(default, node, path, None)
         if errors:
             problems.append(f"{path}: default is invalid: {'; '.join(map(str, errors))}")
 
@@ -151,7 +177,13 @@ def admit(
     obj = copy.deepcopy(obj)
     _default(obj, schema)
     _prune(obj, schema, root=True)
+    # As apiextensions-apiserver: the OpenAPI schema first; the CEL rules only if none of its
+    # errors is blocking (then a note says they were not checked), their errors after.
     errors = _validate(obj, schema, "", old, root=True)
+    if any(e.blocking for e in errors):
+        errors.append(FieldError("<nil>", "Invalid value", RULES_NOT_CHECKED, None))
+    else:
+        errors += _validate_rules(obj, schema, "", old, root=True)
     if errors:
         raise Invalid(errors)
     return obj
@@ -214,6 +246,7 @@ def _validate(
                 "Invalid value",
                 f"{where} in body must be of type {node_type}: {_show(_type_name(value))}",
                 _type_name(value),
+                type_error=True,
             )
         ]
     errors: list[FieldError] = []
@@ -305,9 +338,24 @@ def _validate(
             if name in value and not (root and name in ("apiVersion", "kind", "metadata")):
                 old_sub = old.get(name) if isinstance(old, dict) else None
                 errors += _validate(value[name], sub, _join(path, name), old_sub)
-    # Like the API server, rules run on every value of the right type; children's errors do
-    # not hide a parent's rule (the user sees every problem at once).
-    errors += _run_rules(value, schema, where, old)
+    return errors
+
+
+def _validate_rules(
+    value: Any, schema: dict[str, Any], path: str, old: Any, root: bool = False
+) -> list[FieldError]:
+    """The CEL rules, in the CEL validator's order: a node's own rules, then its children's."""
+    if value is None:
+        return []
+    errors = _run_rules(value, schema, path or "<root>", old)
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            errors += _validate_rules(item, schema["items"], f"{path}[{index}]", None)
+    if isinstance(value, dict):
+        for name, sub in schema.get("properties", {}).items():
+            if name in value and not (root and name in ("apiVersion", "kind", "metadata")):
+                old_sub = old.get(name) if isinstance(old, dict) else None
+                errors += _validate_rules(value[name], sub, _join(path, name), old_sub)
     return errors
 
 
@@ -336,7 +384,7 @@ def _run_rules(value: Any, schema: dict[str, Any], where: str, old: Any) -> list
                     field,
                     "Invalid value",
                     rule.get("message") or f"failed rule: {rule['rule']}",
-                    value,
+                    OMITTED if isinstance(value, dict | list) else value,
                 )
             )
     return errors

@@ -9,6 +9,14 @@
 - ``kube_client``: an official ``kubernetes.client.ApiClient`` for it.
 - ``run_as_operator(cmd, env=...)``: start a subprocess with KUBECONFIG set; stopped afterwards.
 
+Two tiers: the emulator (the default) and a real control plane (``e2e.controlplane``: etcd,
+kube-apiserver, kube-controller-manager built from source, and the kubelet as a node agent),
+one per session, a namespace per test. A test marked ``@pytest.mark.control_plane`` runs on
+both (``[emulator]``/``[control-plane]`` in its id; ``kube_tier`` says which), through the same
+fixtures: ``kube_namespace``, ``kubeconfig``, ``cluster_objects``, ``kubelet``,
+``run_as_operator``. ``control_plane`` is the session's :class:`ControlPlane` itself.
+``STREAMHERD_TIERS=emulator`` leaves the second tier out (for a machine without Go).
+
 With ``STREAMHERD_E2E_KUBECONFIG=/path`` set, ``kubeconfig``, ``kube_client``, ``kubelet`` and
 ``run_as_operator`` use that real cluster instead; ``kubelet`` is then a stand-in whose
 ``kill(pod)`` deletes the pod through the API. Tests needing the emulator itself
@@ -18,7 +26,8 @@ With ``STREAMHERD_E2E_KUBECONFIG=/path`` set, ``kubeconfig``, ``kube_client``, `
 from __future__ import annotations
 
 import os
-import subprocess
+import secrets
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,16 +35,149 @@ from typing import Any
 import pytest
 
 from e2e.cluster.local import DEFAULT_CRDS, LocalCluster
-from e2e.cluster.processes import VENV_BIN, OperatorProcess
+from e2e.cluster.objects import apply_crds
+from e2e.cluster.processes import OperatorProcess
 from e2e.cluster.redis import VERSIONS, RedisServer
 from e2e.cluster.redis import RedisCluster as RedisClusterProcesses
 
 REAL_CLUSTER_ENV = "STREAMHERD_E2E_KUBECONFIG"
+TIERS_ENV = "STREAMHERD_TIERS"
+EMULATOR, CONTROL_PLANE = "emulator", "control-plane"
 
 
 def real_cluster_kubeconfig() -> Path | None:
     value = os.environ.get(REAL_CLUSTER_ENV)
     return Path(value) if value else None
+
+
+def tiers() -> list[str]:
+    chosen = [t for t in os.environ.get(TIERS_ENV, f"{EMULATOR},{CONTROL_PLANE}").split(",") if t]
+    unknown = set(chosen) - {EMULATOR, CONTROL_PLANE}
+    if unknown:
+        raise pytest.UsageError(f"${TIERS_ENV}: unknown tiers {sorted(unknown)}")
+    return chosen
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "control_plane: run on the emulator and on the real control plane (the kube_tier param)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kube_tier" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "control_plane"
+    ):
+        metafunc.parametrize("kube_tier", tiers(), indirect=True)
+
+
+class _SessionControlPlane:
+    """The session's control plane and node agent, started once (in the background as soon as
+    collection shows a test needs it, so it comes up while the emulator tests run)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self.control_plane: Any = None
+        self.node: Any = None
+        self.failure: BaseException | None = None
+
+    def start_in_background(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._start, name="control-plane-start", daemon=True
+                )
+                self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            from e2e.controlplane.controlplane import ControlPlane
+
+            self.control_plane = ControlPlane().start()
+            _install_crds(self.control_plane.kubeconfig())
+            self.node = self.control_plane.start_node_agent(stop_grace=0.5)
+        except BaseException as exc:
+            self.failure = exc
+        finally:
+            self._done.set()
+
+    def get(self, timeout: float = 300.0) -> tuple[Any, Any]:
+        self.start_in_background()
+        if not self._done.wait(timeout):
+            raise RuntimeError("the control plane did not start in time")
+        if self.failure is not None:
+            raise RuntimeError(f"the control plane did not start: {self.failure}") from self.failure
+        return self.control_plane, self.node
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._done.wait(300)
+        if self.node is not None:
+            self.node.stop()
+            self.node.cleanup()
+        if self.control_plane is not None:
+            self.control_plane.cleanup()
+
+
+_session_control_plane = _SessionControlPlane()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    needs = any(
+        "control_plane" in getattr(item, "fixturenames", ())
+        or getattr(getattr(item, "callspec", None), "params", {}).get("kube_tier") == CONTROL_PLANE
+        for item in session.items
+    )
+    if needs and real_cluster_kubeconfig() is None:
+        _session_control_plane.start_in_background()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _session_control_plane.stop()
+
+
+@pytest.fixture
+def kube_tier(request: pytest.FixtureRequest) -> str:
+    """Which cluster the test runs on: "emulator" unless parametrized (the control_plane mark)."""
+    return str(getattr(request, "param", EMULATOR))
+
+
+@pytest.fixture
+def control_plane() -> Any:
+    """The session's real control plane (:class:`e2e.controlplane.controlplane.ControlPlane`)."""
+    if real_cluster_kubeconfig() is not None:
+        pytest.fail(
+            f"this test needs the built control plane, not the cluster in ${REAL_CLUSTER_ENV}"
+        )
+    return _session_control_plane.get()[0]
+
+
+@pytest.fixture
+def node_agent(control_plane: Any) -> Any:
+    """The session's node (:class:`e2e.cluster.node_agent.NodeAgent`)."""
+    return _session_control_plane.get()[1]
+
+
+@pytest.fixture
+def kube_namespace(request: pytest.FixtureRequest, kube_tier: str) -> Iterator[str]:
+    """The namespace a test works in: "default" on the emulator (a cluster per test) and on
+    $STREAMHERD_E2E_KUBECONFIG; a fresh one per test on the control plane (the tier, or a test
+    that uses the ``control_plane`` fixture), deleted afterwards
+    (after the finalizers of our resources are dropped: their operator is gone by then)."""
+    if kube_tier != CONTROL_PLANE and "control_plane" not in request.fixturenames:
+        yield "default"
+        return
+    plane = request.getfixturevalue("control_plane")
+    name = f"t-{secrets.token_hex(4)}"
+    plane.create_namespace(name)
+    yield name
+    from e2e.controlplane.controlplane import release_namespace
+
+    release_namespace(plane, name)
 
 
 @pytest.fixture
@@ -85,15 +227,14 @@ def kube_api(local_cluster: LocalCluster) -> Any:
 
 
 @pytest.fixture
-def cluster_objects(request: pytest.FixtureRequest) -> Any:
+def cluster_objects(request: pytest.FixtureRequest, kube_tier: str) -> Any:
     """get/list/create/patch/delete of objects: the emulator's store helpers, or the same
-    five over the official client on the real cluster in $STREAMHERD_E2E_KUBECONFIG."""
-    real = real_cluster_kubeconfig()
-    if real is not None:
+    five over the official client on the control plane or the cluster in
+    $STREAMHERD_E2E_KUBECONFIG."""
+    if real_cluster_kubeconfig() is not None or kube_tier == CONTROL_PLANE:
         from e2e.cluster.objects import ClusterObjects
 
-        request.getfixturevalue("kubeconfig")  # installs our CRDs there once
-        return ClusterObjects(real)
+        return ClusterObjects(request.getfixturevalue("kubeconfig"))  # CRDs installed there
     return request.getfixturevalue("kube_api")
 
 
@@ -135,10 +276,12 @@ class RealClusterKubelet:
 
 
 @pytest.fixture
-def kubelet(request: pytest.FixtureRequest) -> Any:
+def kubelet(request: pytest.FixtureRequest, kube_tier: str) -> Any:
     real = real_cluster_kubeconfig()
     if real is not None:
         return RealClusterKubelet(real)
+    if kube_tier == CONTROL_PLANE:
+        return request.getfixturevalue("node_agent")
     cluster: LocalCluster = request.getfixturevalue("local_cluster")
     return cluster.start_kubelet(
         log_dir=request.getfixturevalue("tmp_path") / "pods", stop_grace=0.5
@@ -146,11 +289,15 @@ def kubelet(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def kubeconfig(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+def kubeconfig(request: pytest.FixtureRequest, tmp_path: Path, kube_tier: str) -> Path:
     real = real_cluster_kubeconfig()
     if real is not None:
         _install_crds(real)
         return real
+    if kube_tier == CONTROL_PLANE:
+        plane = request.getfixturevalue("control_plane")
+        namespace = request.getfixturevalue("kube_namespace")
+        return plane.write_kubeconfig(tmp_path / "kubeconfig", "admin", namespace)  # type: ignore[no-any-return]
     cluster: LocalCluster = request.getfixturevalue("local_cluster")
     return cluster.write_kubeconfig(tmp_path / "kubeconfig")
 
@@ -159,21 +306,10 @@ _installed: set[Path] = set()
 
 
 def _install_crds(kubeconfig: Path) -> None:
-    """On a real cluster: apply crds/ once per session."""
+    """On a real cluster: apply crds/ once per session, and wait until they are served."""
     if kubeconfig in _installed:
         return
-    subprocess.run(
-        [
-            os.path.join(VENV_BIN, "kubectl"),
-            "--kubeconfig",
-            str(kubeconfig),
-            "apply",
-            "-f",
-            str(DEFAULT_CRDS),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    apply_crds(kubeconfig, DEFAULT_CRDS)
     _installed.add(kubeconfig)
 
 

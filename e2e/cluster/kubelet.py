@@ -96,12 +96,16 @@ class PodRuntime:
     stopping: bool = False
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     grace: float = 30.0  # spec.terminationGracePeriodSeconds
+    written_status: dict[str, Any] | None = None  # the last status this node wrote
 
 
-class Kubelet:
+class PodRunner:
+    """The kubelet proper: runs the pods bound to ``node_name`` as real processes and reports
+    their status. Subclasses say where pods come from and where their status goes: the emulator's
+    store (:class:`Kubelet`) or a real API server (``e2e.cluster.node_agent.NodeAgent``)."""
+
     def __init__(
         self,
-        api: ApiServer,
         *,
         node_name: str = "streamherd-node",
         log_dir: str | Path | None = None,
@@ -113,7 +117,6 @@ class Kubelet:
         backoff_reset: float = 10.0,
         stop_grace: float = 2.0,
     ) -> None:
-        self.api = api
         self.node_name = node_name
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix="kubelet-"))
@@ -129,68 +132,29 @@ class Kubelet:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._poked = asyncio.Event()
-        self._seq = 0
-        self._creation_seq: dict[str, int] = {}  # pod uid -> creation order (sub-second ties)
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ what a subclass provides
 
-    async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._poked = asyncio.Event()
-        self.api.graceful_pod_deletion = True
-        self.api.pod_logs = self._read_logs
-        nodes = self.api.resolve("nodes")
-        if self.api._stored(nodes, None, self.node_name) is None:
-            self.api._create(
-                nodes,
-                None,
-                {
-                    "metadata": {
-                        "name": self.node_name,
-                        "labels": {"kubernetes.io/hostname": self.node_name},
-                    }
-                },
-            )
-            self.api._update(
-                nodes,
-                None,
-                self.node_name,
-                lambda n: {
-                    **n,
-                    "status": {
-                        "conditions": [
-                            {
-                                "type": "Ready",
-                                "status": "True",
-                                "reason": "KubeletReady",
-                                "message": "the simulated kubelet is posting ready status",
-                            }
-                        ],
-                        "addresses": [
-                            {"type": "InternalIP", "address": POD_IP},
-                            {"type": "Hostname", "address": self.node_name},
-                        ],
-                        "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "110"},
-                    },
-                },
-                subresource="status",
-            )
-        self._task = asyncio.create_task(self._main(), name="kubelet")
+    def _current_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod as last seen (None: gone)."""
+        raise NotImplementedError
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop all processes (SIGTERM, SIGKILL after ``grace``); pods stay in the API."""
-        grace = self.stop_grace if grace is None else grace
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await asyncio.gather(*(self._terminate(rt, grace) for rt in list(self.runtimes.values())))
-        for task in list(self._tasks):
-            task.cancel()
-        self.api.graceful_pod_deletion = False
-        self.api.pod_logs = None
+    async def _lookup(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Secret or ConfigMap (``kind`` "secrets"/"configmaps"); None if it does not exist
+        (any other failure raises ContainerConfigError, and the container start is retried)."""
+        raise NotImplementedError
+
+    async def _put_pod_status(self, pod: Mapping[str, Any], status: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def _delete_pod(self, pod: Mapping[str, Any]) -> None:
+        """Delete the (terminated) pod with grace period 0, on the precondition of its uid."""
+        raise NotImplementedError
+
+    def _api_host_port(self) -> tuple[str, str]:
+        """Where containers find the API server (KUBERNETES_SERVICE_HOST/PORT)."""
+        raise NotImplementedError
 
     def cleanup(self) -> None:
         if self._own_log_dir:
@@ -199,30 +163,17 @@ class Kubelet:
     def poke(self) -> None:
         self._poked.set()
 
-    async def _main(self) -> None:
-        while True:
-            changed = self.api.change_event()
-            self._poked.clear()
-            try:
-                self._reconcile()
-            except Exception as exc:
-                log.exception("kubelet reconciliation failed")
-                self.internal_errors.append(exc)
-            waiters = [
-                asyncio.ensure_future(changed.wait()),
-                asyncio.ensure_future(self._poked.wait()),
-            ]
-            try:
-                await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
-
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _stop_pods(self, grace: float) -> None:
+        """Stop all processes (SIGTERM, SIGKILL after ``grace``); pods stay in the API."""
+        await asyncio.gather(*(self._terminate(rt, grace) for rt in list(self.runtimes.values())))
+        for task in list(self._tasks):
+            task.cancel()
 
     # ------------------------------------------------------------------ public (any thread)
 
@@ -298,39 +249,12 @@ class Kubelet:
             path = path.with_suffix(".previous.log")
         return path.read_text(errors="replace") if path.exists() else ""
 
-    # ------------------------------------------------------------------ reconciliation
+    # ------------------------------------------------------------------ pods
 
-    def _reconcile(self) -> None:
-        api = self.api
-        pods_t, rs_t, deploy_t = (
-            api.resolve("pods"),
-            api.resolve("replicasets.apps"),
-            api.resolve("deployments.apps"),
-        )
-        self._schedule(pods_t)
-        self._sync_pods(pods_t)
-        for rs in list(api._items(rs_t)):
-            self._sync_replicaset(rs_t, pods_t, rs)
-        for deploy in list(api._items(deploy_t)):
-            self._sync_deployment(deploy_t, rs_t, pods_t, deploy)
-
-    def _schedule(self, pods_t: Any) -> None:
-        for pod in list(self.api._items(pods_t)):
-            meta = pod["metadata"]
-            if not (pod.get("spec") or {}).get("nodeName") and not meta.get("deletionTimestamp"):
-
-                def bind(p: dict[str, Any]) -> dict[str, Any]:
-                    p["spec"]["nodeName"] = self.node_name
-                    return p
-
-                with contextlib.suppress(ApiError):
-                    self.api._update(pods_t, meta["namespace"], meta["name"], bind)
-
-    # --- kubelet proper
-
-    def _sync_pods(self, pods_t: Any) -> None:
+    async def _sync_pods(self, pods: Sequence[dict[str, Any]]) -> None:
+        """Start, stop and report the pods bound to this node (``pods``: all that the API has)."""
         seen = set()
-        for pod in list(self.api._items(pods_t)):
+        for pod in pods:
             meta, spec = pod["metadata"], pod.get("spec") or {}
             if spec.get("nodeName") != self.node_name:
                 continue
@@ -342,16 +266,16 @@ class Kubelet:
                 rt = None
             if meta.get("deletionTimestamp"):
                 if rt is None:
-                    self._finalize(pods_t, pod)
+                    await self._finalize(pod)
                 elif not rt.stopping:
                     grace = float(meta.get("deletionGracePeriodSeconds") or 0)
-                    self._spawn(self._terminate_and_finalize(pods_t, rt, grace), f"terminate {key}")
+                    self._spawn(self._terminate_and_finalize(rt, grace), f"terminate {key}")
                 continue
             if rt is None:
                 if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
                     continue
                 rt = self._start_pod(pod)
-            self._write_pod_status(pods_t, pod, rt)
+            await self._write_pod_status(pod, rt)
         for key, rt in list(self.runtimes.items()):
             if key not in seen and not rt.stopping:  # force-deleted: stop what runs
                 self._spawn(self._terminate(rt, rt.grace), f"terminate {key}")
@@ -382,11 +306,11 @@ class Kubelet:
     async def _run_container(self, rt: PodRuntime, ctr: ContainerRuntime, policy: str) -> None:
         first = True
         while not rt.stopping:
-            pod = self.api._stored(self.api.resolve("pods"), rt.namespace, rt.name)
+            pod = self._current_pod(rt.namespace, rt.name)
             if pod is None or pod["metadata"]["uid"] != rt.uid:
                 return
             try:
-                argv, env = self._container_command(pod, ctr.spec)
+                argv, env = await self._container_command(pod, ctr.spec)
             except ContainerConfigError as exc:
                 ctr.waiting = ("CreateContainerConfigError", str(exc))
                 self.poke()
@@ -468,10 +392,10 @@ class Kubelet:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(rt.stopped.wait(), delay)
 
-    def _container_command(
+    async def _container_command(
         self, pod: Mapping[str, Any], cspec: Mapping[str, Any]
     ) -> tuple[list[str], dict[str, str]]:
-        env = self._container_env(pod, cspec)
+        env = await self._container_env(pod, cspec)
         command = list(cspec.get("command") or ())
         if not command:
             image = str(cspec.get("image") or "")
@@ -487,10 +411,11 @@ class Kubelet:
             )
         return argv, env
 
-    def _container_env(self, pod: Mapping[str, Any], cspec: Mapping[str, Any]) -> dict[str, str]:
+    async def _container_env(
+        self, pod: Mapping[str, Any], cspec: Mapping[str, Any]
+    ) -> dict[str, str]:
         meta = pod["metadata"]
-        api_url = self.api._url or "http://127.0.0.1:0"
-        host, _, port = api_url.removeprefix("http://").partition(":")
+        host, port = self._api_host_port()
         env: dict[str, str] = {
             "PATH": os.pathsep.join([self.venv_bin, os.environ.get("PATH", "/usr/bin:/bin")]),
             "HOME": os.environ.get("HOME", "/root"),
@@ -505,9 +430,9 @@ class Kubelet:
         for source in cspec.get("envFrom") or ():
             prefix = source.get("prefix", "")
             if "secretRef" in source:
-                data = self._data_of("secrets", namespace, source["secretRef"])
+                data = await self._data_of("secrets", namespace, source["secretRef"])
             elif "configMapRef" in source:
-                data = self._data_of("configmaps", namespace, source["configMapRef"])
+                data = await self._data_of("configmaps", namespace, source["configMapRef"])
             else:
                 continue
             for key, value in data.items():
@@ -526,7 +451,7 @@ class Kubelet:
                     if "secretKeyRef" in source
                     else ("configmaps", source["configMapKeyRef"])
                 )
-                found = self._key_ref(kind, namespace, ref)
+                found = await self._key_ref(kind, namespace, ref)
                 if found is not None:
                     env[name] = found
             elif "resourceFieldRef" in source:
@@ -558,16 +483,16 @@ class Kubelet:
             return str((meta.get(match[1]) or {}).get(match[2], ""))
         raise ContainerConfigError(f"unsupported fieldRef fieldPath {path!r}")
 
-    def _data_of(self, kind: str, namespace: str, ref: Mapping[str, Any]) -> dict[str, str]:
-        obj = self.api._stored(self.api.resolve(kind), namespace, ref.get("name", ""))
+    async def _data_of(self, kind: str, namespace: str, ref: Mapping[str, Any]) -> dict[str, str]:
+        obj = await self._lookup(kind, namespace, ref.get("name", ""))
         if obj is None:
             if ref.get("optional"):
                 return {}
             raise ContainerConfigError(f'{kind[:-1]} "{ref.get("name")}" not found')
         return _decoded(kind, obj)
 
-    def _key_ref(self, kind: str, namespace: str, ref: Mapping[str, Any]) -> str | None:
-        obj = self.api._stored(self.api.resolve(kind), namespace, ref.get("name", ""))
+    async def _key_ref(self, kind: str, namespace: str, ref: Mapping[str, Any]) -> str | None:
+        obj = await self._lookup(kind, namespace, ref.get("name", ""))
         if obj is None:
             if ref.get("optional"):
                 return None
@@ -617,26 +542,20 @@ class Kubelet:
             del self.runtimes[(rt.namespace, rt.name)]
         self.poke()
 
-    async def _terminate_and_finalize(self, pods_t: Any, rt: PodRuntime, grace: float) -> None:
+    async def _terminate_and_finalize(self, rt: PodRuntime, grace: float) -> None:
         await self._terminate(rt, grace)
-        pod = self.api._stored(pods_t, rt.namespace, rt.name)
+        pod = self._current_pod(rt.namespace, rt.name)
         if pod is not None and pod["metadata"]["uid"] == rt.uid:
-            self._finalize(pods_t, pod)
+            await self._finalize(pod)
 
-    def _finalize(self, pods_t: Any, pod: Mapping[str, Any]) -> None:
+    async def _finalize(self, pod: Mapping[str, Any]) -> None:
         """The kubelet's last word on a terminated pod: delete it with grace period 0."""
         meta = pod["metadata"]
         if meta.get("deletionGracePeriodSeconds") == 0 and meta.get("finalizers"):
             return
-        with contextlib.suppress(ApiError):
-            self.api._delete(
-                pods_t,
-                meta["namespace"],
-                meta["name"],
-                {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
-            )
+        await self._delete_pod(pod)
 
-    def _write_pod_status(self, pods_t: Any, pod: Mapping[str, Any], rt: PodRuntime) -> None:
+    async def _write_pod_status(self, pod: Mapping[str, Any], rt: PodRuntime) -> None:
         old = pod.get("status") or {}
         statuses = []
         for ctr in rt.containers:
@@ -705,15 +624,167 @@ class Kubelet:
             "qosClass": old.get("qosClass", "BestEffort"),
             "containerStatuses": statuses,
         }
-        if new_status == old:
+        # Compared with what this node wrote last, too: a real API server stores a normalised
+        # status (empty fields dropped), which never equals ours and would loop.
+        if new_status == old or new_status == rt.written_status:
             return
+        await self._put_pod_status(pod, new_status)
+        rt.written_status = new_status
 
+
+class Kubelet(PodRunner):
+    """The simulated node of the API emulator: a Deployment controller, a ReplicaSet controller,
+    a scheduler and the kubelet (:class:`PodRunner`), in the emulator's loop, reading and writing
+    its store directly with the same rules (resourceVersions, events, admission) as HTTP
+    clients get."""
+
+    def __init__(self, api: ApiServer, **options: Any) -> None:
+        super().__init__(**options)
+        self.api = api
+        self._seq = 0
+        self._creation_seq: dict[str, int] = {}  # pod uid -> creation order (sub-second ties)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._poked = asyncio.Event()
+        self.api.graceful_pod_deletion = True
+        self.api.pod_logs = self._read_logs
+        nodes = self.api.resolve("nodes")
+        if self.api._stored(nodes, None, self.node_name) is None:
+            self.api._create(
+                nodes,
+                None,
+                {
+                    "metadata": {
+                        "name": self.node_name,
+                        "labels": {"kubernetes.io/hostname": self.node_name},
+                    }
+                },
+            )
+            self.api._update(
+                nodes,
+                None,
+                self.node_name,
+                lambda n: {
+                    **n,
+                    "status": {
+                        "conditions": [
+                            {
+                                "type": "Ready",
+                                "status": "True",
+                                "reason": "KubeletReady",
+                                "message": "the simulated kubelet is posting ready status",
+                            }
+                        ],
+                        "addresses": [
+                            {"type": "InternalIP", "address": POD_IP},
+                            {"type": "Hostname", "address": self.node_name},
+                        ],
+                        "capacity": {"cpu": str(os.cpu_count() or 1), "pods": "110"},
+                    },
+                },
+                subresource="status",
+            )
+        self._task = asyncio.create_task(self._main(), name="kubelet")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop all processes (SIGTERM, SIGKILL after ``grace``); pods stay in the API."""
+        grace = self.stop_grace if grace is None else grace
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._stop_pods(grace)
+        self.api.graceful_pod_deletion = False
+        self.api.pod_logs = None
+
+    async def _main(self) -> None:
+        while True:
+            changed = self.api.change_event()
+            self._poked.clear()
+            try:
+                await self._reconcile()
+            except Exception as exc:
+                log.exception("kubelet reconciliation failed")
+                self.internal_errors.append(exc)
+            waiters = [
+                asyncio.ensure_future(changed.wait()),
+                asyncio.ensure_future(self._poked.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    # ------------------------------------------------------------------ the store, for the kubelet
+
+    def _current_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.api._stored(self.api.resolve("pods"), namespace, name)
+
+    async def _lookup(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.api._stored(self.api.resolve(kind), namespace, name)
+
+    async def _put_pod_status(self, pod: Mapping[str, Any], status: dict[str, Any]) -> None:
         def write(p: dict[str, Any]) -> dict[str, Any]:
-            p["status"] = new_status
+            p["status"] = status
             return p
 
+        meta = pod["metadata"]
         with contextlib.suppress(ApiError):
-            self.api._update(pods_t, rt.namespace, rt.name, write, subresource="status")
+            self.api._update(
+                self.api.resolve("pods"),
+                meta["namespace"],
+                meta["name"],
+                write,
+                subresource="status",
+            )
+
+    async def _delete_pod(self, pod: Mapping[str, Any]) -> None:
+        meta = pod["metadata"]
+        with contextlib.suppress(ApiError):
+            self.api._delete(
+                self.api.resolve("pods"),
+                meta["namespace"],
+                meta["name"],
+                {"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
+            )
+
+    def _api_host_port(self) -> tuple[str, str]:
+        api_url = self.api._url or "http://127.0.0.1:0"
+        host, _, port = api_url.removeprefix("http://").partition(":")
+        return host, port
+
+    # ------------------------------------------------------------------ reconciliation
+
+    async def _reconcile(self) -> None:
+        api = self.api
+        pods_t, rs_t, deploy_t = (
+            api.resolve("pods"),
+            api.resolve("replicasets.apps"),
+            api.resolve("deployments.apps"),
+        )
+        self._schedule(pods_t)
+        await self._sync_pods(list(api._items(pods_t)))
+        for rs in list(api._items(rs_t)):
+            self._sync_replicaset(rs_t, pods_t, rs)
+        for deploy in list(api._items(deploy_t)):
+            self._sync_deployment(deploy_t, rs_t, pods_t, deploy)
+
+    def _schedule(self, pods_t: Any) -> None:
+        for pod in list(self.api._items(pods_t)):
+            meta = pod["metadata"]
+            if not (pod.get("spec") or {}).get("nodeName") and not meta.get("deletionTimestamp"):
+
+                def bind(p: dict[str, Any]) -> dict[str, Any]:
+                    p["spec"]["nodeName"] = self.node_name
+                    return p
+
+                with contextlib.suppress(ApiError):
+                    self.api._update(pods_t, meta["namespace"], meta["name"], bind)
 
     # --- ReplicaSet controller
 
@@ -1073,4 +1144,4 @@ def _expand(text: str, env: Mapping[str, str]) -> str:
     return _VAR_RE.sub(repl, text)
 
 
-__all__ = ["ContainerConfigError", "Kubelet", "PodRuntime", "template_hash"]
+__all__ = ["ContainerConfigError", "Kubelet", "PodRunner", "PodRuntime", "template_hash"]

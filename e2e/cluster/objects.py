@@ -8,12 +8,40 @@ cluster or, with $STREAMHERD_E2E_KUBECONFIG, a real one. Resources are named as 
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import kubernetes
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.resource import ResourceList
+
+
+def _version_order(version: str) -> tuple[int, int, int]:
+    """Kubernetes' version priority: GA over beta over alpha, then the higher number."""
+    import re
+
+    match = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if match is None:
+        return (0, 0, 0)
+    stage = {"alpha": 1, "beta": 2, None: 3}[match[2]]
+    return (stage, int(match[1]), int(match[3] or 0))
+
+
+def apply_crds(kubeconfig: Path, crds: Path) -> None:
+    """``kubectl apply`` the CRDs at ``crds`` (a file or folder), then wait until served."""
+    from e2e.cluster.processes import VENV_BIN
+
+    kubectl = [os.path.join(VENV_BIN, "kubectl"), "--kubeconfig", str(kubeconfig)]
+    for args in (
+        ["apply", "-f", str(crds)],
+        ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds)],
+    ):
+        done = subprocess.run([*kubectl, *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr}")
 
 
 class ClusterObjects:
@@ -24,7 +52,15 @@ class ClusterObjects:
         if api_version and kind:
             return self.client.resources.get(api_version=api_version, kind=kind)
         plural, _, group = name.partition(".")
-        return self.client.resources.get(name=plural, group=group or "")
+        found = [
+            r
+            for r in self.client.resources.search(name=plural, group=group)
+            if r.group == group and not isinstance(r, ResourceList)
+        ]
+        if not found:
+            raise ResourceNotFoundError(f"no resource {name!r} is served")
+        # Several versions (events: core v1 and events.k8s.io; HPAs: v1 and v2): the newest.
+        return max(found, key=lambda r: _version_order(r.api_version))
 
     def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:

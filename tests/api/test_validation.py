@@ -2,11 +2,13 @@
 by the API server (CRD schema + CEL, emulated faithfully) and by the operator (pydantic)."""
 
 import copy
+import secrets
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from e2e.cluster.client import KubeHTTP, Reply
 from e2e.cluster.crd_validation import Invalid, admit
 from hypothesis import given
 from hypothesis import strategies as st
@@ -97,7 +99,7 @@ BAD = [
         "key-and-pattern",
         "RedisStream",
         {**STREAM, "keyPattern": "conv:*"},
-        'spec: Invalid value: "object": set exactly one of key or keyPattern',
+        "spec: Invalid value: set exactly one of key or keyPattern",
         "spec: set exactly one of key or keyPattern",
     ),
     (
@@ -111,7 +113,7 @@ BAD = [
         "url-and-url-secret",
         "RedisStream",
         {**STREAM, "redis": {"url": "redis://r:6379", "urlSecretRef": {"name": "s", "key": "url"}}},
-        'spec.redis: Invalid value: "object": set exactly one of url or urlSecretRef',
+        "spec.redis: Invalid value: set exactly one of url or urlSecretRef",
         "spec.redis: set exactly one of url or urlSecretRef",
     ),
     (
@@ -167,7 +169,7 @@ BAD = [
         "min-above-max",
         "ConsumerGroup",
         {**GROUP, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
-        'spec.autoscaling: Invalid value: "object": minReplicas must not exceed maxReplicas',
+        "spec.autoscaling: Invalid value: minReplicas must not exceed maxReplicas",
         "spec.autoscaling: minReplicas must not exceed maxReplicas",
     ),
     (
@@ -215,7 +217,7 @@ BAD = [
                 "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}},
             },
         },
-        'spec.consumers: Invalid value: "object": set exactly one of deploymentRef or template',
+        "spec.consumers: Invalid value: set exactly one of deploymentRef or template",
         "spec.consumers: set exactly one of deploymentRef or template",
     ),
     (
@@ -413,3 +415,74 @@ def test_the_prefix_rule_rejects_exactly_the_patterns_without_a_literal_prefix(
     except SpecError:
         operator_accepts = False
     assert server_accepts == operator_accepts == has_prefix
+
+
+# ---------------------------------------------------------------- the real kube-apiserver agrees
+
+
+def plural(kind: str) -> str:
+    return f"/apis/streamherd.io/v1alpha1/namespaces/default/{BY_KIND[kind].plural}"
+
+
+def both_servers(kube_api: Any, control_plane: Any) -> list[tuple[str, KubeHTTP]]:
+    return [("emulator", KubeHTTP(kube_api.url)), ("kube-apiserver", control_plane.client())]
+
+
+def rejection(reply: Reply) -> tuple[int, str | None, str | None, list[Any]]:
+    causes = sorted(
+        (c.get("field"), c.get("reason"), c.get("message"))
+        for c in ((reply.body or {}).get("details") or {}).get("causes") or ()
+    )
+    return reply.status, reply.reason, reply.message, causes
+
+
+@pytest.mark.parametrize(("kind", "spec"), [b[1:3] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_resource_is_rejected_by_kube_apiserver_as_by_the_emulator(
+    kind: str, spec: dict[str, Any], kube_api: Any, control_plane: Any
+) -> None:
+    """Every bad resource of the table above, through both API servers' HTTP front doors:
+    the same status, reason, message and causes (the real one is the reference)."""
+    replies = {
+        name: rejection(client.post(plural(kind), resource(kind, spec)))
+        for name, client in both_servers(kube_api, control_plane)
+    }
+    assert replies["kube-apiserver"][0] == 422, replies["kube-apiserver"]
+    assert replies["emulator"] == replies["kube-apiserver"]
+
+
+@pytest.mark.parametrize(
+    ("name", "doc"), example_documents(), ids=[n for n, _ in example_documents()]
+)
+def test_examples_are_stored_by_kube_apiserver_as_by_the_emulator(
+    name: str, doc: dict[str, Any], kube_api: Any, control_plane: Any
+) -> None:
+    """Defaulting and pruning agree: the stored specs are equal."""
+    doc = {**doc, "metadata": {"name": f"{doc['metadata']['name']}-{secrets.token_hex(3)}"}}
+    stored = {}
+    for server, client in both_servers(kube_api, control_plane):
+        reply = client.post(plural(doc["kind"]), doc)
+        assert reply.status == 201, (server, reply.body)
+        stored[server] = reply.body["spec"]
+        client.delete(f"{plural(doc['kind'])}/{doc['metadata']['name']}")
+    assert stored["emulator"] == stored["kube-apiserver"]
+
+
+def test_identity_changes_are_refused_by_kube_apiserver_as_by_the_emulator(
+    kube_api: Any, control_plane: Any
+) -> None:
+    name = f"identity-{secrets.token_hex(3)}"
+    replies = {}
+    for server, client in both_servers(kube_api, control_plane):
+        created = client.post(
+            plural("ConsumerGroup"),
+            {**resource("ConsumerGroup", {**GROUP, "groupName": "g"}), "metadata": {"name": name}},
+        )
+        assert created.status == 201, (server, created.body)
+        path = f"{plural('ConsumerGroup')}/{name}"
+        replies[server] = [
+            rejection(client.patch(path, {"spec": change}))
+            for change in ({"groupName": "other"}, {"streamRef": {"name": "elsewhere"}})
+        ]
+        client.delete(path)
+    assert [r[0] for r in replies["kube-apiserver"]] == [422, 422]
+    assert replies["emulator"] == replies["kube-apiserver"]

@@ -102,10 +102,23 @@ def test_a_created_crd_is_served_and_a_deleted_one_is_gone(http: KubeHTTP) -> No
     )
 
 
-def test_unknown_paths_get_a_status_404(http: KubeHTTP) -> None:
-    """Unknown resources answer 404 with a Status body, as the API server does."""
+def test_unknown_paths_get_404_as_kube_apiserver_answers_them(http: KubeHTTP) -> None:
+    """Under an API group nobody serves, the path is unknown to the server's mux: plain text
+    "404 page not found" (checked against kube-apiserver 1.37), not a Status. Under a served
+    group, an unknown resource is a Status 404 with empty details."""
     reply = http.get("/apis/nothing.example.com/v1/things")
+    assert (reply.status, reply.body) == (404, "404 page not found\n")
+    assert reply.headers["Content-Type"].startswith("text/plain")
+    reply = http.get("/apis/apps/v1/namespaces/default/things")
     assert reply.status == 404
-    assert reply["kind"] == "Status"
-    assert reply["reason"] == "NotFound"
+    assert reply.body == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "the server could not find the requested resource",
+        "reason": "NotFound",
+        "details": {},
+        "code": 404,
+    }
     assert http.get("/version")["major"] == "1"

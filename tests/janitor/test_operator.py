@@ -8,11 +8,15 @@ import sys
 import time
 from typing import Any
 
+import pytest
 import redis
 from e2e.cluster.processes import OperatorProcess, wait_until
 from tests.harness import Harness
 
 from streamherd.fields import DELIVERIES_FIELD, ORIGIN_ID_FIELD
+
+# The operator end to end: on the emulator and on the real control plane.
+pytestmark = pytest.mark.control_plane
 
 
 def produce(h: Harness, key: str, count: int, start: int = 0, **fields: str) -> list[str]:
@@ -62,12 +66,12 @@ def test_a_killed_consumer_pod_is_recovered_at_once_and_its_name_removed(
 
     def busy_pod() -> str | None:
         pending = pending_by_consumer(h, "orders", "fulfilment")
-        running = kubelet.processes("default")
+        running = kubelet.processes(h.namespace)
         return next((pod for pod, n in pending.items() if n >= 5 and pod in running), None)
 
     victim = wait_until(busy_pod, 20, message="no consumer pod ever held a batch")
-    kubelet.kill(victim)  # SIGKILL mid-batch
-    h.api.delete("pods", "default", victim, gracePeriodSeconds=0)
+    kubelet.kill(victim, h.namespace)  # SIGKILL mid-batch
+    h.api.delete("pods", h.namespace, victim, gracePeriodSeconds=0)
     killed_at = time.monotonic()
     stranded = pending_by_consumer(h, "orders", "fulfilment").get(victim, 0)
     assert stranded > 0
@@ -192,7 +196,7 @@ def test_cron_job_mode_keeps_a_cron_job_that_does_the_same_work(
     h.wait_ready("ConsumerGroup", "billing")
 
     cron = wait_until(
-        lambda: h.api.get("cronjobs.batch", "default", "billing-janitor"),
+        lambda: h.api.get("cronjobs.batch", h.namespace, "billing-janitor"),
         15,
         message=lambda: f"no CronJob\n{h.logs()[-3000:]}",
     )
@@ -206,7 +210,7 @@ def test_cron_job_mode_keeps_a_cron_job_that_does_the_same_work(
     )
     pod_spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     (container,) = pod_spec["containers"]
-    command = ["streamherd", "janitor", "--namespace", "default", "--group", "billing"]
+    command = ["streamherd", "janitor", "--namespace", h.namespace, "--group", "billing"]
     assert container["command"] == command
     assert container["image"] == "registry.local/streamherd:test"
     assert pod_spec["serviceAccountName"] == "janitor-sa"
@@ -232,7 +236,7 @@ def test_cron_job_mode_keeps_a_cron_job_that_does_the_same_work(
 
     # Back to mode Operator: the CronJob goes, the operator's own timer takes over.
     h.patch("ConsumerGroup", "billing", {"spec": {"recovery": {"mode": "Operator"}}})
-    wait_until(lambda: h.api.get("cronjobs.batch", "default", "billing-janitor") is None, 10)
+    wait_until(lambda: h.api.get("cronjobs.batch", h.namespace, "billing-janitor") is None, 10)
     h.r.xreadgroup("billing", "gone-worker", {"orders": ">"}, count=5)  # 5 copies, 2nd try
     h.wait_status("ConsumerGroup", "billing", lambda s: s.get("recovered") == 24, timeout=15)
     assert h.status("ConsumerGroup", "billing")["deadLettered"] == 1

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from e2e.cluster.processes import wait_until
 from tests.harness import Harness
+
+# The operator end to end: on the emulator and on the real control plane.
+pytestmark = pytest.mark.control_plane
 
 
 def test_a_group_reaches_every_matching_stream_and_misses_no_early_event(harness: Harness) -> None:

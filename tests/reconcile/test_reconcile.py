@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from tests.harness import Harness
+
+# The operator end to end: on the emulator and on the real control plane.
+pytestmark = pytest.mark.control_plane
 
 
 def test_group_is_created_and_status_matches_redis(harness_any_redis: Harness) -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import time
 
+import pytest
 from e2e.cluster.processes import wait_until
 from tests.harness import Harness
+
+# The operator end to end: on the emulator and on the real control plane.
+pytestmark = pytest.mark.control_plane
 
 
 def test_paused_takes_no_action_until_resumed(harness: Harness) -> None:
@@ -73,7 +77,7 @@ def test_missing_secret_is_reported_then_picked_up_when_created(
     h.wait_ready("RedisStream", "orders", "False", "AuthenticationFailed")
     h.api.patch(
         "secrets",
-        "default",
+        h.namespace,
         "redis-auth",
         {"data": {"password": base64.b64encode(b"s3cr3t-pw").decode()}},
     )
@@ -115,7 +119,7 @@ def test_two_resources_for_one_group_the_oldest_wins(harness: Harness) -> None:
     h.start()
     h.wait_ready("ConsumerGroup", "first")
     loser = h.wait_ready("ConsumerGroup", "second", "False", "GroupConflict")
-    assert "managed by default/first" in loser["message"]
+    assert f"managed by {h.namespace}/first" in loser["message"]
 
     h.delete("ConsumerGroup", "first")
     h.wait_ready("ConsumerGroup", "second", timeout=30)  # the survivor takes over
@@ -145,7 +149,7 @@ def test_metrics_show_the_documented_series(harness: Harness) -> None:
         h.r.xadd("orders", {"n": i})
     h.wait_status("ConsumerGroup", "fulfilment", lambda s: s.get("lag") == 4)
     text = h.metrics()
-    labels = 'consumergroup="fulfilment",group="fulfilment",namespace="default"'
+    labels = f'consumergroup="fulfilment",group="fulfilment",namespace="{h.namespace}"'
     for series in (
         f"streamherd_group_pending{{{labels}}} 0.0",
         f"streamherd_group_lag{{{labels}}} 4.0",
@@ -158,7 +162,7 @@ def test_metrics_show_the_documented_series(harness: Harness) -> None:
         "streamherd_poll_duration_seconds_bucket",
         "streamherd_redis_roundtrip_seconds_bucket",
         'streamherd_polls_total{endpoint="redis://127.0.0.1:',
-        'streamherd_stream_length{namespace="default",redisstream="orders"} 4.0',
+        f'streamherd_stream_length{{namespace="{h.namespace}",redisstream="orders"}} 4.0',
         "streamherd_endpoint_groups",
     ):
         assert name in text, name

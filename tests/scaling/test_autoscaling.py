@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from e2e.cluster.processes import wait_until
 from tests.harness import Harness
+
+# The operator end to end: on the emulator and on the real control plane.
+pytestmark = pytest.mark.control_plane
 
 
 def replicas(h: Harness, name: str) -> int:
     return int(
-        (h.api.get("deployments.apps", "default", name) or {}).get("spec", {}).get("replicas", -1)
+        (h.api.get("deployments.apps", h.namespace, name) or {}).get("spec", {}).get("replicas", -1)
     )
 
 
@@ -156,7 +160,7 @@ def test_a_template_gets_an_owned_deployment_that_consumes(harness: Harness, kub
         autoscaling={"minReplicas": 1, "maxReplicas": 2, "pollInterval": "500ms"},
     )
     h.start()
-    deployment = wait_until(lambda: h.api.get("deployments.apps", "default", "crm-consumers"), 20)
+    deployment = wait_until(lambda: h.api.get("deployments.apps", h.namespace, "crm-consumers"), 20)
     owner = deployment["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("ConsumerGroup", "crm", True)
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -173,7 +177,7 @@ def test_a_template_gets_an_owned_deployment_that_consumes(harness: Harness, kub
         30,
         message="the owned Deployment's pods did not consume",
     )
-    pods = [p["metadata"]["name"] for p in h.api.list("pods", "default")]
+    pods = [p["metadata"]["name"] for p in h.api.list("pods", h.namespace)]
     consumers = {c["name"] for c in h.r.xinfo_consumers("orders", "crm")}
     assert consumers <= set(pods), "consumers are named after their pods"
 
@@ -183,7 +187,7 @@ def test_a_template_gets_an_owned_deployment_that_consumes(harness: Harness, kub
         lambda: (
             {
                 e["name"]: e.get("value")
-                for e in h.api.get("deployments.apps", "default", "crm-consumers")["spec"][
+                for e in h.api.get("deployments.apps", h.namespace, "crm-consumers")["spec"][
                     "template"
                 ]["spec"]["containers"][0]["env"]
             }.get("WORK_MS")
@@ -195,7 +199,7 @@ def test_a_template_gets_an_owned_deployment_that_consumes(harness: Harness, kub
     h.delete("ConsumerGroup", "crm")
     h.wait_gone("ConsumerGroup", "crm")
     wait_until(
-        lambda: h.api.get("deployments.apps", "default", "crm-consumers") is None,
+        lambda: h.api.get("deployments.apps", h.namespace, "crm-consumers") is None,
         20,
         message="owned Deployment not garbage-collected",
     )
@@ -208,10 +212,10 @@ def test_scale_in_removes_the_pods_with_the_least_pending_work(
     h.stream("orders")
     h.r.xgroup_create("orders", "workers", "$", mkstream=True)
     h.consumer_deployment("workers", 3, "workers", WORK_MS="5", BATCH="10")
-    wait_until(lambda: len(kubelet.processes("default")) == 3, 20)
-    pods = sorted(kubelet.processes("default"))
+    wait_until(lambda: len(kubelet.processes(h.namespace)) == 3, 20)
+    pods = sorted(kubelet.processes(h.namespace))
     for pod in pods:  # every consumer is up and blocked in XREADGROUP
-        wait_until(lambda pod=pod: "consuming" in kubelet.logs(pod), 20)
+        wait_until(lambda pod=pod: "consuming" in kubelet.logs(pod, h.namespace), 20)
     # Unfinished work on one consumer only: poison entries added in one transaction go to
     # the first blocked reader, which never acknowledges them.
     pipe = h.r.pipeline(transaction=True)
@@ -235,12 +239,12 @@ def test_scale_in_removes_the_pods_with_the_least_pending_work(
     )
     h.start()
     wait_until(lambda: replicas(h, "workers") == 1, 30, message="did not scale in")
-    wait_until(lambda: len(kubelet.processes("default")) == 1, 30)
-    assert list(kubelet.processes("default")) == [busy], "the pod holding the pending work stays"
+    wait_until(lambda: len(kubelet.processes(h.namespace)) == 1, 30)
+    assert list(kubelet.processes(h.namespace)) == [busy], "the pod holding the pending work stays"
     costs = {
         p["metadata"]["name"]: p["metadata"]
         .get("annotations", {})
         .get("controller.kubernetes.io/pod-deletion-cost")
-        for p in h.api.list("pods", "default")
+        for p in h.api.list("pods", h.namespace)
     }
     assert costs.get(busy) == "4"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -82,14 +83,24 @@ class KubeClient:
             data=request.payload(),
             headers=headers,
         ) as response:
-            data = await response.json(content_type=None) if response.content_length != 0 else None
+            raw = await response.read()
+            try:
+                data = json.loads(raw) if raw else None
+            except ValueError:
+                if response.status < 400:
+                    raise
+                # Not every error is a Status: kube-apiserver answers a path under an API
+                # group it does not serve (KEDA's, not installed) with "404 page not found".
+                data = raw.decode(errors="replace").strip()
             if response.status >= 400:
                 reason = (
                     (data or {}).get("reason", response.reason or "")
                     if isinstance(data, dict)
-                    else ""
+                    else response.reason or ""
                 )
-                message = (data or {}).get("message", "") if isinstance(data, dict) else ""
+                message = (
+                    (data or {}).get("message", "") if isinstance(data, dict) else str(data or "")
+                )
                 error = {404: NotFound, 409: Conflict}.get(response.status, KubeError)
                 raise error(response.status, reason, message)
             return data
