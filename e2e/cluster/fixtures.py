@@ -25,6 +25,7 @@ With ``STREAMHERD_E2E_KUBECONFIG=/path`` set, ``kubeconfig``, ``kube_client``, `
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import threading
@@ -96,7 +97,10 @@ class _SessionControlPlane:
         try:
             from e2e.controlplane.controlplane import ControlPlane
 
-            self.control_plane = ControlPlane().start()
+            self.control_plane = ControlPlane()
+            # Its processes run in sessions of their own: stop them even if pytest is cut short.
+            atexit.register(self.control_plane.stop)
+            self.control_plane.start()
             _install_crds(self.control_plane.kubeconfig())
             self.node = self.control_plane.start_node_agent(stop_grace=0.5)
         except BaseException as exc:
@@ -140,6 +144,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     _session_control_plane.stop()
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    plane = _session_control_plane.control_plane
+    if plane is not None and plane.started_in:
+        from e2e.controlplane.build import kubernetes_version
+
+        terminalreporter.write_line(
+            f"control plane: Kubernetes {kubernetes_version()} started in {plane.started_in:.1f}s"
+        )
+
+
 @pytest.fixture
 def kube_tier(request: pytest.FixtureRequest) -> str:
     """Which cluster the test runs on: "emulator" unless parametrized (the control_plane mark)."""
@@ -157,9 +171,14 @@ def control_plane() -> Any:
 
 
 @pytest.fixture
-def node_agent(control_plane: Any) -> Any:
-    """The session's node (:class:`e2e.cluster.node_agent.NodeAgent`)."""
-    return _session_control_plane.get()[1]
+def node_agent(control_plane: Any) -> Iterator[Any]:
+    """The session's node (:class:`e2e.cluster.node_agent.NodeAgent`); a test fails if the
+    agent itself failed meanwhile."""
+    node = _session_control_plane.get()[1]
+    before = len(node.internal_errors)
+    yield node
+    if len(node.internal_errors) > before:
+        pytest.fail(f"the node agent itself failed: {node.internal_errors[before:]!r}")
 
 
 @pytest.fixture
