@@ -67,8 +67,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "kube_tier" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        "control_plane"
+    # With $STREAMHERD_E2E_KUBECONFIG every test runs once, on that cluster.
+    if (
+        "kube_tier" in metafunc.fixturenames
+        and metafunc.definition.get_closest_marker("control_plane")
+        and real_cluster_kubeconfig() is None
     ):
         metafunc.parametrize("kube_tier", tiers(), indirect=True)
 
