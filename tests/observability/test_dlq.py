@@ -13,6 +13,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 import redis.asyncio as aredis
 from tests.harness import Harness
 from tests.janitor.helpers import settings
@@ -23,6 +24,9 @@ from streamherd.decisions.deadletter import REPLAY_CONSUMER, Selection
 from streamherd.gateway import Endpoint, RedisGateway
 from streamherd.gateway import deadletter as redis_dl
 from streamherd.gateway.recovery import recover
+
+# The operator end to end: on the emulator and on the real control plane.
+pytestmark = pytest.mark.control_plane
 
 KEY, DLQ = "orders", "orders:dlq"
 
@@ -313,7 +317,7 @@ def test_the_command_line_through_a_redisstream_and_its_secret(
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     base = [sys.executable, "-m", "streamherd", "dlq"]
     listed = subprocess.run(
-        [*base, "list", "-n", "default", "-s", "orders"],
+        [*base, "list", "-n", h.namespace, "-s", "orders"],
         capture_output=True,
         text=True,
         env=env,
@@ -322,7 +326,7 @@ def test_the_command_line_through_a_redisstream_and_its_secret(
     assert listed.returncode == 0, listed.stderr
     assert "orders:dlq: 1" in listed.stdout
     replayed = subprocess.run(
-        [*base, "replay", "-n", "default", "-s", "orders", "--all"],
+        [*base, "replay", "-n", h.namespace, "-s", "orders", "--all"],
         capture_output=True,
         text=True,
         env=env,
@@ -334,13 +338,13 @@ def test_the_command_line_through_a_redisstream_and_its_secret(
     pending = client.xpending_range(KEY, "brain", "-", "+", 10)
     assert [(p["message_id"], p["consumer"]) for p in pending] == [(origin, "pod-1")]
     missing = subprocess.run(
-        [*base, "list", "-n", "default", "-s", "nope"],
+        [*base, "list", "-n", h.namespace, "-s", "nope"],
         capture_output=True,
         text=True,
         env=env,
         timeout=60,
     )
-    assert missing.returncode == 1 and "RedisStream default/nope not found" in missing.stderr
+    assert missing.returncode == 1 and f"RedisStream {h.namespace}/nope not found" in missing.stderr
     client.close()
 
 
@@ -398,7 +402,7 @@ def test_poison_is_dead_lettered_counted_and_replayed_after_a_fix(
     wait_until(lambda: dead_letter_metric(h, "workers") == 3, 30, message="no dead-letter count")
     assert h.r.smembers("processed:workers") == {f"m{i}" for i in range(5)}
 
-    old_pods = {p["metadata"]["name"] for p in h.api.list("pods", "default")}
+    old_pods = {p["metadata"]["name"] for p in h.api.list("pods", h.namespace)}
     # The fix: consumers that no longer fail on those entries (a new pod template).
     fixed = consumer.deployment(
         "workers",
@@ -410,11 +414,14 @@ def test_poison_is_dead_lettered_counted_and_replayed_after_a_fix(
         env={"WORK_MS": "1", "POISON_FIELD": "never-set"},
     )
     h.api.patch(
-        "deployments.apps", "default", "workers", {"spec": {"template": fixed["spec"]["template"]}}
+        "deployments.apps",
+        h.namespace,
+        "workers",
+        {"spec": {"template": fixed["spec"]["template"]}},
     )  # type: ignore[index]
 
     def rolled_out() -> bool:  # the failing consumer gone: it would fail the copies again
-        pods = h.api.list("pods", "default")
+        pods = h.api.list("pods", h.namespace)
         return bool(pods) and all(
             p["metadata"]["name"] not in old_pods
             and (p.get("status") or {}).get("phase") == "Running"
@@ -430,7 +437,7 @@ def test_poison_is_dead_lettered_counted_and_replayed_after_a_fix(
         "dlq",
         "replay",
         "-n",
-        "default",
+        h.namespace,
         "-s",
         "orders",
         "--all",

@@ -20,6 +20,9 @@ from streamherd.decisions.durability import Assessment, assess
 from streamherd.gateway import Endpoint, RedisGateway, durability
 from streamherd.observations import ServerDurability
 
+# The operator end to end: on the emulator and on the real control plane.
+pytestmark = pytest.mark.control_plane
+
 Factory = Callable[..., RedisServer]
 
 

@@ -7,8 +7,12 @@ import re
 import time
 from typing import Any
 
+import pytest
 from e2e.cluster.processes import wait_until
 from tests.harness import Harness
+
+# The operator end to end: on the emulator and on the real control plane.
+pytestmark = pytest.mark.control_plane
 
 
 def healthy(h: Harness, name: str) -> dict[str, Any]:
@@ -90,7 +94,7 @@ def test_stopped_without_a_ready_pod_and_lagging_under_a_flood(
 
     # One slow replica (~50 entries/s at best) against ~1,000 entries/s: the backlog grows at
     # every poll while the consumer makes progress.
-    h.api.patch("deployments.apps", "default", "workers", {"spec": {"replicas": 1}})
+    h.api.patch("deployments.apps", h.namespace, "workers", {"spec": {"replicas": 1}})
     wait_until(lambda: h.r.scard("processed:workers") >= 1, 30, message="no consumer came up")
     deadline = time.monotonic() + 60
     i = 0

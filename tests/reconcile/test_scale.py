@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from e2e.cluster.processes import wait_until
 from tests.harness import Harness
+
+# The operator end to end: on the emulator and on the real control plane.
+pytestmark = pytest.mark.control_plane
 
 STREAMS, GROUPS_PER_STREAM = 20, 10
 
