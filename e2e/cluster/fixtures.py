@@ -102,7 +102,7 @@ class _SessionControlPlane:
 
             self.control_plane = ControlPlane()
             # Its processes run in sessions of their own: stop them even if pytest is cut short.
-            atexit.register(self.control_plane.stop)
+            atexit.register(self.control_plane.cleanup)
             self.control_plane.start()
             _install_crds(self.control_plane.kubeconfig())
             self.node = self.control_plane.start_node_agent(stop_grace=0.5)
