@@ -390,7 +390,7 @@ def test_dead_by_identity_through_the_operators_watches(harness: Harness, kubele
         {
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": {"name": "brain-backfill", "namespace": "default"},
+            "metadata": {"name": "brain-backfill", "namespace": h.namespace},
             "spec": {"template": {"spec": {"containers": [sleeper], "restartPolicy": "Never"}}},
         }
     )
@@ -400,7 +400,7 @@ def test_dead_by_identity_through_the_operators_watches(harness: Harness, kubele
             "kind": "Pod",
             "metadata": {
                 "name": "brain-backfill-x7k2p",
-                "namespace": "default",
+                "namespace": h.namespace,
                 "ownerReferences": [ref(backfill)],
             },
             "spec": {"containers": [sleeper], "restartPolicy": "Never"},
@@ -422,7 +422,7 @@ def test_dead_by_identity_through_the_operators_watches(harness: Harness, kubele
         },
     )
     (made,) = wait_until(
-        lambda: h.api.list("replicasets.apps", "default", label_selector="app=brain-canary"), 20
+        lambda: h.api.list("replicasets.apps", h.namespace, label_selector="app=brain-canary"), 20
     )
     replacement = copy.deepcopy({k: made[k] for k in ("apiVersion", "kind", "spec")})
     labels = made["metadata"]["labels"]
@@ -431,13 +431,13 @@ def test_dead_by_identity_through_the_operators_watches(harness: Harness, kubele
             **replacement,
             "metadata": {
                 "name": "brain-6c9d8f7b5",
-                "namespace": "default",
+                "namespace": h.namespace,
                 "labels": labels,
                 "ownerReferences": [ref(canary_deployment)],
             },
         }
     )
-    h.api.delete("replicasets.apps", "default", made["metadata"]["name"])
+    h.api.delete("replicasets.apps", h.namespace, made["metadata"]["name"])
     produce(h, "orders", 40)
     h.stream("orders")
     h.group(
@@ -451,7 +451,7 @@ def test_dead_by_identity_through_the_operators_watches(harness: Harness, kubele
     def pods_of(replicaset_prefix: str, exclude: str = "") -> list[str]:
         return sorted(
             p["metadata"]["name"]
-            for p in h.api.list("pods", "default")
+            for p in h.api.list("pods", h.namespace)
             if not p["metadata"].get("deletionTimestamp")
             and any(
                 r["kind"] == "ReplicaSet"
@@ -465,11 +465,11 @@ def test_dead_by_identity_through_the_operators_watches(harness: Harness, kubele
         return str(
             [
                 (p["metadata"]["name"], p["metadata"].get("ownerReferences"))
-                for p in h.api.list("pods", "default")
+                for p in h.api.list("pods", h.namespace)
             ]
             + [
                 (r["metadata"]["name"], r["metadata"].get("labels"))
-                for r in h.api.list("replicasets.apps", "default")
+                for r in h.api.list("replicasets.apps", h.namespace)
             ]
         )
 
@@ -492,12 +492,12 @@ def test_dead_by_identity_through_the_operators_watches(harness: Harness, kubele
 
     h.api.patch(
         "pods",
-        "default",
+        h.namespace,
         relabelled,
         {"metadata": {"labels": {"app": "debugging"}, "ownerReferences": None}},
     )
     for name in (killed, job, canary):
-        h.api.delete("pods", "default", name, gracePeriodSeconds=0)
+        h.api.delete("pods", h.namespace, name, gracePeriodSeconds=0)
     wait_until(
         lambda: killed not in pending_by_consumer(h, "orders", "brain"),
         15,
@@ -512,7 +512,7 @@ def test_dead_by_identity_through_the_operators_watches(harness: Harness, kubele
         (relabelled, job, canary), 5
     ), "none of them taken for dead"
 
-    h.api.delete("pods", "default", relabelled, gracePeriodSeconds=0)
+    h.api.delete("pods", h.namespace, relabelled, gracePeriodSeconds=0)
     wait_until(
         lambda: relabelled not in pending_by_consumer(h, "orders", "brain"),
         15,
