@@ -27,6 +27,9 @@ from tests.harness import Harness
 from streamherd.consumer import SyncStreamClient
 from streamherd.fields import GROUP_FIELD, ORIGIN_ID_FIELD
 
+# The operator end to end: on the emulator and on the real control plane.
+pytestmark = pytest.mark.control_plane
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "conversations.yaml"
 CALLS, EVENTS = 6, 25
 GROUPS = {"brain": "brain", "compliance": "compliance", "crm": "crm-enricher"}
@@ -164,7 +167,7 @@ def kill_busiest(h: Harness, kubelet: Any, group: str) -> str:
         return held.most_common(1)[0][0] if held else None
 
     victim = wait_until(busiest, 20, interval=0.01, message=f"no {group} pod holds work")
-    kubelet.kill(victim)
+    kubelet.kill(victim, h.namespace)
     h.api.delete("pods", h.namespace, victim, gracePeriodSeconds=0)
     return victim
 
@@ -228,7 +231,7 @@ def test_the_seed_plain_loop_gets_its_stranded_work_back_under_requeue(
         return next((p for p, n in held.items() if n >= 5 and p in running), None)
 
     victim = wait_until(busy, 20, interval=0.01, message="no pod held a batch")
-    kubelet.kill(victim)
+    kubelet.kill(victim, h.namespace)
     h.api.delete("pods", h.namespace, victim, gracePeriodSeconds=0)
     expected = {f"m{i}" for i in range(200)}
     wait_until(
