@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from types import EllipsisType
 from typing import Any, cast
 
-import redis.asyncio as aredis
 from redis import exceptions as rx
 
 from streamherd.consumer.entries import (
@@ -37,7 +36,8 @@ from streamherd.consumer.entries import (
     entry,
     foreign,
 )
-from streamherd.consumer.settings import Settings
+from streamherd.consumer.settings import STANDALONE, AnyRedis, Settings, client_name, connect
+from streamherd.consumer.topology import is_cluster, read_streams
 from streamherd.keys import REGISTRY_FIELD, REGISTRY_KEY, REGISTRY_MAX_LENGTH
 
 logger = logging.getLogger("streamherd.consumer")
@@ -51,11 +51,14 @@ _NOGROUP = re.compile(r"No such key '(?P<key>.*)' or consumer group '(?P<group>.
 
 
 class NoGroupError(rx.ResponseError):
-    """A read named a stream that does not exist (any more) or lacks the group."""
+    """A read named a stream that does not exist (any more) or lacks the group. On Redis
+    Cluster a read over streams of several hash slots is one command per slot: the others may
+    have delivered entries, which are in ``entries`` (and in this consumer's pending entries)."""
 
-    def __init__(self, message: str, key: str | None) -> None:
+    def __init__(self, message: str, key: str | None, entries: Sequence[Entry] = ()) -> None:
         super().__init__(message)
         self.key = key
+        self.entries = list(entries)
 
     @classmethod
     def parse(cls, exc: rx.ResponseError) -> NoGroupError | None:
@@ -78,6 +81,10 @@ class Read:
     """Copies re-queued for another group: acknowledged unprocessed."""
     deleted_acked: int = 0
     """History entries whose stream entry was trimmed or deleted: acknowledged."""
+    missing: list[str] = field(default_factory=list)
+    """Streams Redis refused to read: without the group (NOGROUP), deleted while read
+    (UNBLOCKED) or not a stream (WRONGTYPE). Check them before reading them again."""
+    refusals: list[rx.ResponseError] = field(default_factory=list)
 
 
 class StreamClient:
@@ -89,7 +96,7 @@ class StreamClient:
 
     def __init__(
         self,
-        redis: aredis.Redis,
+        redis: AnyRedis,
         *,
         group: str | None = None,
         consumer: str | None = None,
@@ -119,10 +126,14 @@ class StreamClient:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> StreamClient:
-        """A client for ``url`` (a producer needs nothing else); ``group``/``consumer`` and
-        the other options of the constructor may be given too."""
+        """A client for ``url`` (a producer needs nothing else); ``mode="Cluster"`` for a
+        Redis Cluster (``url`` names any of its nodes); ``group``/``consumer`` and the other
+        options of the constructor may be given too, the rest go to redis-py."""
         own = {k: options.pop(k) for k in list(options) if k in _OPTIONS}
-        return cls(aredis.Redis.from_url(url, decode_responses=True, **options), **own)
+        mode = own.pop("mode", STANDALONE)
+        if own.get("consumer"):
+            options.setdefault("client_name", client_name(own["consumer"]))
+        return cls(connect(url, mode, decode_responses=True, **options), **own)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -155,28 +166,41 @@ class StreamClient:
         if grouped or (grouped is not None and cap is None):
             added: Any = await self.redis.xadd(stream, _any(fields), id=id, **_cap(cap, approx))
             return cast(str, added)
+        announce = grouped is None and self.register and not self._registry_broken
+        # On a cluster the registry is in another slot (mostly on another node), and a
+        # pipeline sends to the nodes concurrently: readers could learn the key before the
+        # stream exists (and forget it). There the registry's XADD is a second round trip,
+        # after the stream's; on one server the pipeline keeps the order.
+        together = announce and not is_cluster(self.redis)
         pipe = self.redis.pipeline(transaction=False)
         pipe.xadd(stream, _any(fields), id=id)  # untrimmed: no group has seen this stream yet
-        announce = grouped is None and self.register and not self._registry_broken
-        if announce:  # after the XADD: when readers learn the key, the stream exists
-            pipe.xadd(
-                REGISTRY_KEY,
-                {REGISTRY_FIELD: stream},
-                maxlen=REGISTRY_MAX_LENGTH,
-                approximate=True,
-            )
+        if together:  # after the XADD: when readers learn the key, the stream exists
+            pipe.xadd(REGISTRY_KEY, {REGISTRY_FIELD: stream}, **_REGISTRY_CAP)
         if cap is not None:
             pipe.xinfo_groups(stream)
         replies = await pipe.execute(raise_on_error=False)
         if isinstance(replies[0], Exception):
             raise replies[0]
-        if announce and isinstance(replies[1], Exception):
+        registered: object = replies[1] if together else None
+        if announce and not together:
+            try:
+                registered = await self.redis.xadd(
+                    REGISTRY_KEY, {REGISTRY_FIELD: stream}, **_REGISTRY_CAP
+                )
+            except (rx.ConnectionError, rx.TimeoutError) as exc:
+                # The entry is in: failing now would make the caller publish it twice.
+                # The key stays unregistered, and the next publish to it tries again.
+                logger.warning("cannot register %s in %s now: %s", stream, REGISTRY_KEY, exc)
+                return cast(str, replies[0])
+            except rx.ResponseError as exc:
+                registered = exc
+        if announce and isinstance(registered, Exception):
             self._registry_broken = True  # e.g. an ACL without the registry: say it once
             logger.warning(
                 "cannot register new streams in %s (%s): pattern consumers and the operator "
                 "learn %s only by scanning",
                 REGISTRY_KEY,
-                replies[1],
+                registered,
                 stream,
             )
         has_group = cap is not None and isinstance(replies[-1], list) and bool(replies[-1])
@@ -198,12 +222,19 @@ class StreamClient:
     ) -> list[Entry]:
         """``XREADGROUP``: ``streams`` maps keys to ids (``>``: new entries; an id: this
         consumer's own pending entries after it), or lists keys to read new entries from.
-        ``count`` is per stream (Redis's rule); ``block`` in milliseconds. Raises
-        ``NoGroupError`` naming the stream that lacks the group."""
+        ``count`` is per stream (Redis's rule); ``block`` in milliseconds (on Redis Cluster
+        only for streams of one hash slot). Raises ``NoGroupError`` naming the stream that
+        lacks the group."""
         ids = dict.fromkeys(streams, NEW) if not isinstance(streams, Mapping) else dict(streams)
-        return (
-            await self.read(ids, count=count, block=block, group=group, consumer=consumer)
-        ).entries
+        read = await self.read(ids, count=count, block=block, group=group, consumer=consumer)
+        if read.refusals:
+            refusal = read.refusals[0]
+            error = NoGroupError.parse(refusal)
+            if error is None:
+                raise refusal
+            error.entries = read.entries
+            raise error
+        return read.entries
 
     async def read(
         self,
@@ -214,18 +245,19 @@ class StreamClient:
         group: str | None = None,
         consumer: str | None = None,
     ) -> Read:
-        """``read_group`` with the details a consumer loop needs (``Read``)."""
+        """``read_group`` with the details a consumer loop needs (``Read``); streams Redis
+        refused are in ``Read.missing`` rather than raised."""
         group, consumer = self._who(group, consumer)
-        try:
-            reply: Any = await self.redis.xreadgroup(
-                group, consumer, _any(ids), count=count, block=block
-            )
-        except rx.ResponseError as exc:
-            raise (NoGroupError.parse(exc) or exc) from exc
+        reply = await read_streams(
+            self.redis, ("XREADGROUP", "GROUP", group, consumer), ids, count=count, block=block
+        )
         read = Read()
+        for keys, exc in reply.failed:
+            read.missing.extend(_refused(keys, exc))
+            read.refusals.append(exc)
         acks: dict[str, list[str]] = {}
         history: dict[str, list[tuple[str, dict[str, str]]]] = {}
-        for key, items in reply or []:
+        for key, items in reply.items:
             read.returned[key] = len(items)
             if items:
                 read.last_ids[key] = items[-1][0]
@@ -389,7 +421,27 @@ class StreamClient:
         return group, consumer or ""
 
 
-_OPTIONS = frozenset({"group", "consumer", "maxlen", "approximate", "register", "remember_keys"})
+_REGISTRY_CAP: dict[str, Any] = {"maxlen": REGISTRY_MAX_LENGTH, "approximate": True}
+
+
+def _refused(keys: Sequence[str], exc: rx.ResponseError) -> list[str]:
+    """The streams a refused read names: the one NOGROUP names, or all of the command's for
+    a stream deleted while waited on (UNBLOCKED) or a key of another type. Anything else is
+    not about the streams: raised."""
+    nogroup = NoGroupError.parse(exc)
+    if nogroup is not None:
+        if nogroup.key is not None and nogroup.key in keys:
+            return [nogroup.key]
+        return list(keys)
+    text = str(exc)
+    if text.startswith(("UNBLOCKED", "WRONGTYPE")):
+        return list(keys)
+    raise exc
+
+
+_OPTIONS = frozenset(
+    {"mode", "group", "consumer", "maxlen", "approximate", "register", "remember_keys"}
+)
 
 
 def _any(mapping: Mapping[str, Any]) -> Any:

@@ -24,9 +24,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aredis
 from redis import exceptions as rx
 
+from streamherd.consumer.settings import AnyRedis
+from streamherd.consumer.topology import read_streams
 from streamherd.keys import REGISTRY_FIELD, REGISTRY_KEY, glob_match, is_auxiliary
 
 logger = logging.getLogger("streamherd.consumer")
@@ -130,6 +131,17 @@ class StreamSet:
         if self._last_data.pop(key, None) is not None:
             self._drop_active(key)
 
+    def heard(self, keys: Iterable[str], now: float) -> None:
+        """Keyspace events said these streams got an entry or a group: followed ones are
+        active, waiting ones are checked now, unknown matching ones are learned."""
+        for key in keys:
+            if key in self._last_data:
+                self.touch([key], now)
+            elif key in self._waiting:
+                self._waiting[key] = _Waiting(now, 0.0)
+            else:
+                self.offer([key], now)
+
     def touch(self, keys: Iterable[str], now: float) -> None:
         """These streams just had entries."""
         for key in keys:
@@ -173,7 +185,7 @@ class Following:
 
     def __init__(
         self,
-        redis: aredis.Redis,
+        redis: AnyRedis,
         group: str,
         streams: StreamSet,
         *,
@@ -200,17 +212,20 @@ class Following:
             self.streams.offer(found, now)
         await self.check_due(now)
 
-    async def refresh(self, now: float) -> None:
-        if self.position is not None and now >= self._next_registry_read:
+    async def refresh(self, now: float, *, registry: bool = True) -> None:
+        """Registry entries since this consumer's position (unless ``registry`` is False:
+        someone else reads it, see ``waking``), then the due group checks."""
+        if registry and self.position is not None and now >= self._next_registry_read:
             self._next_registry_read = now + self.registry_interval
             for _ in range(10):  # bounded: the rest next time
-                reply: Any = await self.redis.xread(
-                    {REGISTRY_KEY: self.position}, count=REGISTRY_READ
+                reply = await read_streams(
+                    self.redis, ("XREAD",), {REGISTRY_KEY: self.position}, count=REGISTRY_READ
                 )
-                if not reply:
-                    break
-                self.learn(reply[0][1], now)
-                if len(reply[0][1]) < REGISTRY_READ:
+                for _, exc in reply.failed:
+                    raise exc
+                items = reply.items[0][1] if reply.items else []
+                self.learn(items, now)
+                if len(items) < REGISTRY_READ:
                     break
         await self.check_due(now)
 

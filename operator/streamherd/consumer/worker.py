@@ -16,7 +16,11 @@ Bounded reads: ``COUNT`` is per stream, so one read names at most ``batch`` stre
 ``COUNT = batch // streams``: a read never returns more than ``batch`` entries, however many
 streams it covers (what a read returns must be processed before it goes stale at minIdle).
 Waiting costs one blocking call: ``XREADGROUP BLOCK`` on one stream; for a pattern, a
-non-delivering ``XREAD BLOCK`` on the registry and the active streams.
+non-delivering ``XREAD BLOCK`` on the registry and the active streams. On Redis Cluster a read
+over many streams is one ``XREADGROUP`` per hash slot, pipelined per node (``topology``), and
+a pattern consumer waits on a bell (``waking``): the registry's own blocking read, keyspace
+notifications where the server publishes them, else a re-read of the active streams after a
+growing pause.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ from typing import Any
 
 from redis import exceptions as rx
 
-from streamherd.consumer.client import HISTORY, NEW, NoGroupError, Read, StreamClient
+from streamherd.consumer.client import HISTORY, NEW, Read, StreamClient
 from streamherd.consumer.entries import Entry
 from streamherd.consumer.following import Following, StreamSet
 from streamherd.consumer.settings import Settings
+from streamherd.consumer.topology import TRANSIENT, is_cluster, read_streams
+from streamherd.consumer.waking import POLL_MIN, ClusterWaker
 from streamherd.keys import REGISTRY_KEY
 
 logger = logging.getLogger("streamherd.consumer")
@@ -124,6 +130,15 @@ class Consumer:
         self._holding: set[str] = set()
         """Streams where this consumer held pending entries at the last look (or just left a
         failure): probed every history read. The others every ``sweep_interval``."""
+        redis = client.redis
+        self.waker = (
+            ClusterWaker(redis, pattern=pattern, key=stream)
+            if is_cluster(redis) and pattern is not None
+            else None
+        )
+        """Redis Cluster and a pattern: the bell its waits wait on (``waking``); else None."""
+        self._pause = POLL_MIN
+        """Cluster without notifications: the pause before re-reading the active streams."""
 
     @classmethod
     def from_settings(
@@ -186,28 +201,37 @@ class Consumer:
         """Consume until ``stop()``. Redis being unavailable is waited out (with backoff),
         never fatal; so is an error on one stream."""
         started, backoff = False, 0.1
-        while not self.stopping:
-            try:
-                if not started:
-                    await self._start()
-                    started = True
-                await self._step()
-                backoff = 0.1
-            except (rx.ConnectionError, rx.TimeoutError, OSError) as exc:
-                logger.warning(
-                    "%s: Redis unavailable (%s); again in %.1fs", self.name, exc, backoff
-                )
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except rx.ResponseError as exc:
-                logger.error("%s: %s; again in %.1fs", self.name, exc, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        try:
+            while not self.stopping:
+                try:
+                    if not started:
+                        await self._start()
+                        started = True
+                    await self._step()
+                    backoff = 0.1
+                except (rx.ConnectionError, rx.TimeoutError, OSError, *TRANSIENT) as exc:
+                    logger.warning(
+                        "%s: Redis unavailable (%s); again in %.1fs", self.name, exc, backoff
+                    )
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                except rx.ResponseError as exc:
+                    logger.error("%s: %s; again in %.1fs", self.name, exc, backoff)
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            if self.waker is not None:
+                await self.waker.close()
         logger.info("%s stopped: %s", self.name, self.stats)
 
     async def _start(self) -> None:
         now = time.monotonic()
+        if self.waker is not None and self.waker.notifications is None:
+            # Subscribed before the first read: an entry after it rings, none is missed.
+            await self.waker.start_notifications()
         await self.following.start(now)
+        if self.waker is not None and self.following.position is not None:
+            self.waker.follow_registry(self.following.position)
         logger.info(
             "%s consuming %s as group %s: %d streams",
             self.name,
@@ -222,7 +246,7 @@ class Consumer:
 
     async def _step(self) -> None:
         now = time.monotonic()
-        await self.following.refresh(now)
+        await self.following.refresh(now, registry=self.waker is None)
         if self.history_interval is not None and now >= self._next_history:
             await self._read_history(now)
             self._next_history = time.monotonic() + self.history_interval
@@ -240,20 +264,11 @@ class Consumer:
     # ------------------------------------------------------------------ reading
 
     async def _read_new(self, keys: Sequence[str], block: int | None = None) -> list[Entry]:
-        """One bounded ``>`` read of at most ``batch`` streams."""
+        """One bounded ``>`` read of at most ``batch`` streams. Streams Redis refused (no
+        group, deleted while waited on, no stream any more) are checked before the next."""
         count = max(1, self.batch // len(keys))
-        try:
-            read = await self.client.read(dict.fromkeys(keys, NEW), count=count, block=block)
-        except NoGroupError as exc:
-            self._lost(exc.key, keys)
-            return []
-        except rx.ResponseError as exc:
-            # A stream deleted while we waited on it, or a key that is no stream (any more):
-            # the checks sort out which.
-            if "UNBLOCKED" not in str(exc) and "WRONGTYPE" not in str(exc):
-                raise
-            self._lost(None, keys)
-            return []
+        read = await self.client.read(dict.fromkeys(keys, NEW), count=count, block=block)
+        self._lost(read.missing)
         self._account(read)
         return read.entries
 
@@ -310,20 +325,42 @@ class Consumer:
         wait_ms = max(1, int((min(deadlines) - now) * 1000))
         active = self.streams.active(now)
         if self.following.position is None:
-            if active:
+            if active:  # one key: one slot, on a cluster too
                 return await self._read_new(active, block=wait_ms)
             await self._sleep(wait_ms / 1000)
             return []
-        watch: dict[Any, Any] = {REGISTRY_KEY: self.following.position}
-        watch.update(dict.fromkeys(active, "$"))
-        reply: Any = await self.client.redis.xread(watch, count=WAKE_READ, block=wait_ms)
-        for key, items in reply or []:
+        if self.waker is not None:
+            await self._wait_for_bell(self.waker, wait_ms / 1000, active)
+            return []
+        watch = {REGISTRY_KEY: self.following.position, **dict.fromkeys(active, "$")}
+        reply = await read_streams(
+            self.client.redis, ("XREAD",), watch, count=WAKE_READ, block=wait_ms
+        )
+        if reply.failed:  # a key that is no stream any more: the checks sort out which
+            self._lost(active)
+        for key, items in reply.items:
             if key == REGISTRY_KEY:
                 self.following.learn(items, time.monotonic())
             else:  # read it first in the next round
                 self.streams.touch([key], time.monotonic())
                 self._cursor = active.index(key) if key in active else self._cursor
         return []
+
+    async def _wait_for_bell(self, waker: ClusterWaker, longest: float, active: list[str]) -> None:
+        """Redis Cluster, a pattern (``waking``): until the registry or a notification rings,
+        at most ``longest`` seconds; without notifications, at most the pause before the
+        active streams are read again, doubled each time nothing came."""
+        polling = not waker.notified
+        await waker.wait(min(longest, self._pause) if polling else longest, self._stop)
+        registry, keys = waker.take()
+        now = time.monotonic()
+        self.following.learn(registry, now)
+        self.streams.heard(keys, now)
+        first = next((active.index(k) for k in keys if k in set(active)), None)
+        if first is not None:  # read it first in the next round
+            self._cursor = first
+        if polling and not registry and not keys:
+            self._pause = min(self._pause * 2, self.block)
 
     async def _read_history(self, now: float) -> None:
         """This consumer's own pending entries: a pipelined probe (``XPENDING ... 1 <me>``,
@@ -343,14 +380,13 @@ class Consumer:
         while cursors and not self.stopping:
             chunk = list(cursors)[: self.batch]
             count = max(1, self.batch // len(chunk))
-            try:
-                read = await self.client.read({k: cursors[k] for k in chunk}, count=count)
-            except NoGroupError as exc:
-                self._lost(exc.key, chunk)
-                for key in chunk if exc.key is None else [exc.key]:
-                    cursors.pop(key, None)
-                continue
+            read = await self.client.read({k: cursors[k] for k in chunk}, count=count)
+            self._lost(read.missing)
+            for key in read.missing:
+                cursors.pop(key, None)
             for key in chunk:
+                if key not in cursors:
+                    continue
                 if read.returned.get(key, 0) < count:
                     del cursors[key]  # the end of our history there
                 else:
@@ -370,7 +406,7 @@ class Consumer:
                 if isinstance(reply, rx.ConnectionError | rx.TimeoutError):
                     raise reply
                 if isinstance(reply, Exception):
-                    self._lost(key, [key])
+                    self._lost([key])
                 elif reply:
                     holding.append(key)
         return holding
@@ -382,12 +418,14 @@ class Consumer:
         spoke = [k for k, n in read.returned.items() if n]
         if spoke:
             self.streams.touch(spoke, time.monotonic())
+            self._pause = POLL_MIN
 
-    def _lost(self, key: str | None, keys: Sequence[str]) -> None:
-        """A read said a stream lacks the group (or is gone): check before reading it again."""
+    def _lost(self, keys: Sequence[str]) -> None:
+        """A read said these streams lack the group (or are gone): check before reading
+        them again."""
         now = time.monotonic()
-        for k in [key] if key is not None and key in keys else keys:
-            self.streams.recheck(k, now)
+        for key in keys:
+            self.streams.recheck(key, now)
 
     # ------------------------------------------------------------------ handling
 

@@ -23,9 +23,10 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 def consumer_env(stream: RedisStreamSpec, group: str) -> list[dict[str, Any]]:
     """What a consumer needs to know, as container env: where Redis is (credentials only by
     Secret reference), which stream and group, and its own name (the pod's, via the downward
-    API, so the janitor can tell live consumers from dead ones)."""
+    API, so the janitor can tell live consumers from dead ones). ``STREAMHERD_REDIS_MODE``
+    is ``spec.redis.mode``: a Cluster consumer reads per hash slot (the SDK's ``topology``)."""
     redis = stream.redis
-    env: list[dict[str, Any]] = []
+    env: list[dict[str, Any]] = [{"name": "STREAMHERD_REDIS_MODE", "value": str(redis.mode)}]
     if redis.url_secret_ref is not None:
         env.append(
             _from_secret(
