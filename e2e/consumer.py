@@ -2,6 +2,7 @@
 SDK (``streamherd.consumer``), configured by the contract's environment as streamherd
 configures the Deployments it owns:
   STREAMHERD_REDIS_URL     redis:// URL (STREAMHERD_REDIS_USERNAME / _PASSWORD optional)
+  STREAMHERD_REDIS_MODE    Standalone (the default) or Cluster (the URL names any node)
   STREAMHERD_STREAM        stream key, or
   STREAMHERD_STREAM_PATTERN  a glob over stream keys (one stream per call): the SDK follows
                            every matching stream (a scan at start, then the registry)
@@ -145,6 +146,7 @@ def deployment(
     *,
     redis_url: str,
     group: str,
+    mode: str = "Standalone",
     stream: str | None = None,
     pattern: str | None = None,
     replicas: int = 0,
@@ -157,6 +159,7 @@ def deployment(
     owns (the consumer is named after its pod through the downward API)."""
     variables = [
         {"name": "STREAMHERD_REDIS_URL", "value": redis_url},
+        {"name": "STREAMHERD_REDIS_MODE", "value": mode},
         {
             "name": "STREAMHERD_STREAM_PATTERN" if pattern else "STREAMHERD_STREAM",
             "value": pattern or stream,

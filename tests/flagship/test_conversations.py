@@ -6,6 +6,10 @@ at least once, and more than once only when a killed pod had processed it withou
 acknowledging it (at-least-once), never because the janitor handed out work twice; each
 poison event is dead-lettered exactly once for each group, and for that group only.
 
+On one Redis server (both strategies) and, as the example says (``mode: Cluster``), on a
+3-primary Redis Cluster: the call streams spread over every node, the operator polling,
+creating groups and recovering per node, the SDK consumers reading per hash slot.
+
 And the seed article's plain loop (XREADGROUP >, process, XACK, a failure left pending),
 unchanged, on a single-group stream under Requeue: a killed pod's stranded work is redone.
 """
@@ -15,13 +19,17 @@ from __future__ import annotations
 import copy
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 from e2e import consumer
 from e2e.cluster.processes import wait_until
+from e2e.cluster.redis import RedisCluster
 from tests.harness import Harness
 
 from streamherd.consumer import SyncStreamClient
@@ -37,7 +45,34 @@ GROUPS = {"brain": "brain", "compliance": "compliance", "crm": "crm-enricher"}
 KNOBS = {"WORK_MS": "30", "BATCH": "5", "MODE": "history", "PROCESSED_LOG": "1"}
 
 
-def example(h: Harness, strategy: str) -> list[dict[str, Any]]:
+@dataclass
+class Redis:
+    """Where the example's streams are: the harness's redis-server, or a Redis Cluster."""
+
+    url: str
+    mode: str
+    """The RedisStream's spec.redis.mode."""
+    r: Any
+    """A blocking client for checks: redis.Redis or redis.RedisCluster."""
+    dead_letters: str
+    """The pattern of the call streams' default dead-letter keys."""
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def where(request: pytest.FixtureRequest, harness: Harness) -> Iterator[Redis]:
+    if request.param == "standalone":
+        yield Redis(harness.redis_server.url, "Standalone", harness.r, "conv:*:dlq")
+        return
+    cluster = RedisCluster(version="8.2").start()
+    client = redis.RedisCluster.from_url(cluster.url, decode_responses=True)
+    try:
+        yield Redis(cluster.url, "Cluster", client, "{conv:*}:dlq")  # in each stream's slot
+    finally:
+        client.close()
+        cluster.cleanup()
+
+
+def example(h: Harness, strategy: str, where: Redis) -> list[dict[str, Any]]:
     """The example's RedisStream and ConsumerGroups, made runnable here: a local Redis, SDK
     consumers (e2e/consumer.py), one strategy, short recovery intervals, two replicas each."""
     docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d["kind"] != "RetentionPolicy"]
@@ -48,7 +83,7 @@ def example(h: Harness, strategy: str) -> list[dict[str, Any]]:
         spec = doc["spec"]
         spec.pop("retentionPolicyRef", None)
         if doc["kind"] == "RedisStream":
-            spec["redis"] = {"url": h.redis_server.url}
+            spec["redis"] = {"url": where.url, "mode": where.mode}
         else:
             spec["recovery"] = {
                 **spec.get("recovery", {}),
@@ -69,18 +104,23 @@ def example(h: Harness, strategy: str) -> list[dict[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("strategy", ["Claim", "Requeue"])
+@pytest.mark.parametrize(
+    ("strategy", "where"),
+    [("Claim", "standalone"), ("Requeue", "standalone"), ("Claim", "cluster")],
+    indirect=["where"],
+)
 def test_three_groups_on_every_call_survive_kills_and_poison(
-    harness: Harness, kubelet: Any, strategy: str
+    harness: Harness, kubelet: Any, strategy: str, where: Redis
 ) -> None:
     """Claim (the example's choice for SDK consumers): ids kept, nothing copied. Requeue:
     copies tagged with their group, which the other groups' SDK consumers acknowledge
-    without processing them."""
-    h = harness
+    without processing them. On the cluster: Claim, the example's own setting."""
+    h, r = harness, where.r
     for name, deployment in (("brain", "conversation-brain"), ("compliance", "compliance-scanner")):
         body = consumer.deployment(
             deployment,
-            redis_url=h.pod_redis_url,
+            redis_url=h.pod_redis_url if where.mode == "Standalone" else where.url,
+            mode=where.mode,
             group=GROUPS[name],
             pattern="conv:*",
             replicas=2,
@@ -89,14 +129,14 @@ def test_three_groups_on_every_call_survive_kills_and_poison(
             env=KNOBS,
         )
         h.api.create(body)
-    for doc in example(h, strategy):
+    for doc in example(h, strategy, where):
         h.api.create(doc)
     h.start()
     for name in GROUPS:
         h.wait_ready("ConsumerGroup", name, timeout=30)
     wait_until(lambda: len(kubelet.processes(h.namespace)) == 6, 30, message="six consumer pods")
 
-    publisher = SyncStreamClient(h.redis_server.url, maxlen=10_000)
+    publisher = SyncStreamClient(where.url, mode=where.mode, maxlen=10_000)
     produced: dict[str, list[str]] = defaultdict(list)
     poison: dict[str, str] = {}
     killed: set[str] = set()
@@ -109,24 +149,27 @@ def test_three_groups_on_every_call_survive_kills_and_poison(
                 produced[key].append(publisher.publish(key, {"msg": f"{key}/{turn}"}))
             if turn in (6, 12, 18):  # brain's busiest pod, then compliance's, then crm's
                 name = list(GROUPS)[(turn - 6) // 6]
-                killed.add(kill_busiest(h, kubelet, GROUPS[name]))
+                killed.add(kill_busiest(h, r, kubelet, GROUPS[name]))
             time.sleep(0.05)
     finally:
         publisher.close()
 
     expected = {(key, i) for key, ids in produced.items() for i in ids}
+    if where.mode == "Cluster":
+        nodes = {r.get_node_from_key(key).name for key in produced}
+        assert len(nodes) == 3, f"the calls are on every node: {nodes}"
     for group in GROUPS.values():
         wait_until(
-            lambda group=group: finished(h, group, expected, poison),
+            lambda group=group: finished(where, group, expected, poison),
             90,
             interval=0.5,
             message=lambda group=group: (
-                f"{group}: processed {len(processed(h, group))}/{len(expected)}, "
-                f"dead-lettered {dead_letters(h, group)}\n{h.logs()[-3000:]}"
+                f"{group}: processed {len(processed(r, group))}/{len(expected)}, "
+                f"dead-lettered {dead_letters(where, group)}\n{h.logs()[-3000:]}"
             ),
         )
     for group in GROUPS.values():
-        log = processed(h, group)
+        log = processed(r, group)
         assert {(key, origin) for key, origin, _, _ in log} == expected, f"{group}: nothing lost"
         times = Counter((key, origin) for key, origin, _, _ in log)
         for (key, origin), n in times.items():
@@ -135,7 +178,7 @@ def test_three_groups_on_every_call_survive_kills_and_poison(
                 assert set(by[:-1]) <= killed, f"{group}: {key} {origin} processed by {by}"
         if strategy == "Claim":
             assert all(entry == origin for _, origin, _, entry in log), "ids kept: no copies"
-        assert dead_letters(h, group) == sorted(poison.items()), f"{group}: poison once each"
+        assert dead_letters(where, group) == sorted(poison.items()), f"{group}: poison once each"
     for name in GROUPS:  # the operator's word on isolation, given before any copy is made
         isolated = condition(h, name, "RecoveryIsolated")
         if strategy == "Claim":
@@ -145,20 +188,20 @@ def test_three_groups_on_every_call_survive_kills_and_poison(
             assert all(g in isolated["message"] for g in GROUPS.values() if g != GROUPS[name])
     if strategy == "Claim":
         for key, ids in produced.items():
-            assert h.r.xlen(key) == len(ids) + 1, f"{key}: nothing copied into the shared stream"
+            assert r.xlen(key) == len(ids) + 1, f"{key}: nothing copied into the shared stream"
     assert len(killed) == 3
 
 
-def kill_busiest(h: Harness, kubelet: Any, group: str) -> str:
+def kill_busiest(h: Harness, r: Any, kubelet: Any, group: str) -> str:
     """SIGKILL the running pod of ``group`` holding the most pending entries (mid-batch), and
     delete it: the ReplicaSet replaces it under a new name."""
 
     def busiest() -> str | None:
         running = kubelet.processes(h.namespace)
         held: Counter[str] = Counter()
-        for key in h.r.scan_iter(match="conv:*", _type="stream"):
+        for key in r.scan_iter(match="conv:*", _type="stream"):
             try:
-                summary = h.r.xpending(key, group)
+                summary = r.xpending(key, group)
             except Exception:
                 continue
             for c in summary.get("consumers") or []:
@@ -177,31 +220,31 @@ def condition(h: Harness, name: str, kind: str) -> dict[str, Any]:
     return next((c for c in conditions if c["type"] == kind), {})
 
 
-def processed(h: Harness, group: str) -> list[tuple[str, str, str, str]]:
+def processed(r: Any, group: str) -> list[tuple[str, str, str, str]]:
     """(stream, origin id, consumer, entry id) per processing, in order."""
-    rows = h.r.lrange(f"processed-log:{group}", 0, -1)
+    rows = r.lrange(f"processed-log:{group}", 0, -1)
     return [tuple(row.split(" ")) for row in rows]  # type: ignore[misc]
 
 
-def dead_letters(h: Harness, group: str) -> list[tuple[str, str]]:
+def dead_letters(where: Redis, group: str) -> list[tuple[str, str]]:
     """(stream, origin id) of the dead-letter records for ``group``."""
     out = []
-    for key in h.r.scan_iter(match="conv:*:dlq", _type="stream"):
-        for _, record in h.r.xrange(key):
+    for key in where.r.scan_iter(match=where.dead_letters, _type="stream"):
+        for _, record in where.r.xrange(key):
             if record.get(GROUP_FIELD) == group:
                 out.append((record["streamherd-stream"], record[ORIGIN_ID_FIELD]))
     return sorted(out)
 
 
 def finished(
-    h: Harness, group: str, expected: set[tuple[str, str]], poison: dict[str, str]
+    where: Redis, group: str, expected: set[tuple[str, str]], poison: dict[str, str]
 ) -> bool:
     """Everything processed or dead-lettered, and nothing left pending (copies for other
     groups acknowledged, duplicates of killed pods' work acknowledged)."""
-    done = {(key, origin) for key, origin, _, _ in processed(h, group)}
-    if not done >= expected or len(dead_letters(h, group)) < len(poison):
+    done = {(key, origin) for key, origin, _, _ in processed(where.r, group)}
+    if not done >= expected or len(dead_letters(where, group)) < len(poison):
         return False
-    return all(h.r.xpending(key, group)["pending"] == 0 for key in poison)
+    return all(where.r.xpending(key, group)["pending"] == 0 for key in poison)
 
 
 def test_the_seed_plain_loop_gets_its_stranded_work_back_under_requeue(

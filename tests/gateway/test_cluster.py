@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -91,3 +92,48 @@ async def test_discovery_scans_every_primary(
         pass
     assert state.found == set(KEYS)
     assert len(state.cursors) == 0 and state.complete_passes == 1
+
+
+async def connections_received(cluster_client: RedisCluster) -> dict[str, int]:
+    return {
+        node.name: int(
+            (await cluster_client.info("stats", target_nodes=node))["total_connections_received"]
+        )
+        for node in cluster_client.get_primaries()
+    }
+
+
+@pytest.mark.parametrize("streams", [1, 3, 1000])
+async def test_the_wake_up_read_over_many_slots_is_bounded(
+    cluster_gateway: RedisGateway, cluster_client: RedisCluster, streams: int
+) -> None:
+    """The waker's read over a sleeping group's streams (what wakes brain from zero): a
+    blocking read waits on one hash slot, so over 1,000 call streams (about 1,000 slots) it
+    must not be a blocked connection per slot (redis-py's pool stops at 100 per node: it
+    failed with MaxConnectionsError, every time), nor blocked reads cancelled and reopened
+    at each wake-up. Keys of several slots are read without blocking, per slot, pipelined
+    per node, a few times a second: an entry after the group's position ends the wait, and
+    no wait opens a connection."""
+    keys = [f"conv:{i}" for i in range(streams)]
+    pipe = cluster_client.pipeline()
+    for key in keys:
+        pipe.xadd(key, {"t": "old"})
+        pipe.xgroup_create(key, "brain", id="$")
+    await pipe.execute()
+    positions = await cluster_gateway.group_positions(keys, "brain")
+    assert not await cluster_gateway.wait_for_entries(positions, 300), "nothing new"
+    before = await connections_received(cluster_client)
+    target = keys[-1]
+
+    async def later() -> str:
+        await asyncio.sleep(0.3)
+        return str(await cluster_client.xadd(target, {"t": "new"}))
+
+    added = asyncio.create_task(later())
+    moved = await cluster_gateway.wait_for_entries(positions, 5000)
+    assert moved == {target: await added}
+    for _ in range(3):
+        await cluster_gateway.wait_for_entries({**positions, **moved}, 200)
+    after = await connections_received(cluster_client)
+    opened = {name: after[name] - before[name] for name in after}
+    assert max(opened.values()) <= 1, f"connections opened per node over 4 waits: {opened}"

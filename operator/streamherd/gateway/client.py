@@ -40,6 +40,10 @@ from streamherd.observations import (
 
 CLIENT_NAME = "streamherd"
 
+WAKE_CHECK_INTERVAL = 0.2
+WAKE_CHECK_STREAMS = 2000
+"""Seconds between the non-blocking rounds of a cluster wake-up read, and streams per round."""
+
 
 class Script:
     """A Lua script shipped in ``gateway/scripts``, called by SHA."""
@@ -434,45 +438,77 @@ class RedisGateway:
     async def wait_for_entries(self, positions: Mapping[str, str], block_ms: int) -> dict[str, str]:
         """Block until any stream gets an entry after its position, or ``block_ms`` pass.
         XREAD, not XREADGROUP: it reads without consuming, so no group or consumer is touched.
-        One connection blocks on many keys (one per hash slot in a cluster). Returns the new
-        positions of the streams that got entries."""
+        One connection blocks on many keys. Returns the new positions of the streams that got
+        entries.
+
+        On Redis Cluster a blocking read waits on the keys of one hash slot, and call streams
+        are in all of them: a blocked connection per slot would be thousands (redis-py's pool
+        stops at 100 per node), cancelled and reopened at every wake-up. So keys of one slot
+        are read blocking, as on one server; keys of several are read without blocking, one
+        XREAD per slot pipelined per node (at most ``WAKE_CHECK_STREAMS`` streams a round,
+        round-robin), every ``WAKE_CHECK_INTERVAL`` seconds: one connection per node, bounded
+        Redis work, a wake-up at most that much later. Each XREAD names its node (redis-py
+        would first ask a node ``COMMAND GETKEYS``: a round trip per read)."""
         await self.connect()
         client = self._require()
         if not positions:
             await asyncio.sleep(block_ms / 1000)
             return {}
-        if self.endpoint.cluster:
-            by_slot: dict[int, dict[str, str]] = {}
+        if isinstance(client, RedisCluster):
+            slots: dict[int, dict[str, str]] = {}
             for key, position in positions.items():
-                by_slot.setdefault(key_slot(key.encode()), {})[key] = position
-            groups = list(by_slot.values())
-        else:
-            groups = [dict(positions)]
-        tasks = [
-            asyncio.ensure_future(
-                client.execute_command(
-                    "XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *group, *group.values()
-                )
-            )
-            for group in groups
-        ]
+                slots.setdefault(key_slot(key.encode()), {})[key] = position
+            if len(slots) > 1:
+                return await self._check_for_entries(client, list(slots.values()), block_ms)
+        keys = list(positions)
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        moved: dict[str, str] = {}
-        for task in done:
-            failure = None if task.cancelled() else task.exception()
-            if failure is not None:
-                raise self.classify(failure)
-            reply: Any = None if task.cancelled() else task.result()
-            items = reply.items() if isinstance(reply, Mapping) else (reply or [])
-            for key, entries in items:
-                if entries:
-                    moved[str(key)] = str(entries[-1][0])
-        return moved
+            reply: Any = await client.execute_command(
+                "XREAD",
+                "COUNT",
+                1,
+                "BLOCK",
+                block_ms,
+                "STREAMS",
+                *keys,
+                *(positions[k] for k in keys),
+                **_route(client, keys),
+            )
+        except Exception as exc:
+            raise self.classify(exc) from exc
+        self.round_trips += 1
+        return _moved(reply)
+
+    async def _check_for_entries(
+        self, client: RedisCluster, groups: Sequence[Mapping[str, str]], block_ms: int
+    ) -> dict[str, str]:
+        """``wait_for_entries`` over many cluster slots: non-blocking rounds (see there)."""
+        deadline = time.monotonic() + block_ms / 1000
+        at = 0
+        while True:
+            pipe = client.pipeline()
+            checked = 0
+            for _ in range(len(groups)):
+                group = groups[at % len(groups)]
+                if checked and checked + len(group) > WAKE_CHECK_STREAMS:
+                    break
+                at, checked = at + 1, checked + len(group)
+                pipe.execute_command(
+                    "XREAD", "COUNT", 1, "STREAMS", *group, *group.values(), **_route(client, group)
+                )
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except Exception as exc:
+                raise self.classify(exc) from exc
+            self.round_trips += 1
+            moved: dict[str, str] = {}
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise self.classify(reply)
+                moved.update(_moved(reply))
+            left = deadline - time.monotonic()
+            if moved or left <= 0:
+                return moved
+            await asyncio.sleep(min(WAKE_CHECK_INTERVAL, left))
 
     # ------------------------------------------------------------------ durability
 
@@ -668,6 +704,20 @@ async def _scan_node(
     )
     cursors, keys = reply
     return int(cursors[node.name]), [str(k) for k in keys]
+
+
+def _route(client: Redis | RedisCluster, keys: Iterable[str]) -> dict[str, Any]:
+    """``target_nodes`` for a command on keys of one slot: on a cluster, the node serving it
+    (redis-py finds the keys of XREAD by asking a node first otherwise)."""
+    if not isinstance(client, RedisCluster):
+        return {}
+    return {"target_nodes": client.get_node_from_key(next(iter(keys)))}
+
+
+def _moved(reply: Any) -> dict[str, str]:
+    """An XREAD reply: the last id per stream that got entries."""
+    items = reply.items() if isinstance(reply, Mapping) else (reply or [])
+    return {str(key): str(entries[-1][0]) for key, entries in items if entries}
 
 
 def _per_node(info: Mapping[str, Any]) -> bool:
