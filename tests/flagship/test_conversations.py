@@ -192,6 +192,83 @@ def test_three_groups_on_every_call_survive_kills_and_poison(
     assert len(killed) == 3
 
 
+@pytest.mark.parametrize("where", ["cluster"], indirect=True)
+def test_brain_wakes_from_zero_on_a_cluster_of_many_calls(
+    harness: Harness, kubelet: Any, where: Redis
+) -> None:
+    """brain at zero over 400 quiet calls on every node of the cluster (over 100 hash slots
+    per node): while it sleeps the operator's wake-up read opens no connections (it used to
+    block one per slot, failing with MaxConnectionsError past 100 per node and retrying every
+    second: hundreds of connections a second); the first new event wakes it and a pod reads
+    it."""
+    h, r = harness, where.r
+    pipe = r.pipeline()
+    for call in range(400):
+        pipe.xadd(f"conv:{call}", {"msg": "hello"})
+    pipe.execute()
+    h.api.create(
+        consumer.deployment(
+            "conversation-brain",
+            redis_url=where.url,
+            mode=where.mode,
+            group="brain",
+            pattern="conv:*",
+            image=h.consumer_image,
+            namespace=h.namespace,
+            env={"WORK_MS": "1"},
+        )
+    )
+    h.stream(
+        "conversations", key=None, keyPattern="conv:*", redis={"url": where.url, "mode": where.mode}
+    )
+    h.group(
+        "brain",
+        stream="conversations",
+        startId="0",
+        consumers={"deploymentRef": {"name": "conversation-brain"}},
+        autoscaling={
+            "minReplicas": 0,
+            "maxReplicas": 2,
+            "pollInterval": "60s",
+            "idleBeforeZero": "2s",
+        },
+    )
+    h.start()
+    h.wait_ready("ConsumerGroup", "brain", timeout=30)
+    # It wakes for the 400 hellos, reads them, and goes back to sleep.
+    wait_until(
+        lambda: (
+            r.scard("processed:brain") == 1
+            and h.status("ConsumerGroup", "brain").get("backlog") == 0
+        ),
+        60,
+    )
+    wait_until(
+        lambda: (
+            h.status("ConsumerGroup", "brain").get("replicas") == 0
+            and not kubelet.processes(h.namespace)
+        ),
+        60,
+        message="never back to zero",
+    )
+    before = connections_received(r)
+    time.sleep(3)  # brain asleep: showing what does not happen (no connection churn)
+    opened = {n: c - before[n] for n, c in connections_received(r).items()}
+    assert max(opened.values()) <= 2, f"connections opened per node while asleep: {opened}"
+    r.xadd("conv:399", {"msg": "the caller speaks"})
+    wait_until(lambda: kubelet.processes(h.namespace), 20, message="not woken")
+    wait_until(lambda: r.sismember("processed:brain", "the caller speaks"), 30)
+    woken = [reason for _, reason, _ in h.events("brain") if reason == "WokeUp"]
+    assert len(woken) == 2, "woken for the hellos, then for the caller"
+
+
+def connections_received(r: Any) -> dict[str, int]:
+    return {
+        node.name: int(r.info("stats", target_nodes=node)["total_connections_received"])
+        for node in r.get_primaries()
+    }
+
+
 def kill_busiest(h: Harness, r: Any, kubelet: Any, group: str) -> str:
     """SIGKILL the running pod of ``group`` holding the most pending entries (mid-batch), and
     delete it: the ReplicaSet replaces it under a new name."""
