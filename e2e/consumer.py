@@ -105,7 +105,8 @@ def plain_loop(settings: Settings, work: float, batch: int, poison: str, crash_a
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
-    r = redis.Redis.from_url(
+    connect = redis.RedisCluster.from_url if settings.cluster else redis.Redis.from_url
+    r = connect(
         settings.redis_url,
         username=settings.username,
         password=settings.password,

@@ -10,6 +10,8 @@ from streamherd.consumer import Settings, SettingsError
 from streamherd.consumer import settings as module
 from streamherd.consumer.entries import entry, foreign
 from streamherd.consumer.following import FIRST_BACKOFF, MAX_BACKOFF, StreamSet
+from streamherd.consumer.settings import client_name
+from streamherd.consumer.waking import notification_channels
 from streamherd.kube.manifests import consumer_env
 
 ENV = {
@@ -149,3 +151,55 @@ def test_one_named_stream_is_always_active() -> None:
     assert s.offer(["orders", "other"], 0) == 1
     s.follow("orders", 0)
     assert s.active(1_000) == ["orders"] and s.dormant(1_000) == []
+
+
+def test_the_mode_comes_from_the_environment_in_any_case_and_a_wrong_one_is_named() -> None:
+    assert Settings.from_env(ENV).mode == "Standalone"
+    cluster = Settings.from_env({**ENV, "STREAMHERD_REDIS_MODE": "cluster"})
+    assert cluster.mode == "Cluster" and cluster.cluster
+    with pytest.raises(SettingsError, match="STREAMHERD_REDIS_MODE='Sentinal'"):
+        Settings.from_env({**ENV, "STREAMHERD_REDIS_MODE": "Sentinal"})
+
+
+def test_the_operator_injects_the_mode_of_the_redisstream() -> None:
+    spec = RedisStreamSpec.model_validate(
+        {"redis": {"url": "redis://redis:6379", "mode": "Cluster"}, "keyPattern": "conv:*"}
+    )
+    env = {e["name"]: e.get("value") for e in consumer_env(spec, "brain")}
+    assert Settings.from_env({**env, "STREAMHERD_CONSUMER": "pod-1"}).cluster
+
+
+def test_connections_are_named_after_the_consumer() -> None:
+    assert client_name("brain-5d8f7c6b9a-x2x4z") == "brain-5d8f7c6b9a-x2x4z"
+    assert client_name("a b\nc") == "a-b-c", "CLIENT SETNAME takes no spaces"
+
+
+def test_what_keyspace_notifications_a_cluster_consumer_can_use() -> None:
+    """Every primary must publish stream events: K (keyspace channel, filtered by Redis) is
+    preferred to E (key events of every stream); without t or A there is nothing to hear."""
+    assert notification_channels(["Kt", "AKE"], "conv:*", None) == (
+        "pattern",
+        "__keyspace@0__:conv:*",
+    )
+    assert notification_channels(["Et", "AE"], "conv:*", None) == (
+        "channels",
+        ["__keyevent@0__:xadd", "__keyevent@0__:xgroup-create"],
+    )
+    assert notification_channels(["Kt", ""], "conv:*", None) is None, "one primary silent"
+    assert notification_channels(["Kn"], "conv:*", None) is None, "new keys only: no entries"
+    assert notification_channels([], "conv:*", None) is None, "CONFIG unreadable: unknown"
+    assert notification_channels(["Kt"], None, "orders[1]") == (
+        "pattern",
+        "__keyspace@0__:orders\\[1\\]",
+    ), "a key is escaped for PSUBSCRIBE"
+
+
+def test_keyspace_events_make_streams_active_checked_or_learned() -> None:
+    s = StreamSet(pattern="conv:*", active_window=10)
+    s.offer(["conv:1", "conv:2"], 0)
+    s.follow("conv:1", 0)
+    s.without_group("conv:2", 0)
+    assert s.active(20) == []
+    s.heard(["conv:1", "conv:2", "conv:3", "other:1"], 20)
+    assert s.active(20) == ["conv:1"], "an entry: read in the next round"
+    assert s.due(20) == ["conv:2", "conv:3"], "a group created: checked now; a new stream: learned"

@@ -13,6 +13,10 @@ knows (publish, read_group, ack, claim, pending, info), with the contract built 
 - ``read_group`` acknowledges (and never returns) copies the janitor re-queued for another
   group, and entries of the consumer's own history whose stream entry is gone; it returns
   ``Entry`` objects with the ``streamherd-*`` fields stripped, ``origin_id`` and ``deliveries``.
+
+On Redis Cluster (``redis`` a ``RedisCluster``) a read over several streams is one command
+per hash slot, pipelined per node (``topology``), and the first ``publish`` to a key registers
+it in a second command, after the stream's write (the registry is in another slot).
 """
 
 from __future__ import annotations
