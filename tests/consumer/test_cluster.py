@@ -231,14 +231,16 @@ async def test_a_pattern_consumer_over_1200_streams_on_every_node(
     assert max(received.values()) <= 3, f"connections accepted per node: {received}"
 
 
+@pytest.mark.parametrize(("flags", "how"), [("Kt", "pattern"), ("Et", "channels")])
 async def test_keyspace_notifications_wake_it_and_find_streams_nobody_registered(
-    redis_cluster: RedisClusterProcesses, cluster_client: RedisCluster
+    redis_cluster: RedisClusterProcesses, cluster_client: RedisCluster, flags: str, how: str
 ) -> None:
     """With ``notify-keyspace-events`` on every primary, one subscription per primary rings
     the consumer's bell: an entry on a quiet stream, and a stream a plain ``XADD`` created
-    after start-up (no registry entry), which only the start-up scan would have found."""
+    after start-up (no registry entry), which only the start-up scan would have found.
+    Keyspace events (K) are filtered by Redis, key events (E) by the consumer."""
     await cluster_client.config_set(
-        "notify-keyspace-events", "Kt", target_nodes=RedisCluster.PRIMARIES
+        "notify-keyspace-events", flags, target_nodes=RedisCluster.PRIMARIES
     )
     try:
         expected = await seed_calls(cluster_client, range(60), events=1)
@@ -264,6 +266,7 @@ async def test_keyspace_notifications_wake_it_and_find_streams_nobody_registered
             )
         assert sorted(seen) == sorted(expected), "each once"
         assert c.streams.is_followed("conv:unregistered-1")
+        assert c.waker is not None and c.waker.notifications == how
         # Plus one pubsub connection per primary.
         assert max(connections.most.values()) <= 3, connections.most
     finally:

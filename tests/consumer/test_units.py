@@ -177,21 +177,14 @@ def test_connections_are_named_after_the_consumer() -> None:
 def test_what_keyspace_notifications_a_cluster_consumer_can_use() -> None:
     """Every primary must publish stream events: K (keyspace channel, filtered by Redis) is
     preferred to E (key events of every stream); without t or A there is nothing to hear."""
-    assert notification_channels(["Kt", "AKE"], "conv:*", None) == (
-        "pattern",
-        "__keyspace@0__:conv:*",
-    )
-    assert notification_channels(["Et", "AE"], "conv:*", None) == (
+    assert notification_channels(["Kt", "AKE"], "conv:*") == ("pattern", "__keyspace@0__:conv:*")
+    assert notification_channels(["Et", "AE"], "conv:*") == (
         "channels",
         ["__keyevent@0__:xadd", "__keyevent@0__:xgroup-create"],
     )
-    assert notification_channels(["Kt", ""], "conv:*", None) is None, "one primary silent"
-    assert notification_channels(["Kn"], "conv:*", None) is None, "new keys only: no entries"
-    assert notification_channels([], "conv:*", None) is None, "CONFIG unreadable: unknown"
-    assert notification_channels(["Kt"], None, "orders[1]") == (
-        "pattern",
-        "__keyspace@0__:orders\\[1\\]",
-    ), "a key is escaped for PSUBSCRIBE"
+    assert notification_channels(["Kt", ""], "conv:*") is None, "one primary silent"
+    assert notification_channels(["Kn"], "conv:*") is None, "new keys only: no entries"
+    assert notification_channels([], "conv:*") is None, "CONFIG unreadable: unknown"
 
 
 def test_keyspace_events_make_streams_active_checked_or_learned() -> None:

@@ -55,38 +55,34 @@ HEALTH_CHECK = 10.0
 """Seconds of silence on a subscription before a PING checks it (no answer: resubscribed)."""
 EVENTS = frozenset({"xadd", "xgroup-create"})
 """Keyspace events that ring: an entry, and a group created (a waiting stream is ready)."""
-Events = dict[str, Any]
+
+Plan = tuple[str, Any]
+"""What to subscribe to: ``("pattern", channel)`` or ``("channels", [channel, ...])``."""
+Message = dict[str, Any]
 
 
-def notification_channels(flags: Sequence[str], pattern: str | None, key: str | None) -> Any:
+def notification_channels(flags: Sequence[str], pattern: str) -> Plan | None:
     """What to subscribe to on every primary, given each one's ``notify-keyspace-events``:
-    ``("pattern", channel)`` for keyspace events of the followed keys, ``("channels",
-    [...])`` for stream key events (every stream's, filtered here), or None when some
-    primary publishes neither (or ``CONFIG`` could not be read)."""
-    if not flags:
-        return None
+    keyspace events of the followed keys (``K``, filtered by Redis), else the stream key events
+    of every stream (``E``, filtered here); None when some primary publishes neither, or
+    ``CONFIG`` could not be read (``flags`` empty)."""
 
-    def has(f: str, c: str) -> bool:
-        return c in f or (c in "t" and "A" in f)
+    def streams(f: str) -> bool:
+        return "t" in f or "A" in f  # A: every class but n and m
 
-    if all("K" in f and has(f, "t") for f in flags):
-        target = pattern if pattern is not None else _escape(key or "")
-        return ("pattern", f"__keyspace@0__:{target}")
-    if all("E" in f and has(f, "t") for f in flags):
+    if flags and all("K" in f and streams(f) for f in flags):
+        return ("pattern", f"__keyspace@0__:{pattern}")
+    if flags and all("E" in f and streams(f) for f in flags):
         return ("channels", [f"__keyevent@0__:{e}" for e in sorted(EVENTS)])
     return None
-
-
-def _escape(key: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in key)
 
 
 class ClusterWaker:
     """The bell a cluster consumer waits on (see the module). What rang is collected here and
     taken by the consumer's loop (``take``), the only writer of its stream bookkeeping."""
 
-    def __init__(self, redis: RedisCluster, *, pattern: str | None, key: str | None) -> None:
-        self.redis, self.pattern, self.key = redis, pattern, key
+    def __init__(self, redis: RedisCluster, *, pattern: str) -> None:
+        self.redis, self.pattern = redis, pattern
         self._bell = asyncio.Event()
         self._taken = asyncio.Event()
         self._registry: list[tuple[str, dict[str, str]]] = []
@@ -109,7 +105,7 @@ class ClusterWaker:
     async def start_notifications(self) -> bool:
         """Subscribe on every primary if all of them publish stream events; say whether."""
         flags = await self._notification_flags()
-        plan = notification_channels(flags or [], self.pattern, self.key)
+        plan = notification_channels(flags or [], self.pattern)
         if plan is None:
             logger.info(
                 "no keyspace notifications for streams (notify-keyspace-events=%s): active "
@@ -207,7 +203,7 @@ class ClusterWaker:
             return [str(reply["notify-keyspace-events"] or "")]
         return [str((v or {}).get("notify-keyspace-events") or "") for v in reply.values()]
 
-    async def _notify(self, plan: tuple[str, Any]) -> None:
+    async def _notify(self, plan: Plan) -> None:
         """Listeners on every primary, restarted when the primaries change or one fails."""
         backoff = 0.1
         while True:
@@ -239,7 +235,7 @@ class ClusterWaker:
                 backoff = 0.1
             self._bell.set()  # whatever happened while unsubscribed is read now
 
-    async def _listen(self, node: ClusterNode, plan: tuple[str, Any]) -> None:
+    async def _listen(self, node: ClusterNode, plan: Plan) -> None:
         how, channels = plan
         pubsub = self.redis.pubsub(node=node)
         try:
@@ -270,17 +266,12 @@ class ClusterWaker:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
-    def _heard(self, message: Events) -> None:
+    def _heard(self, message: Message) -> None:
         channel, data = str(message.get("channel") or ""), str(message.get("data") or "")
         if channel.startswith("__keyspace@"):
             key, event = channel.split(":", 1)[1], data
         else:
             key, event = data, channel.rsplit(":", 1)[-1]
-        if event not in EVENTS:
-            return
-        if self.pattern is not None and not glob_match(self.pattern, key):
-            return
-        if self.key is not None and key != self.key:
-            return
-        self._keys.add(key)
-        self._bell.set()
+        if event in EVENTS and glob_match(self.pattern, key):
+            self._keys.add(key)
+            self._bell.set()

@@ -132,7 +132,7 @@ class Consumer:
         failure): probed every history read. The others every ``sweep_interval``."""
         redis = client.redis
         self.waker = (
-            ClusterWaker(redis, pattern=pattern, key=stream)
+            ClusterWaker(redis, pattern=pattern)
             if is_cluster(redis) and pattern is not None
             else None
         )
