@@ -11,14 +11,15 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # tests/bench/bench_<name>.py is `make bench-<name>` (an underscore there is a hyphen here).
 BENCHES := $(subst _,-,$(patsubst tests/bench/bench_%.py,%,$(wildcard tests/bench/bench_*.py)))
 
-.PHONY: help deps system-deps control-plane test pytest lint crds bench demo clean image image-test $(addprefix bench-,$(BENCHES))
+.PHONY: help deps system-deps control-plane test pytest lint crds chart bench demo clean image image-test $(addprefix bench-,$(BENCHES))
 
 help:
 	@echo "make demo        the operator on a local simulated cluster with a real Redis"
 	@echo "make test        install everything needed, then lint + the whole test suite"
 	@echo "make control-plane  build etcd, kube-apiserver, kube-controller-manager (cached)"
 	@echo "make lint        ruff + mypy (strict on the package) + the layer contracts"
-	@echo "make crds        regenerate crds/ from the API models"
+	@echo "make crds        regenerate crds/ from the API models (and the chart's copy)"
+	@echo "make chart       refresh the chart's copies and manifests/install.yaml"
 	@echo "make image       build the container image (buildah; base from Debian, no registry)"
 	@echo "make image-test  build it, then test it (non-root, contents, the operator inside)"
 	@echo "make bench       every benchmark; make bench-<name> for one ($(BENCHES))"
@@ -67,6 +68,12 @@ lint: $(STAMP)
 
 crds: $(STAMP)
 	$(VENV)/bin/streamherd crds --output-dir crds
+	$(PY) -m e2e.chart sync
+
+# helm/streamherd carries copies of crds/ and dashboards/ (a chart reads only its own files);
+# manifests/install.yaml is the chart rendered with default values. tests/install checks both.
+chart: $(STAMP)
+	$(PY) -m e2e.chart sync
 
 demo: deps
 	$(PY) -m e2e.demo $(DEMO_ARGS)
