@@ -174,6 +174,9 @@ def desired_cron_job(
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
+        # The only writable place under the read-only root: TMPDIR, where the client
+        # certificate and key for mutual TLS to Redis are written.
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     return {
         "apiVersion": "batch/v1",
@@ -213,6 +216,12 @@ def desired_cron_job(
                                 "seccompProfile": {"type": "RuntimeDefault"},
                             },
                             "containers": [container],
+                            "volumes": [
+                                {
+                                    "name": "tmp",
+                                    "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"},
+                                }
+                            ],
                         },
                     },
                 },
