@@ -1,54 +1,22 @@
-"""The RBAC the operator runs with on the control-plane tier: exactly what the README's "Run it
-on a cluster" section says ``streamherd run`` needs: OPERATOR_RULES as a Role in the namespace
-it watches, CLUSTER_RULES (kopf's observers of CRDs and namespaces) as a ClusterRole. A
-permission the operator uses but the README does not list fails the operator's tests there."""
+"""The RBAC the operator runs with on the control-plane tier. The rules have one source,
+``helm/streamherd/files/rbac.yaml``, which the chart's Roles and ClusterRoles are rendered from
+too: OPERATOR_RULES (a Role in each watched namespace), CLUSTER_RULES (kopf's observers of CRDs
+and namespaces, a ClusterRole), JANITOR_RULES (what `streamherd janitor` does)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from e2e.controlplane.controlplane import ControlPlane
 
-OPERATOR_RULES: list[dict[str, Any]] = [
-    {
-        "apiGroups": ["streamherd.io"],
-        "resources": [
-            f"{plural}{sub}"
-            for plural in ("redisstreams", "consumergroups", "retentionpolicies")
-            for sub in ("", "/status")
-        ],
-        "verbs": ["get", "list", "watch", "patch"],
-    },
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-    {
-        "apiGroups": ["apps"],
-        "resources": ["deployments"],
-        "verbs": ["get", "list", "watch", "create", "patch"],
-    },
-    {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "patch"]},
-    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list", "watch"]},
-    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"]},
-    {"apiGroups": ["keda.sh"], "resources": ["scaledobjects"], "verbs": ["list"]},
-    {
-        "apiGroups": ["batch"],
-        "resources": ["cronjobs"],
-        "verbs": ["get", "create", "patch", "delete"],
-    },
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-]
-
-
-# kopf discovers its resources by watching CRDs, and namespaces even when given fixed ones.
-CLUSTER_RULES: list[dict[str, Any]] = [
-    {
-        "apiGroups": ["apiextensions.k8s.io"],
-        "resources": ["customresourcedefinitions"],
-        "verbs": ["list", "watch"],
-    },
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-]
+RULES_FILE = Path(__file__).resolve().parents[2] / "helm" / "streamherd" / "files" / "rbac.yaml"
+_RULES: dict[str, list[dict[str, Any]]] = yaml.safe_load(RULES_FILE.read_text())
+OPERATOR_RULES = _RULES["operator"]  # in each namespace it watches
+CLUSTER_RULES = _RULES["cluster"]  # kopf's observers of CRDs and namespaces
+JANITOR_RULES = _RULES["janitor"]  # `streamherd janitor`, a CronJob's pod
 
 
 def operator_kubeconfig(
@@ -98,4 +66,4 @@ def operator_kubeconfig(
     return plane.service_account_kubeconfig(path, namespace, name)
 
 
-__all__ = ["CLUSTER_RULES", "OPERATOR_RULES", "operator_kubeconfig"]
+__all__ = ["CLUSTER_RULES", "JANITOR_RULES", "OPERATOR_RULES", "RULES_FILE", "operator_kubeconfig"]
