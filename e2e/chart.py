@@ -100,9 +100,7 @@ def install_manifest() -> str:
         },
     }
     documents = [namespace, *render()]
-    body = "".join(
-        "---\n" + yaml.safe_dump(doc, sort_keys=False, width=100) for doc in documents
-    )
+    body = "".join("---\n" + yaml.safe_dump(doc, sort_keys=False, width=100) for doc in documents)
     return HEADER.format(release=RELEASE, namespace=NAMESPACE) + body
 
 
