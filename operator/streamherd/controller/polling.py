@@ -336,9 +336,7 @@ class Waker:
                 finally:
                     changed.cancel()
                 if not read.done():  # who is asleep changed: read again with the new set
-                    read.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, GatewayError):
-                        await read
+                    await cancelled(read)
                     continue
                 moved = read.result()
             except GatewayError as exc:  # Redis trouble: the regular polls report it

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 
-async def cancelled(task: asyncio.Task[None] | None) -> None:
-    """Cancel a background task and wait until it has stopped. Cancelled again until it is
-    done: on Python 3.11, ``asyncio.wait_for`` (redis-py sends every command through one)
-    swallows a cancellation that arrives as its inner call completes."""
+async def cancelled(task: asyncio.Future[Any] | None) -> None:
+    """Cancel a task and wait until it has stopped. Cancelled again until it is done: on
+    Python 3.11, ``asyncio.wait_for`` (redis-py sends every command through one) swallows a
+    cancellation that arrives as its inner call completes, and redis-py swallows one that
+    arrives while it checks a pooled connection (redis/redis-py#2028): then a blocking read
+    would run to the end of its BLOCK, or its socket timeout."""
     if task is None:
         return
     while not task.done():
