@@ -22,7 +22,9 @@ def server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
 @pytest.fixture
 async def r(server: RedisServer) -> AsyncIterator[aredis.Redis]:
     """A plain client for setting up and checking Redis state."""
-    client = aredis.Redis.from_url(server.url, decode_responses=True)
+    # redis-py 8 reads with a 5 s timeout by default: a loaded machine reading a 200,000-entry
+    # stream takes longer.
+    client = aredis.Redis.from_url(server.url, decode_responses=True, socket_timeout=60)
     await client.flushall()
     await client.script_flush()
     yield client
