@@ -49,16 +49,28 @@ def redis_cli_binary() -> str:
     return path
 
 
+LISTEN_PORTS = range(10000, 22768)
+"""Where test servers listen: below the kernel's ephemeral range (32768-60999 by default),
+which every outgoing connection takes its source port from. A port the kernel handed out as
+free (bind to 0) is in that range, and a client connecting anywhere could take it before the
+server binds it ("Address already in use"). A cluster node's bus port (+10000) stays below
+32768 too."""
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port that is free now, outside the ephemeral range (picked at random, so sessions
+    running side by side rarely try the same one)."""
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)
+        if _bindable(port):
+            return port
+    raise RuntimeError("no free port for a test server")
 
 
 def free_cluster_port() -> int:
-    """A free port whose cluster-bus twin (port + 10000) is free too, so at most 55535."""
+    """A free port whose cluster-bus twin (port + 10000) is free too."""
     for _ in range(200):
-        port = random.randint(20000, 55000)
+        port = random.choice(LISTEN_PORTS)
         if _bindable(port) and _bindable(port + 10000):
             return port
     raise RuntimeError("no free port pair for a cluster node")
