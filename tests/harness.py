@@ -258,7 +258,7 @@ class Harness:
         ]
 
 
-def _harness(
+def make_harness(
     request: pytest.FixtureRequest,
     redis_server: RedisServer,
     cluster_objects: Any,
@@ -299,7 +299,7 @@ def harness(
     """An operator-ready harness on redis 7.0 (the gateway's own tests cover 8.2 in depth);
     call ``harness.start()`` once the objects the test needs before start-up exist. Its
     ``namespace`` is the test's (``kube_namespace``)."""
-    h = _harness(
+    h = make_harness(
         request,
         redis_server_factory("7.0"),
         cluster_objects,
@@ -322,7 +322,7 @@ def harness_any_redis(
     run_as_operator: Callable[..., OperatorProcess],
     redis_server_factory: Callable[..., RedisServer],
 ) -> Iterator[Harness]:
-    h = _harness(
+    h = make_harness(
         request,
         redis_server_factory(request.param),
         cluster_objects,

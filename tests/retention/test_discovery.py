@@ -13,7 +13,7 @@ import redis.asyncio as aredis
 from e2e.cluster.processes import OperatorProcess, async_wait_until, wait_until
 from e2e.cluster.redis import RedisServer
 from redis.asyncio.cluster import RedisCluster
-from tests.harness import Harness
+from tests.harness import Harness, make_harness
 
 from streamherd.controller.polling import Poller, Source
 from streamherd.gateway import Endpoint, RedisGateway
@@ -154,12 +154,15 @@ def crowded(
     request: pytest.FixtureRequest,
     cluster_objects: Any,
     kubeconfig: Path,
+    kube_namespace: str,
+    kube_tier: str,
     run_as_operator: Callable[..., OperatorProcess],
     redis_server_factory: Callable[..., RedisServer],
 ) -> Iterator[Harness]:
-    """A harness whose Redis holds a million unrelated keys (DEBUG POPULATE: ~2 s)."""
+    """A harness whose Redis holds a million unrelated keys (DEBUG POPULATE: ~2 s), in the
+    test's namespace like every harness (so it runs on a shared real cluster too)."""
     server = redis_server_factory(request.param, extra=(("enable-debug-command", "yes"),))
-    h = Harness(api=cluster_objects, redis_server=server, start_operator=run_as_operator)
+    h = make_harness(request, server, cluster_objects, kube_namespace, kube_tier, run_as_operator)
     h.r.execute_command("DEBUG", "POPULATE", 1_000_000, "session")
     yield h
     if h._redis is not None:
