@@ -38,6 +38,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from streamherd.consumer.topology import TRANSIENT, read_streams
 from streamherd.keys import REGISTRY_KEY, glob_match
+from streamherd.tasks import cancelled
 
 logger = logging.getLogger("streamherd.consumer")
 
@@ -120,10 +121,7 @@ class ClusterWaker:
     async def close(self) -> None:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancelled(task)  # a cancellation redis-py swallowed would hang SIGTERM here
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=f"streamherd waker {name}"))

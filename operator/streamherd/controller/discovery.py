@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from streamherd.controller.tasks import cancelled
 from streamherd.gateway import GatewayError
 from streamherd.gateway.discovery import (
     NotificationMode,
@@ -29,6 +28,7 @@ from streamherd.gateway.discovery import (
     subscribe,
 )
 from streamherd.keys import REGISTRY_KEY, glob_match, is_auxiliary
+from streamherd.tasks import cancelled
 
 if TYPE_CHECKING:
     from streamherd.controller.polling import Poller

@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streamherd.controller.discovery import Discoverer
-from streamherd.controller.tasks import cancelled
 from streamherd.decisions.sampling import OldestMemory, age_sample, carry_oldest
 from streamherd.gateway import GatewayError, GatewayPool, RedisGateway, ScanState
 from streamherd.gateway.endpoint import Endpoint
 from streamherd.keys import is_auxiliary, parse_id
 from streamherd.metrics import Metrics
 from streamherd.observations import Observation
+from streamherd.tasks import cancelled
 
 logger = logging.getLogger(__name__)
 

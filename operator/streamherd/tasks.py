@@ -1,4 +1,4 @@
-"""Stopping background tasks."""
+"""Stopping tasks (loops of the operator and of the consumer SDK)."""
 
 from __future__ import annotations
 
