@@ -45,12 +45,24 @@ WAKE_CHECK_STREAMS = 2000
 """Seconds between the non-blocking rounds of a cluster wake-up read, and streams per round."""
 
 
+def _script_text(name: str) -> str:
+    return resources.files(__package__).joinpath(f"scripts/{name}.lua").read_text()
+
+
+SCRIPT_LIBRARY = _script_text("ids")
+"""Lua that every script starts with (Redis scripts cannot import): what several of them
+need, written once (entry-id comparison)."""
+
+
 class Script:
-    """A Lua script shipped in ``gateway/scripts``, called by SHA."""
+    """A Lua script shipped in ``gateway/scripts``, called by SHA; the library first."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = resources.files(__package__).joinpath(f"scripts/{name}.lua").read_text()
+        own = _script_text(name)
+        # A shebang (``#!lua flags=...``) must stay the first line.
+        shebang, rest = own.split("\n", 1) if own.startswith("#!") else ("", own)
+        self.source = f"{shebang}\n{SCRIPT_LIBRARY}{rest}" if shebang else SCRIPT_LIBRARY + rest
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def command(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:

@@ -76,17 +76,6 @@ else
   pel = redis.call('XPENDING', key, group, start, '+', count)
 end
 
--- Entry ids compare as numbers, part by part; digit strings of unequal length compare by
--- length (no leading zeros), so any size works without float rounding.
-local function less(a, b)
-  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
-  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
-  if #a_ms ~= #b_ms then return #a_ms < #b_ms end
-  if a_ms ~= b_ms then return a_ms < b_ms end
-  if #a_seq ~= #b_seq then return #a_seq < #b_seq end
-  return a_seq < b_seq
-end
-
 -- The stream entries of `ids` (ascending): id -> fields; an id without one was trimmed or
 -- deleted. Entries delivered together sit together in the stream, so one XRANGE from the
 -- first id usually returns a whole run (a seek per entry costs more than the rest of the
@@ -101,7 +90,7 @@ local function fetch(ids)
     local hits = 0
     for _, e in ipairs(got) do
       local eid = e[1]
-      while i <= n and ids[i] ~= eid and less(ids[i], eid) do i = i + 1 end -- gone
+      while i <= n and ids[i] ~= eid and id_less(ids[i], eid) do i = i + 1 end -- gone
       if i > n then break end
       if ids[i] == eid then
         found[eid] = e[2]

@@ -74,23 +74,13 @@ for _, g in ipairs(infos) do
 end
 if not last then return {'nogroup', '', 0} end
 
--- Entry ids compare as numbers, part by part (digit strings of unequal length by length).
-local function less(a, b)
-  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
-  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
-  if #a_ms ~= #b_ms then return #a_ms < #b_ms end
-  if a_ms ~= b_ms then return a_ms < b_ms end
-  if #a_seq ~= #b_seq then return #a_seq < #b_seq end
-  return a_seq < b_seq
-end
-
 local function done(outcome, id)
   local deleted = redis.call('XDEL', dlq, unpack(ids))
   return {outcome, id, deleted}
 end
 
 local original = #redis.call('XRANGE', key, origin, origin) > 0
-if original and less(last, origin) then return done('unread', origin) end
+if original and id_less(last, origin) then return done('unread', origin) end
 if method == 'claim' and original then
   redis.call('XCLAIM', key, group, consumer, 0, origin, 'FORCE', 'JUSTID')
   return done('claimed', origin)

@@ -29,20 +29,7 @@ local approximate, respect = ARGV[3] == '1', ARGV[4] == '1'
 local hard_max, trim_limit, walk_limit = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local use_acked, idle_after = ARGV[8] == '1', tonumber(ARGV[9])
 
--- Entry ids as (ms, seq) digit strings: compared by length, then lexically (no leading
--- zeros), so any 64-bit value works without float rounding.
-local function split(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return ms, seq
-end
-local function less(a, b)
-  local a_ms, a_seq = split(a)
-  local b_ms, b_seq = split(b)
-  if #a_ms ~= #b_ms then return #a_ms < #b_ms end
-  if a_ms ~= b_ms then return a_ms < b_ms end
-  if #a_seq ~= #b_seq then return #a_seq < #b_seq end
-  return a_seq < b_seq
-end
+-- Entry ids: id_parts and id_less (ids.lua).
 local function increment(digits)
   local out, carry = {}, 1
   for i = #digits, 1, -1 do
@@ -54,7 +41,7 @@ local function increment(digits)
   return carry == 1 and ('1' .. text) or text
 end
 local function after(id)  -- the smallest id greater than id
-  local ms, seq = split(id)
+  local ms, seq = id_parts(id)
   if seq == '18446744073709551615' then return increment(ms) .. '-0' end
   return ms .. '-' .. increment(seq)
 end
@@ -66,7 +53,7 @@ end
 local function min_id(a, b)
   if not a then return b end
   if not b then return a end
-  return less(a, b) and a or b
+  return id_less(a, b) and a or b
 end
 
 local kind = redis.call('TYPE', key)['ok']
@@ -82,7 +69,7 @@ local last_generated = info['last-generated-id']
 local first_id = info['first-entry'] and info['first-entry'][1] or nil
 local last_id = info['last-entry'] and info['last-entry'][1] or nil
 local deleted_inside = info['max-deleted-entry-id'] and first_id
-  and not less(info['max-deleted-entry-id'], first_id)
+  and not id_less(info['max-deleted-entry-id'], first_id)
 
 -- Each group's floor, and a lower bound on how many entries lie at or above it
 -- (unread + pending), usable when Redis's counts are reliable.
@@ -94,7 +81,7 @@ for _, raw in ipairs(redis.call('XINFO', 'GROUPS', key)) do
   local pending, reliable = tonumber(g['pending']), not deleted_inside
   if pending > 0 then
     local oldest = redis.call('XPENDING', key, g['name'], '-', '+', 1)[1][1]
-    if first_id and less(oldest, first_id) then
+    if first_id and id_less(oldest, first_id) then
       -- Entries already trimmed still sit in the PEL (until the janitor drops them): they
       -- need no protection; the oldest pending entry that still exists does.
       local existing = redis.call('XPENDING', key, g['name'], first_id, '+', 1)[1]
@@ -129,9 +116,9 @@ for _, pair in ipairs(needs) do floor = min_id(floor, pair[2]) end
 -- Idle deletion: the call is over (nothing written for idle_after), every group has read
 -- everything and has nothing pending, and the stream carries a group we manage.
 if idle_after >= 0 and managed_present then
-  local newest_ms = tonumber((split(last_generated)))
+  local newest_ms = tonumber((id_parts(last_generated)))
   local done = newest_ms and now_ms - newest_ms >= idle_after
-  if done and last_id then done = not floor or less(last_id, floor) end
+  if done and last_id then done = not floor or id_less(last_id, floor) end
   if done then
     redis.call('UNLINK', key)
     return {'ok', 0, 0, 1, 0, 0, '', 0}
@@ -186,7 +173,7 @@ end
 local function holders(limit_id, why)
   -- the groups whose floor lies below limit_id with entries between them and it
   for _, pair in ipairs(needs) do
-    if present[pair[1]] and less(pair[2], limit_id)
+    if present[pair[1]] and id_less(pair[2], limit_id)
         and #redis.call('XRANGE', key, pair[2], '(' .. limit_id, 'COUNT', 1) > 0 then
       blocked[#blocked + 1] = {pair[1], why, pair[2]}
     end
@@ -219,7 +206,7 @@ if max_age >= 0 and first_id then
   if acked then
     trimmed = trimmed + redis.call('XTRIM', key, 'MINID', '=', cutoff, 'ACKED')
     length = redis.call('XLEN', key)
-  elseif protect and less(protect, cutoff) then
+  elseif protect and id_less(protect, cutoff) then
     trim_minid(protect)
   else
     trim_minid(cutoff)
@@ -230,7 +217,7 @@ end
 -- 2. maxLength: keep the newest maxLength, never past the floor.
 if max_length >= 0 and length > max_length then
   local held = false
-  if not protect or not last_id or less(last_id, protect) then
+  if not protect or not last_id or id_less(last_id, protect) then
     trim_maxlen(max_length)
   elseif acked then
     local keep = max_length
@@ -240,7 +227,7 @@ if max_length >= 0 and length > max_length then
     held = more == 0 and length > max_length
   else
     local first = first_entry()
-    if not first or not less(first, protect) then
+    if not first or not id_less(first, protect) then
       held = true  -- the oldest entry is still needed: nothing can go
     else
       local fits = fits_above_floor(max_length)
@@ -278,7 +265,7 @@ end
 -- are listed (at most walk_limit a call: this is the rare path) and each is checked against
 -- every group: unread by one (after its last-delivered-id) or pending in one = unconsumed.
 if hard_max >= 0 and length > hard_max then
-  if not floor or not last_id or less(last_id, floor) then
+  if not floor or not last_id or id_less(last_id, floor) then
     trim_maxlen(hard_max)
   else
     local drop = length - hard_max
@@ -291,9 +278,9 @@ if hard_max >= 0 and length > hard_max then
       local g = fields(raw)
       local delivered = g['last-delivered-id']
       for _, e in ipairs(doomed) do
-        if less(delivered, e[1]) then unconsumed[e[1]] = true end
+        if id_less(delivered, e[1]) then unconsumed[e[1]] = true end
       end
-      if less(floor, after(last_doomed)) then
+      if id_less(floor, after(last_doomed)) then
         for _, p in ipairs(redis.call('XPENDING', key, g['name'], floor, last_doomed, drop)) do
           if is_doomed[p[1]] then unconsumed[p[1]] = true end
         end
@@ -302,7 +289,7 @@ if hard_max >= 0 and length > hard_max then
     for _, pair in ipairs(needs) do  -- managed groups still to come start at their floor
       if not present[pair[1]] then
         for _, e in ipairs(doomed) do
-          if not less(e[1], pair[2]) then unconsumed[e[1]] = true end
+          if not id_less(e[1], pair[2]) then unconsumed[e[1]] = true end
         end
       end
     end
