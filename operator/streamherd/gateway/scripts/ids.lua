@@ -1,7 +1,6 @@
 -- Entry ids, shared by every script (gateway.client.Script puts this first, after a
--- shebang): an id is
--- "<ms>-<seq>", two digit strings without leading zeros, so they compare by length and then
--- lexically: any 64-bit value works, without Lua's float rounding.
+-- shebang): an id is "<ms>-<seq>", two digit strings without leading zeros, so they compare
+-- by length and then lexically: any 64-bit value works, without Lua's float rounding.
 local function id_parts(id)
   return string.match(id, '^(%d+)-(%d+)$')
 end
