@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,3 +271,181 @@ class RedisCluster:
     def cleanup(self) -> None:
         for node in self.nodes:
             node.cleanup()
+
+
+def redis_sentinel_binary() -> str:
+    path = shutil.which("redis-sentinel") or "/usr/bin/redis-sentinel"
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(
+            "redis-sentinel not found (Debian package redis-sentinel): run `make deps`"
+        )
+    return path
+
+
+@dataclass
+class SentinelServer(RedisServer):
+    """One redis-sentinel process (Debian's 7.0.x) monitoring ``master`` at ``primary_port``.
+    Sentinel rewrites its config file as it learns replicas and other sentinels: it lives in
+    the workdir."""
+
+    master: str = "streamherd-primary"
+    primary_port: int = 0
+    quorum: int = 2
+    down_after_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.binary = redis_sentinel_binary()
+
+    def _config(self) -> list[str]:
+        conf = Path(str(self.workdir)) / "sentinel.conf"
+        if not conf.exists():  # a restart keeps what the sentinel learnt
+            lines = [
+                f"port {self.port}",
+                f"bind {self.bind}",
+                "protected-mode no",
+                f'dir "{self.workdir}"',
+                f"sentinel monitor {self.master} 127.0.0.1 {self.primary_port} {self.quorum}",
+                f"sentinel down-after-milliseconds {self.master} {self.down_after_ms}",
+                f"sentinel failover-timeout {self.master} 2000",
+                f"sentinel parallel-syncs {self.master} 1",
+                *(f"{name} {value}" for name, value in self.extra),
+            ]
+            conf.write_text("\n".join(lines) + "\n")
+        return [str(conf)]
+
+    def sentinel(self, *args: str) -> str:
+        return self.cli("sentinel", *args)
+
+
+@dataclass
+class RedisSentinelSet:
+    """A primary, one replica and three sentinels (quorum 2) on loopback ports: Sentinel as
+    deployments run it. ``failover()`` asks for one (SENTINEL FAILOVER); ``kill_primary()``
+    SIGKILLs the primary and waits until the sentinels have promoted the replica."""
+
+    version: str = "7.0"
+    master: str = "streamherd-primary"
+    sentinel_count: int = 3
+    data_extra: Sequence[tuple[str, str]] = ()
+    """Config directives of both data nodes (requirepass, user, ...)."""
+    sentinel_extra: Sequence[tuple[str, str]] = ()
+    primary: RedisServer | None = field(default=None, init=False)
+    replica: RedisServer | None = field(default=None, init=False)
+    sentinels: list[SentinelServer] = field(default_factory=list, init=False)
+    killed: list[RedisServer] = field(default_factory=list, init=False)
+
+    def start(self) -> RedisSentinelSet:
+        # Replicas must be writable by nobody and say when a write was not acknowledged.
+        common = [("appendonly", "yes"), ("appendfsync", "always"), *self.data_extra]
+        self.primary = RedisServer(version=self.version, extra=common).start()
+        auth = [v for k, v in self.data_extra if k == "requirepass"]
+        follow = [("replicaof", f"127.0.0.1 {self.primary.port}")]
+        if auth:
+            follow.append(("masterauth", auth[0]))
+        self.replica = RedisServer(version=self.version, extra=[*common, *follow]).start()
+        self.wait_replicated()
+        for _ in range(self.sentinel_count):
+            sentinel = SentinelServer(
+                version="7.0",
+                master=self.master,
+                primary_port=self.primary.port,
+                extra=[*self.sentinel_extra, *self._sentinel_auth(auth)],
+            )
+            self.sentinels.append(sentinel.start())
+        self._wait(lambda: all(self._knows_peers(s) for s in self.sentinels), "sentinels met")
+        return self
+
+    def _sentinel_auth(self, auth: list[str]) -> list[tuple[str, str]]:
+        return [("sentinel auth-pass", f"{self.master} {auth[0]}")] if auth else []
+
+    def _knows_peers(self, sentinel: SentinelServer) -> bool:
+        info = sentinel.cli("info", "sentinel")
+        return f"sentinels={self.sentinel_count}" in info and "slaves=1" in info
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{s.port}" for s in self.sentinels]
+
+    def primary_port(self) -> int:
+        """The primary's port as every sentinel names it now (raises if they disagree)."""
+        answers = {
+            s.cli("sentinel", "get-master-addr-by-name", self.master).split()[1]
+            for s in self.sentinels
+        }
+        if len(answers) != 1:
+            raise RuntimeError(f"sentinels disagree on the primary: {answers}")
+        return int(answers.pop())
+
+    def _by_port(self, port: int) -> RedisServer:
+        for server in (self.primary, self.replica):
+            if server is not None and server.port == port:
+                return server
+        raise RuntimeError(f"no data node on port {port}")
+
+    def wait_replicated(self, timeout: float = 20.0) -> None:
+        """Until the replica has everything the primary acknowledged (WAIT 1)."""
+        assert self.primary is not None and self.replica is not None
+        primary = self.primary
+
+        def caught_up() -> bool:
+            return primary.cli(*self._auth_args(), "wait", "1", "100").strip() == "1"
+
+        self._wait(caught_up, "the replica caught up", timeout)
+
+    def _auth_args(self) -> list[str]:
+        auth = [v for k, v in self.data_extra if k == "requirepass"]
+        return ["--no-auth-warning", "-a", shlex.split(auth[0])[0]] if auth else []
+
+    def _promoted(self, old_port: int) -> None:
+        def moved() -> bool:
+            try:
+                port = self.primary_port()
+            except (RuntimeError, subprocess.CalledProcessError, IndexError):
+                return False
+            if port == old_port:
+                return False
+            role = self._by_port(port).cli(*self._auth_args(), "role")
+            return role.startswith("master")
+
+        self._wait(moved, "the sentinels promoted the replica", 30.0)
+        assert self.primary is not None and self.replica is not None
+        if self.primary.port == old_port:
+            self.primary, self.replica = self.replica, self.primary
+
+    def failover(self) -> None:
+        """SENTINEL FAILOVER: the replica becomes primary, the old primary its replica."""
+        self.wait_replicated()
+        assert self.primary is not None
+        old = self.primary.port
+        self.sentinels[0].sentinel("failover", self.master)
+        self._promoted(old)
+
+    def kill_primary(self) -> None:
+        """SIGKILL the primary (after the replica caught up) and wait for the promotion. The
+        killed server stays down (``killed``); ``replica`` is then None."""
+        self.wait_replicated()
+        assert self.primary is not None and self.primary.process is not None
+        old = self.primary
+        old.process.kill()
+        old.process.wait()
+        self.killed.append(old)
+        self._promoted(old.port)
+        self.replica = None
+
+    @staticmethod
+    def _wait(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                if condition():
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"timed out waiting until {what}")
+
+    def cleanup(self) -> None:
+        for sentinel in self.sentinels:
+            sentinel.cleanup()
+        for server in (self.primary, self.replica, *self.killed):
+            if server is not None:
+                server.cleanup()

@@ -91,6 +91,7 @@ def resource(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 STREAM = {"redis": {"url": "redis://redis:6379"}, "key": "orders"}
+SENTINEL = {"masterName": "mymaster", "addresses": ["redis-sentinel.data:26379"]}
 GROUP = {"streamRef": {"name": "orders"}}
 
 # (id, kind, spec, what the API server says, what the operator says)
@@ -133,9 +134,70 @@ BAD = [
     (
         "unknown-mode",
         "RedisStream",
-        {**STREAM, "redis": {"url": "redis://r", "mode": "Sentinel"}},
-        'spec.redis.mode: Unsupported value: "Sentinel": supported values: "Standalone", "Cluster"',
-        "spec.redis.mode: Input should be 'Standalone' or 'Cluster'",
+        {**STREAM, "redis": {"url": "redis://r", "mode": "Replicated"}},
+        'spec.redis.mode: Unsupported value: "Replicated": supported values: "Standalone", '
+        '"Cluster", "Sentinel"',
+        "spec.redis.mode: Input should be 'Standalone', 'Cluster' or 'Sentinel'",
+    ),
+    (
+        "sentinel-mode-without-sentinels",
+        "RedisStream",
+        {**STREAM, "redis": {"mode": "Sentinel"}},
+        'spec.redis: Invalid value: "object": set sentinel exactly when mode is Sentinel',
+        "spec.redis: set sentinel exactly when mode is Sentinel",
+    ),
+    (
+        "sentinels-without-sentinel-mode",
+        "RedisStream",
+        {**STREAM, "redis": {"url": "redis://r", "sentinel": SENTINEL}},
+        'spec.redis: Invalid value: "object": set sentinel exactly when mode is Sentinel',
+        "spec.redis: set sentinel exactly when mode is Sentinel",
+    ),
+    (
+        "sentinel-and-url",
+        "RedisStream",
+        {**STREAM, "redis": {"url": "redis://r", "mode": "Sentinel", "sentinel": SENTINEL}},
+        "set exactly one of url or urlSecretRef (with mode Sentinel neither",
+        "set exactly one of url or urlSecretRef (with mode Sentinel neither",
+    ),
+    (
+        "sentinel-and-url-secret",
+        "RedisStream",
+        {
+            **STREAM,
+            "redis": {
+                "urlSecretRef": {"name": "s", "key": "url"},
+                "mode": "Sentinel",
+                "sentinel": SENTINEL,
+            },
+        },
+        "with mode Sentinel neither: the sentinels say where the primary is",
+        "with mode Sentinel neither: the sentinels say where the primary is",
+    ),
+    (
+        "sentinel-address-without-port",
+        "RedisStream",
+        {
+            **STREAM,
+            "redis": {"mode": "Sentinel", "sentinel": {**SENTINEL, "addresses": ["s-0.sentinel"]}},
+        },
+        'spec.redis.sentinel.addresses[0]: Invalid value: "s-0.sentinel"',
+        "spec.redis.sentinel.addresses.0: String should match pattern",
+    ),
+    (
+        "sentinel-without-addresses",
+        "RedisStream",
+        {**STREAM, "redis": {"mode": "Sentinel", "sentinel": {**SENTINEL, "addresses": []}}},
+        'spec.redis.sentinel.addresses: Invalid value: "array": spec.redis.sentinel.addresses in body '
+        "should have at least 1 items",
+        "spec.redis.sentinel.addresses: List should have at least 1 item",
+    ),
+    (
+        "sentinel-without-master-name",
+        "RedisStream",
+        {**STREAM, "redis": {"mode": "Sentinel", "sentinel": {"addresses": ["s:26379"]}}},
+        "spec.redis.sentinel.masterName: Required value",
+        "spec.redis.sentinel.masterName: Field required",
     ),
     (
         "pattern-star-alone",

@@ -214,12 +214,19 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     ca, other_ca = trustme.CA(), trustme.CA()
     folder: Path = tmp_path_factory.mktemp("pki")
     server_cert = ca.issue_cert("127.0.0.1", "localhost")
+    # A good certificate from the trusted CA, issued for another server's name.
+    elsewhere = ca.issue_cert("redis.elsewhere.example")
+    elsewhere.cert_chain_pems[0].write_to_path(str(folder / "elsewhere.pem"))
+    elsewhere.private_key_pem.write_to_path(str(folder / "elsewhere.key"))
     client_cert = ca.issue_cert("streamherd-client")
     ca.cert_pem.write_to_path(str(folder / "ca.pem"))
     server_cert.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
     server_cert.private_key_pem.write_to_path(str(folder / "server.key"))
     return {
         "files": TLSFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key"),
+        "elsewhere": TLSFiles(
+            folder / "ca.pem", folder / "elsewhere.pem", folder / "elsewhere.key"
+        ),
         "ca": ca.cert_pem.bytes(),
         "other_ca": other_ca.cert_pem.bytes(),
         "client_cert": client_cert.cert_chain_pems[0].bytes(),
@@ -291,15 +298,71 @@ async def test_mutual_tls_needs_the_client_certificate(
     gateway = RedisGateway(Endpoint(url=mtls_server.url, tls=with_cert))
     try:
         await gateway.ping()
-        key_dir = gateway._tls_dir
-        assert key_dir is not None
-        assert oct(Path(key_dir.name, "tls.key").stat().st_mode & 0o777) == "0o600"
+        keys = gateway._client_keys
+        assert keys is not None
+        # Kept in memory (memfd), never on a file system: a read-only root is fine.
+        assert keys.in_memory and keys.directory is None
+        assert Path(keys.key).read_bytes() == pki["client_key"]
+        key_path = keys.key
     finally:
         await gateway.close()
-    assert not Path(key_dir.name).exists(), "the private key file is removed on close"
+    assert not Path(key_path).exists(), "the in-memory key is gone with the client"
     await expect_problem(
         Endpoint(url=mtls_server.url, tls=TLSMaterial(ca_pem=pki["ca"])), EndpointProblem.TLS_FAILED
     )
+
+
+def test_client_key_falls_back_to_a_private_directory_without_memfd(
+    monkeypatch: pytest.MonkeyPatch, pki: dict[str, bytes]
+) -> None:
+    from streamherd.gateway import tls
+
+    monkeypatch.setattr(tls, "_memfd_works", lambda: False)
+    keys = tls.ClientKeyFiles(pki["client_cert"], pki["client_key"])
+    try:
+        assert not keys.in_memory and keys.directory is not None
+        assert oct(Path(keys.directory).stat().st_mode & 0o777) == "0o700"
+        assert oct(Path(keys.key).stat().st_mode & 0o777) == "0o600"
+        assert Path(keys.cert).read_bytes() == pki["client_cert"]
+    finally:
+        keys.close()
+    assert not Path(str(keys.key)).exists()
+
+
+def test_hostname_verification_is_asked_for_explicitly() -> None:
+    """Not left to redis-py's default (5.x: off, so any certificate of a trusted CA passes)."""
+    from streamherd.gateway.tls import tls_options
+
+    assert tls_options(TLSMaterial(ca_pem=b"CA"), None)["ssl_check_hostname"] is True
+    assert tls_options(TLSMaterial(ca_pem=b"CA"), None)["ssl_cert_reqs"] == "required"
+    insecure = tls_options(TLSMaterial(verify=False), None)
+    assert insecure["ssl_check_hostname"] is False and insecure["ssl_cert_reqs"] == "none"
+
+
+@pytest.fixture(scope="module")
+def misnamed_server(pki: dict[str, object]) -> Iterator[RedisServer]:
+    server = RedisServer(version="7.0", tls=pki["elsewhere"]).start()  # type: ignore[arg-type]
+    yield server
+    server.cleanup()
+
+
+async def test_a_certificate_for_another_name_is_refused(
+    misnamed_server: RedisServer, pki: dict[str, bytes]
+) -> None:
+    """The CA is trusted, the certificate is valid, but it names redis.elsewhere.example and
+    we connect to 127.0.0.1: refused, unless insecureSkipVerify says otherwise."""
+    error = await expect_problem(
+        Endpoint(url=misnamed_server.url, tls=TLSMaterial(ca_pem=pki["ca"])),
+        EndpointProblem.TLS_FAILED,
+    )
+    assert "mismatch" in error.message.lower() or "hostname" in error.message.lower()
+    gateway = RedisGateway(
+        Endpoint(url=misnamed_server.url, tls=TLSMaterial(ca_pem=pki["ca"], verify=False))
+    )
+    try:
+        await gateway.ping()
+    finally:
+        await gateway.close()
 
 
 # ---------------------------------------------------------------- sharing

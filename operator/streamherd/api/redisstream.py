@@ -34,6 +34,7 @@ _SPECIAL_FIRST_CEL = _SPECIAL_FIRST.replace("\\", "\\\\")
 class RedisMode(StrEnum):
     STANDALONE = "Standalone"
     CLUSTER = "Cluster"
+    SENTINEL = "Sentinel"
 
 
 class DeletionPolicy(StrEnum):
@@ -60,14 +61,62 @@ class TLSConfig(ApiModel):
     client_certificate_secret_ref: ClientCertificateReference | None = None
     """Client certificate and key for mutual TLS."""
     insecure_skip_verify: bool = False
-    """Do not verify the server's certificate. For tests only."""
+    """Do not verify the server's certificate nor its name (condition TLSVerified=False, a Warning Event). For tests only."""
+
+
+# host:port, the host a DNS name, an IPv4 address or a bracketed IPv6 address.
+_ADDRESS_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$"
+
+
+class SentinelConfig(ApiModel):
+    """Redis Sentinel: the sentinels to ask, and the name they know the primary by. The
+    operator (and a consumer) asks them where the primary is and follows it on failover.
+    TLS (spec.redis.tls) applies to the sentinels and the data nodes alike."""
+
+    master_name: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\s/,@]+$")]
+    """The name the sentinels monitor the primary under (sentinel monitor <name> ...)."""
+    addresses: Annotated[
+        list[Annotated[str, Field(max_length=262, pattern=_ADDRESS_PATTERN)]],
+        Field(min_length=1, max_length=16),
+    ]
+    """Sentinels as host:port (26379 is Sentinel's usual port); any one that answers is enough, list them all."""
+    database: Annotated[int, Field(ge=0, le=15)] = 0
+    """Database number on the primary."""
+    username: Annotated[str | None, Field(max_length=256)] = None
+    """ACL user on the sentinels (sentinel's own users, not the data nodes')."""
+    password_secret_ref: SecretKeyReference | None = None
+    """A Secret key holding the sentinels' password (requirepass / an ACL user's, in sentinel.conf)."""
+
+
+def _is_sentinel(m: RedisEndpoint) -> bool:
+    return m.mode is RedisMode.SENTINEL
 
 
 class RedisEndpoint(ApiModel):
     """How to reach Redis. Credentials only ever come from Secrets."""
 
     rules = (
-        exactly_one("url", "urlSecretRef", "set exactly one of url or urlSecretRef"),
+        Rule(
+            cel=(
+                "has(self.mode) && self.mode == 'Sentinel'"
+                " ? !has(self.url) && !has(self.urlSecretRef)"
+                " : has(self.url) != has(self.urlSecretRef)"
+            ),
+            message=(
+                "set exactly one of url or urlSecretRef (with mode Sentinel neither: "
+                "the sentinels say where the primary is)"
+            ),
+            check=lambda m: (
+                m.url is None and m.url_secret_ref is None
+                if _is_sentinel(m)
+                else (m.url is None) != (m.url_secret_ref is None)
+            ),
+        ),
+        Rule(
+            cel="(has(self.mode) && self.mode == 'Sentinel') == has(self.sentinel)",
+            message="set sentinel exactly when mode is Sentinel",
+            check=lambda m: _is_sentinel(m) == (m.sentinel is not None),
+        ),
         Rule(
             cel=f"!has(self.url) || !self.url.matches('{_URL_WITH_PASSWORD_CEL}')",
             message="url must not contain a password: use passwordSecretRef, or urlSecretRef",
@@ -76,17 +125,19 @@ class RedisEndpoint(ApiModel):
     )
 
     url: Annotated[str | None, Field(max_length=1024, pattern=_URL_PATTERN)] = None
-    """redis:// or rediss:// URL, optionally with a database number: redis://redis.db:6379/0."""
+    """redis:// or rediss:// URL, optionally with a database number: redis://redis.db:6379/0 (not with mode Sentinel)."""
     url_secret_ref: SecretKeyReference | None = None
     """A Secret key holding the whole URL (it may include credentials)."""
     username: Annotated[str | None, Field(max_length=256)] = None
-    """ACL user name."""
+    """ACL user name (on the data nodes)."""
     password_secret_ref: SecretKeyReference | None = None
-    """A Secret key holding the password."""
+    """A Secret key holding the password (of the data nodes)."""
     tls: TLSConfig | None = None
     """TLS settings."""
     mode: RedisMode = RedisMode.STANDALONE
-    """Standalone (including a primary behind a Service) or Cluster."""
+    """Standalone (including a primary behind a Service), Cluster, or Sentinel (set sentinel, not url)."""
+    sentinel: SentinelConfig | None = None
+    """The sentinels and the primary's name (mode Sentinel only)."""
 
 
 def _has_password(url: str) -> bool:

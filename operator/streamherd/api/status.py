@@ -38,6 +38,9 @@ class ConditionType(StrEnum):
     back; on a RedisStream, False (PolicyNotFound) when its policy does not exist."""
     UNCONSUMED_DROPPED = "UnconsumedDropped"
     """True when hardMaxLength dropped entries some group had not consumed."""
+    TLS_VERIFIED = "TLSVerified"
+    """Present (False) only when spec.redis.tls.insecureSkipVerify turns off the check of the
+    server's certificate and name."""
 
 
 class Reason(StrEnum):
@@ -64,6 +67,7 @@ class Reason(StrEnum):
     SCALING = "Scaling"
     SCALING_DISABLED = "ScalingDisabled"
     REDIS_ERROR = "RedisError"
+    INSECURE_SKIP_VERIFY = "InsecureSkipVerify"
     # Healthy
     OK = "OK"
     LAGGING = "Lagging"

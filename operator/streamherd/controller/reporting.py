@@ -132,6 +132,7 @@ OWNED_CONDITIONS = (
     ConditionType.RECOVERY_ISOLATED,
     ConditionType.RETENTION,
     ConditionType.UNCONSUMED_DROPPED,
+    ConditionType.TLS_VERIFIED,
 )
 
 

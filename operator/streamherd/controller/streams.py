@@ -17,9 +17,9 @@ from streamherd.controller.context import Context, StreamBinding
 from streamherd.controller.polling import DEFAULT_INTERVAL, Source, scan_pattern
 from streamherd.controller.reporting import StatusWriter, report
 from streamherd.controller.waiting import Stopped, next_result, sleep
-from streamherd.decisions.conditions import Verdict
+from streamherd.decisions.conditions import Verdict, condition
 from streamherd.decisions.durability import DURABILITY_FIELD
-from streamherd.decisions.streams import STREAM_FIELDS, stream_status
+from streamherd.decisions.streams import STREAM_FIELDS, stream_status, tls_verdict
 from streamherd.gateway import GatewayError, SecretMissing
 from streamherd.gateway.retention import unlink_managed
 from streamherd.kube import requests as rq
@@ -115,6 +115,11 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
                 retention = stream_verdict(ctx.policies, namespace, policy)
                 if retention is not None:
                     verdicts.append(retention)
+                insecure = tls_verdict(spec.redis)
+                if insecure is not None:
+                    verdicts.append(insecure)
+                    if condition(writer.current, ConditionType.TLS_VERIFIED) is None:
+                        await writer.event("Warning", insecure.reason, insecure.message)
                 await report(writer, verdicts, generation, fields)
                 continue  # the next poll result paces the loop
             ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, binding.problem.reason).inc()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from streamherd.api.status import Reason
+from streamherd.api.redisstream import RedisEndpoint
+from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.decisions.conditions import Verdict
 from streamherd.observations import EndpointProblem, Observation, StreamStatus
 
@@ -24,6 +25,22 @@ REASON_FOR_PROBLEM = {
 
 def problem_verdict(problem: EndpointProblem, message: str | None) -> Verdict:
     return Verdict.not_ready(REASON_FOR_PROBLEM[problem], message or str(problem))
+
+
+def tls_verdict(redis: RedisEndpoint) -> Verdict | None:
+    """TLSVerified=False while insecureSkipVerify is set (a Warning Event on the way in);
+    no condition otherwise."""
+    if redis.tls is None or not redis.tls.insecure_skip_verify:
+        return None
+    return Verdict(
+        ConditionType.TLS_VERIFIED,
+        ConditionStatus.FALSE,
+        Reason.INSECURE_SKIP_VERIFY,
+        "spec.redis.tls.insecureSkipVerify is set: the server's certificate and name are not "
+        "checked, so anyone on the network path can pose as Redis and read the credentials "
+        "and the data; set tls.caSecretRef to the CA that issued the server's certificate "
+        "instead",
+    )
 
 
 STREAM_FIELDS = ("length", "firstEntryId", "lastEntryId", "groups", "matchedKeys")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import os
-import tempfile
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,12 +21,14 @@ from redis import exceptions as rx
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
 
 from streamherd.gateway import durability as persistence
 from streamherd.gateway.endpoint import Endpoint
 from streamherd.gateway.errors import GatewayError, classify
+from streamherd.gateway.tls import ClientKeyFiles, tls_options
 from streamherd.observations import (
     EndpointProblem,
     GroupState,
@@ -143,7 +143,8 @@ class RedisGateway:
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._client: Redis | RedisCluster | None = None
-        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._client_keys: ClientKeyFiles | None = None
+        self._primary_checked = 0.0
         self._connect_lock = asyncio.Lock()
         self.server_version: tuple[int, int, int] | None = None
         self.round_trips = 0
@@ -167,7 +168,11 @@ class RedisGateway:
         return self.server_version is None or self.server_version < (8, 0, 0)
 
     async def connect(self) -> None:
-        """Connect, learn the server version and load the scripts. Idempotent."""
+        """Connect, learn the server version and load the scripts. Idempotent (with Sentinel,
+        it also keeps the connections on the current primary)."""
+        if self._client is not None:
+            await self._follow_primary()
+            return
         async with self._connect_lock:
             if self._client is not None:
                 return
@@ -203,46 +208,80 @@ class RedisGateway:
 
     def _make_client(self) -> Redis | RedisCluster:
         endpoint = self.endpoint
+        socket_options: dict[str, Any] = {
+            "socket_connect_timeout": self._connect_timeout,
+            "socket_timeout": self._command_timeout,
+        }
         options: dict[str, Any] = {
             "username": endpoint.username,
             "password": endpoint.password,
             "decode_responses": True,
-            "socket_connect_timeout": self._connect_timeout,
-            "socket_timeout": self._command_timeout,
             "client_name": CLIENT_NAME,
             "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=1),
+            **socket_options,
         }
-        options.update(self._tls_options())
+        tls = self._tls_options()
+        options.update(tls)
         if endpoint.cluster:
             options.pop("retry")  # RedisCluster retries across nodes by itself
             return RedisCluster.from_url(endpoint.url, **options)
+        if endpoint.sentinel is not None:
+            return self._sentinel_client(options, socket_options, tls)
         return Redis.from_url(endpoint.url, **options)
+
+    def _sentinel_client(
+        self, options: dict[str, Any], socket_options: dict[str, Any], tls: dict[str, Any]
+    ) -> Redis:
+        """A client of the primary the sentinels name, reconnecting to the new one after a
+        failover (redis-py's SentinelConnectionPool asks a sentinel at each connect)."""
+        sentinel = self.endpoint.sentinel
+        assert sentinel is not None
+        ssl = {"ssl": True, **tls} if self.endpoint.tls is not None else {}
+        sentinels = Sentinel(  # type: ignore[no-untyped-call]
+            list(sentinel.addresses),
+            sentinel_kwargs={
+                "username": sentinel.username,
+                "password": sentinel.password,
+                "decode_responses": True,
+                **socket_options,
+                **ssl,
+            },
+        )
+        client: Redis = sentinels.master_for(
+            sentinel.master, db=sentinel.database, **options, **ssl
+        )
+        return client
+
+    async def _follow_primary(self) -> None:
+        """With Sentinel, ask where the primary is at most once a second: after a failover
+        (SENTINEL FAILOVER, or a primary that died) connections still open to the old primary,
+        now a replica, would go on answering reads; the pool drops them once the sentinels
+        name another primary. Sentinels that cannot be asked leave the connections as they
+        are (a new connection then fails on its own, typed)."""
+        client = self._client
+        if self.endpoint.sentinel is None or not isinstance(client, Redis):
+            return
+        now = time.monotonic()
+        if now - self._primary_checked < 1.0:
+            return
+        self._primary_checked = now
+        pool = client.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        with contextlib.suppress(rx.ConnectionError, rx.TimeoutError, OSError):
+            await pool.get_master_address()  # type: ignore[no-untyped-call]
 
     def _tls_options(self) -> dict[str, Any]:
         tls = self.endpoint.tls
         if tls is None:
             return {}
-        options: dict[str, Any] = {"ssl_cert_reqs": "required" if tls.verify else "none"}
-        if not tls.verify:
-            options["ssl_check_hostname"] = False
-        if tls.ca_pem:
-            options["ssl_ca_data"] = tls.ca_pem.decode()
-        if tls.client_cert_pem and tls.client_key_pem:
-            # ssl.load_cert_chain only takes files: private ones, removed on close.
-            self._tls_dir = tempfile.TemporaryDirectory(prefix="streamherd-tls-")
-            cert = os.path.join(self._tls_dir.name, "tls.crt")
-            key = os.path.join(self._tls_dir.name, "tls.key")
-            for path, data in ((cert, tls.client_cert_pem), (key, tls.client_key_pem)):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-            options["ssl_certfile"], options["ssl_keyfile"] = cert, key
-        return options
+        if tls.client_cert_pem and tls.client_key_pem and self._client_keys is None:
+            self._client_keys = ClientKeyFiles(tls.client_cert_pem, tls.client_key_pem)
+        return tls_options(tls, self._client_keys)
 
     def _cleanup_tls(self) -> None:
-        if self._tls_dir is not None:
-            self._tls_dir.cleanup()
-            self._tls_dir = None
+        if self._client_keys is not None:
+            self._client_keys.close()
+            self._client_keys = None
 
     async def _load_scripts(self, shas: Iterable[str] = SCRIPTS) -> None:
         client = self._require()

@@ -36,16 +36,50 @@ class TLSMaterial:
 
 
 @dataclass(frozen=True)
+class SentinelMaterial:
+    """Where the sentinels are and what they call the primary (mode Sentinel)."""
+
+    master: str
+    addresses: tuple[tuple[str, int], ...]
+    database: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    """The sentinels' own password (the data nodes' is ``Endpoint.password``)."""
+
+    def url(self, tls: bool) -> str:
+        """``redis+sentinel://s1:26379,s2:26379/<master>/<db>`` (``rediss+`` with TLS): the
+        endpoint's one-line form, in ``display`` and in the consumer's STREAMHERD_REDIS_URL.
+        It carries no credential."""
+        hosts = ",".join(f"{_bracket(host)}:{port}" for host, port in self.addresses)
+        return f"{'rediss' if tls else 'redis'}+sentinel://{hosts}/{self.master}/{self.database}"
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as (host, port)."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
 class Endpoint:
     url: str = field(repr=False)
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: TLSMaterial | None = None
     cluster: bool = False
+    sentinel: SentinelMaterial | None = None
+    """Set for mode Sentinel: ``url`` is then ``sentinel.url(...)``, not a server's."""
 
     @property
     def display(self) -> str:
-        """host:port/db, safe for logs, events and conditions."""
+        """host:port/db, safe for logs, events and conditions (with Sentinel: the sentinels,
+        the primary's name and the database)."""
+        if self.sentinel is not None:
+            return self.sentinel.url(self.tls is not None)
         parts = urlsplit(self.url)
         host = parts.hostname or "?"
         port = parts.port or 6379
@@ -62,6 +96,7 @@ class Endpoint:
             self.password or "",
             repr(self.cluster),
             *(_tls_parts(self.tls)),
+            *(_sentinel_parts(self.sentinel)),
         ):
             digest.update(part.encode() if isinstance(part, str) else part)
             digest.update(b"\0")
@@ -79,9 +114,30 @@ def _tls_parts(tls: TLSMaterial | None) -> list[bytes | str]:
     ]
 
 
+def _sentinel_parts(sentinel: SentinelMaterial | None) -> list[str]:
+    if sentinel is None:
+        return ["no-sentinel"]
+    return [sentinel.url(False), sentinel.username or "", sentinel.password or ""]
+
+
 def resolve_endpoint(spec: RedisEndpoint, read_secret: SecretReader) -> Endpoint:
     """The endpoint described by ``spec``; Secret values come from ``read_secret``."""
-    if spec.url_secret_ref is not None:
+    sentinel = None
+    if spec.sentinel is not None:
+        config = spec.sentinel
+        sentinel_password = None
+        if config.password_secret_ref is not None:
+            ref = config.password_secret_ref
+            sentinel_password = read_secret(ref.name, ref.key).decode().rstrip("\n")
+        sentinel = SentinelMaterial(
+            master=config.master_name,
+            addresses=tuple(parse_address(a) for a in config.addresses),
+            database=config.database,
+            username=config.username,
+            password=sentinel_password,
+        )
+        url = sentinel.url(spec.tls is not None and spec.tls.enabled)
+    elif spec.url_secret_ref is not None:
         url = read_secret(spec.url_secret_ref.name, spec.url_secret_ref.key).decode().strip()
     else:
         assert spec.url is not None  # the model's exactly-one rule
@@ -109,12 +165,16 @@ def resolve_endpoint(spec: RedisEndpoint, read_secret: SecretReader) -> Endpoint
         password=password,
         tls=tls,
         cluster=spec.mode is RedisMode.CLUSTER,
+        sentinel=sentinel,
     )
 
 
 def referenced_secrets(spec: RedisEndpoint) -> set[str]:
     """Names of the Secrets ``spec`` reads: fetch these, then resolve_endpoint."""
-    names = {ref.name for ref in (spec.url_secret_ref, spec.password_secret_ref) if ref is not None}
+    refs = [spec.url_secret_ref, spec.password_secret_ref]
+    if spec.sentinel is not None:
+        refs.append(spec.sentinel.password_secret_ref)
+    names = {ref.name for ref in refs if ref is not None}
     if spec.tls is not None:
         if spec.tls.ca_secret_ref is not None:
             names.add(spec.tls.ca_secret_ref.name)

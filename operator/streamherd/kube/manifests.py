@@ -23,18 +23,41 @@ MANAGED_BY = "app.kubernetes.io/managed-by"
 def consumer_env(stream: RedisStreamSpec, group: str) -> list[dict[str, Any]]:
     """What a consumer needs to know, as container env: where Redis is (credentials only by
     Secret reference), which stream and group, and its own name (the pod's, via the downward
-    API, so the janitor can tell live consumers from dead ones). ``STREAMHERD_REDIS_MODE``
-    is ``spec.redis.mode``: a Cluster consumer reads per hash slot (the SDK's ``topology``)."""
+    API, so the janitor can tell live consumers from dead ones).
+
+    ``STREAMHERD_REDIS_MODE`` is ``spec.redis.mode``, how to reach it: a Cluster consumer reads
+    per hash slot (the SDK's ``topology``). Standalone and Cluster take
+    ``STREAMHERD_REDIS_URL`` as it is; with Sentinel the URL is
+    ``redis+sentinel://s1:26379,s2:26379/<master>/<db>`` (``rediss+sentinel`` with TLS), a
+    scheme a plain client refuses rather than connecting somewhere wrong, and the sentinels'
+    own credentials come as ``STREAMHERD_REDIS_SENTINEL_USERNAME`` /
+    ``STREAMHERD_REDIS_SENTINEL_PASSWORD``."""
     redis = stream.redis
     env: list[dict[str, Any]] = [{"name": "STREAMHERD_REDIS_MODE", "value": str(redis.mode)}]
-    if redis.url_secret_ref is not None:
+    if redis.sentinel is not None:
+        sentinel = redis.sentinel
+        scheme = "rediss" if redis.tls is not None and redis.tls.enabled else "redis"
+        hosts = ",".join(sentinel.addresses)
+        url = f"{scheme}+sentinel://{hosts}/{sentinel.master_name}/{sentinel.database}"
+        env.append({"name": "STREAMHERD_REDIS_URL", "value": url})
+        if sentinel.username:
+            env.append({"name": "STREAMHERD_REDIS_SENTINEL_USERNAME", "value": sentinel.username})
+        if sentinel.password_secret_ref is not None:
+            ref = sentinel.password_secret_ref
+            env.append(_from_secret("STREAMHERD_REDIS_SENTINEL_PASSWORD", ref.name, ref.key))
+    elif redis.url_secret_ref is not None:
         env.append(
             _from_secret(
                 "STREAMHERD_REDIS_URL", redis.url_secret_ref.name, redis.url_secret_ref.key
             )
         )
     else:
-        env.append({"name": "STREAMHERD_REDIS_URL", "value": redis.url})
+        url = str(redis.url)
+        if redis.tls is not None and redis.tls.enabled and url.startswith("redis://"):
+            url = "rediss://" + url.removeprefix("redis://")  # as the operator connects
+        env.append({"name": "STREAMHERD_REDIS_URL", "value": url})
+    if redis.tls is not None and redis.tls.enabled:
+        env.append({"name": "STREAMHERD_REDIS_TLS", "value": "true"})
     if redis.username:
         env.append({"name": "STREAMHERD_REDIS_USERNAME", "value": redis.username})
     if redis.password_secret_ref is not None:
@@ -43,6 +66,12 @@ def consumer_env(stream: RedisStreamSpec, group: str) -> list[dict[str, Any]]:
     if redis.tls is not None and redis.tls.ca_secret_ref is not None:
         ref = redis.tls.ca_secret_ref
         env.append(_from_secret("STREAMHERD_REDIS_CA_CERT", ref.name, ref.key))
+    if redis.tls is not None and redis.tls.client_certificate_secret_ref is not None:
+        name = redis.tls.client_certificate_secret_ref.name
+        env.append(_from_secret("STREAMHERD_REDIS_CLIENT_CERT", name, "tls.crt"))
+        env.append(_from_secret("STREAMHERD_REDIS_CLIENT_KEY", name, "tls.key"))
+    if redis.tls is not None and redis.tls.insecure_skip_verify:
+        env.append({"name": "STREAMHERD_REDIS_TLS_INSECURE", "value": "true"})
     if stream.key is not None:
         env.append({"name": "STREAMHERD_STREAM", "value": stream.key})
     else:
