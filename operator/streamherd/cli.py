@@ -206,7 +206,10 @@ def _where_options(fn: Any) -> Any:
         click.option(
             "--url",
             envvar="STREAMHERD_REDIS_URL",
-            help="Or a Redis URL (env STREAMHERD_REDIS_URL).",
+            help=(
+                "Or a Redis URL (env STREAMHERD_REDIS_URL); redis+sentinel://s1:26379,s2:26379/"
+                "MASTER/DB for Sentinel (its password from $STREAMHERD_REDIS_SENTINEL_PASSWORD)."
+            ),
         ),
         click.option(
             "--username", envvar="STREAMHERD_REDIS_USERNAME", help="ACL user (with --url)."
@@ -282,6 +285,7 @@ def _dlq_run(options: dict[str, Any], command: Any) -> None:
         url=options.get("url") if not options.get("redisstream") else None,
         username=options.get("username"),
         password=os.environ.get(options.get("password_env") or "") or None,
+        sentinel_password=os.environ.get("STREAMHERD_REDIS_SENTINEL_PASSWORD") or None,
         ca_cert=Path(ca_path).read_bytes() if ca_path else None,
         cluster=bool(options.get("cluster")),
         key=options.get("key"),

@@ -23,7 +23,7 @@ from streamherd.decisions import deadletter as dl
 from streamherd.decisions.recovery import default_dead_letter_key
 from streamherd.gateway import Endpoint, GatewayError, RedisGateway, SecretMissing
 from streamherd.gateway import deadletter as redis_dl
-from streamherd.gateway.endpoint import TLSMaterial
+from streamherd.gateway.endpoint import TLSMaterial, sentinel_from_url
 from streamherd.keys import DEAD_LETTER_SUFFIX
 from streamherd.kube import KubeClient
 from streamherd.kube import requests as rq
@@ -43,6 +43,7 @@ class Where:
     url: str | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
     ca_cert: bytes | None = None
     cluster: bool = False
     key: str | None = None
@@ -79,14 +80,19 @@ async def connect(where: Where, kube: KubeClient | None) -> Target:
     if where.key is None and where.pattern is None and not where.dead_letters:
         raise DeadLetterError("with --url, name the stream: --key, --pattern or --dead-letter")
     tls = TLSMaterial(ca_pem=where.ca_cert) if where.ca_cert else None
-    if tls is None and where.url.startswith("rediss://"):
+    if tls is None and where.url.startswith(("rediss://", "rediss+sentinel://")):
         tls = TLSMaterial()
+    try:
+        sentinel = sentinel_from_url(where.url, password=where.sentinel_password)
+    except ValueError as exc:
+        raise DeadLetterError(str(exc)) from exc
     endpoint = Endpoint(
         url=where.url,
         username=where.username,
         password=where.password,
         tls=tls,
         cluster=where.cluster,
+        sentinel=sentinel,
     )
     return Target(
         gateway=RedisGateway(endpoint),

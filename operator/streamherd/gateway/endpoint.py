@@ -64,6 +64,27 @@ def parse_address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def sentinel_from_url(url: str, *, password: str | None = None) -> SentinelMaterial | None:
+    """A ``redis+sentinel://h1:26379,h2:26379/<master>[/<db>]`` URL (``rediss+`` with TLS) as
+    SentinelMaterial; None for any other URL. Raises ValueError for a malformed one."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.endswith("+sentinel"):
+        return None
+    hosts, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not hosts or not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ValueError(
+            f"{scheme}:// URLs name hosts, the primary and a database: {scheme}://"
+            "s1:26379,s2:26379/mymaster/0"
+        )
+    return SentinelMaterial(
+        master=parts[0],
+        addresses=tuple(parse_address(h) for h in hosts.split(",")),
+        database=int(parts[1]) if len(parts) == 2 else 0,
+        password=password,
+    )
+
+
 @dataclass(frozen=True)
 class Endpoint:
     url: str = field(repr=False)
