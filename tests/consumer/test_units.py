@@ -53,18 +53,35 @@ def test_settings_name_what_is_missing() -> None:
 def test_settings_read_what_the_operator_injects() -> None:
     """The names the operator puts in consumer pods (decisions/workload.py) are the ones the
     SDK reads: one list, checked against the other."""
-    spec = RedisStreamSpec.model_validate(
+    tls = {
+        "caSecretRef": {"name": "ca", "key": "ca.crt"},
+        "clientCertificateSecretRef": {"name": "client"},
+    }
+    specs = [
         {
-            "redis": {
-                "url": "rediss://redis:6380/0",
-                "username": "u",
-                "passwordSecretRef": {"name": "s", "key": "p"},
-                "tls": {"caSecretRef": {"name": "ca", "key": "ca.crt"}},
+            "url": "rediss://redis:6380/0",
+            "username": "u",
+            "passwordSecretRef": {"name": "s", "key": "p"},
+            "tls": tls,
+        },
+        {"url": "rediss://redis:6380/0", "tls": {"insecureSkipVerify": True}},
+        {
+            "mode": "Sentinel",
+            "sentinel": {
+                "masterName": "m",
+                "addresses": ["s:26379"],
+                "username": "su",
+                "passwordSecretRef": {"name": "s", "key": "sp"},
             },
-            "keyPattern": "conv:*",
-        }
-    )
-    injected = {e["name"] for e in consumer_env(spec, "brain")}
+        },
+    ]
+    injected = {
+        e["name"]
+        for redis in specs
+        for e in consumer_env(
+            RedisStreamSpec.model_validate({"redis": redis, "keyPattern": "conv:*"}), "brain"
+        )
+    }
     read = {
         getattr(module, n) for n in dir(module) if n.endswith("_ENV") and n not in {"STREAM_ENV"}
     }

@@ -315,7 +315,7 @@ async def test_mutual_tls_needs_the_client_certificate(
 def test_client_key_falls_back_to_a_private_directory_without_memfd(
     monkeypatch: pytest.MonkeyPatch, pki: dict[str, bytes]
 ) -> None:
-    from streamherd.gateway import tls
+    from streamherd import connecting as tls
 
     monkeypatch.setattr(tls, "_memfd_works", lambda: False)
     keys = tls.ClientKeyFiles(pki["client_cert"], pki["client_key"])
@@ -331,11 +331,11 @@ def test_client_key_falls_back_to_a_private_directory_without_memfd(
 
 def test_hostname_verification_is_asked_for_explicitly() -> None:
     """Not left to redis-py's default (5.x: off, so any certificate of a trusted CA passes)."""
-    from streamherd.gateway.tls import tls_options
+    from streamherd.connecting import tls_options
 
-    assert tls_options(TLSMaterial(ca_pem=b"CA"), None)["ssl_check_hostname"] is True
-    assert tls_options(TLSMaterial(ca_pem=b"CA"), None)["ssl_cert_reqs"] == "required"
-    insecure = tls_options(TLSMaterial(verify=False), None)
+    assert tls_options(verify=True, ca_pem=b"CA")["ssl_check_hostname"] is True
+    assert tls_options(verify=True, ca_pem=b"CA")["ssl_cert_reqs"] == "required"
+    insecure = tls_options(verify=False)
     assert insecure["ssl_check_hostname"] is False and insecure["ssl_cert_reqs"] == "none"
 
 

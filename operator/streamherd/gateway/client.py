@@ -25,10 +25,10 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
 
+from streamherd.connecting import ClientKeyFiles, tls_options
 from streamherd.gateway import durability as persistence
 from streamherd.gateway.endpoint import Endpoint
 from streamherd.gateway.errors import GatewayError, classify
-from streamherd.gateway.tls import ClientKeyFiles, tls_options
 from streamherd.observations import (
     EndpointProblem,
     GroupState,
@@ -280,7 +280,7 @@ class RedisGateway:
             return {}
         if tls.client_cert_pem and tls.client_key_pem and self._client_keys is None:
             self._client_keys = ClientKeyFiles(tls.client_cert_pem, tls.client_key_pem)
-        return tls_options(tls, self._client_keys)
+        return tls_options(verify=tls.verify, ca_pem=tls.ca_pem, keys=self._client_keys)
 
     def _cleanup_tls(self) -> None:
         if self._client_keys is not None:

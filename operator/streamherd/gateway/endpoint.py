@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from streamherd.api.redisstream import RedisEndpoint, RedisMode
+from streamherd.connecting import parse_address, parse_sentinel_url, sentinel_url
 
 
 class SecretMissing(LookupError):
@@ -47,40 +48,21 @@ class SentinelMaterial:
     """The sentinels' own password (the data nodes' is ``Endpoint.password``)."""
 
     def url(self, tls: bool) -> str:
-        """``redis+sentinel://s1:26379,s2:26379/<master>/<db>`` (``rediss+`` with TLS): the
-        endpoint's one-line form, in ``display`` and in the consumer's STREAMHERD_REDIS_URL.
-        It carries no credential."""
-        hosts = ",".join(f"{_bracket(host)}:{port}" for host, port in self.addresses)
-        return f"{'rediss' if tls else 'redis'}+sentinel://{hosts}/{self.master}/{self.database}"
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` as (host, port)."""
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
+        """The endpoint's one-line form (``connecting.sentinel_url``), in ``display`` and in
+        the consumer's STREAMHERD_REDIS_URL. It carries no credential."""
+        return sentinel_url(self.addresses, self.master, self.database, tls=tls)
 
 
 def sentinel_from_url(url: str, *, password: str | None = None) -> SentinelMaterial | None:
     """A ``redis+sentinel://h1:26379,h2:26379/<master>[/<db>]`` URL (``rediss+`` with TLS) as
     SentinelMaterial; None for any other URL. Raises ValueError for a malformed one."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or not scheme.endswith("+sentinel"):
+    parsed = parse_sentinel_url(url)
+    if parsed is None:
         return None
-    hosts, _, path = rest.partition("/")
-    parts = [p for p in path.split("/") if p]
-    if not hosts or not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
-        raise ValueError(
-            f"{scheme}:// URLs name hosts, the primary and a database: {scheme}://"
-            "s1:26379,s2:26379/mymaster/0"
-        )
     return SentinelMaterial(
-        master=parts[0],
-        addresses=tuple(parse_address(h) for h in hosts.split(",")),
-        database=int(parts[1]) if len(parts) == 2 else 0,
+        master=parsed.master,
+        addresses=parsed.addresses,
+        database=parsed.database,
         password=password,
     )
 

@@ -13,6 +13,7 @@ from typing import Any
 from streamherd.api import API_GROUP, API_VERSION
 from streamherd.api.consumergroup import ConsumerGroupSpec
 from streamherd.api.redisstream import RedisStreamSpec
+from streamherd.connecting import parse_address, sentinel_url
 
 GROUP_LABEL = f"{API_GROUP}/consumergroup"
 TEMPLATE_HASH = f"{API_GROUP}/template-hash"
@@ -36,9 +37,12 @@ def consumer_env(stream: RedisStreamSpec, group: str) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [{"name": "STREAMHERD_REDIS_MODE", "value": str(redis.mode)}]
     if redis.sentinel is not None:
         sentinel = redis.sentinel
-        scheme = "rediss" if redis.tls is not None and redis.tls.enabled else "redis"
-        hosts = ",".join(sentinel.addresses)
-        url = f"{scheme}+sentinel://{hosts}/{sentinel.master_name}/{sentinel.database}"
+        url = sentinel_url(
+            [parse_address(a) for a in sentinel.addresses],
+            sentinel.master_name,
+            sentinel.database,
+            tls=redis.tls is not None and redis.tls.enabled,
+        )
         env.append({"name": "STREAMHERD_REDIS_URL", "value": url})
         if sentinel.username:
             env.append({"name": "STREAMHERD_REDIS_SENTINEL_USERNAME", "value": sentinel.username})

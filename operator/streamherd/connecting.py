@@ -1,5 +1,12 @@
-"""TLS options for redis-py, with the server's name always checked unless told not to, and the
-client certificate kept off the file system.
+"""What the operator's gateway and the consumer SDK share about reaching Redis (so it imports
+nothing of ours): the ``redis+sentinel://`` URL form, and TLS options for redis-py with the
+server's name always checked unless told not to and the client certificate kept off the file
+system.
+
+A Sentinel endpoint in one line: ``redis+sentinel://s1:26379,s2:26379/<master>/<db>``
+(``rediss+sentinel://`` with TLS). It is the RedisStream's display form and the consumer's
+``STREAMHERD_REDIS_URL`` in mode Sentinel; a plain client refuses the scheme rather than
+connecting somewhere wrong. It carries no credential.
 
 Hostname verification is set explicitly: redis-py 5.x defaults ``ssl_check_hostname`` to False
 (any certificate from a trusted CA is accepted, whatever name it was issued for), 6.x to True.
@@ -19,9 +26,55 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from streamherd.gateway.endpoint import TLSMaterial
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
+def sentinel_url(
+    addresses: Sequence[tuple[str, int]], master: str, database: int, *, tls: bool
+) -> str:
+    hosts = ",".join(
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in addresses
+    )
+    return f"{'rediss' if tls else 'redis'}+sentinel://{hosts}/{master}/{database}"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as (host, port)."""
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    addresses: tuple[tuple[str, int], ...]
+    master: str
+    database: int
+    tls: bool
+
+
+def parse_sentinel_url(url: str) -> SentinelURL | None:
+    """A ``redis+sentinel://`` (or ``rediss+sentinel://``) URL's parts; None for any other
+    URL. Raises ValueError for a malformed one."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in SENTINEL_SCHEMES:
+        return None
+    hosts, _, path = rest.rpartition("@")[2].partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not hosts or not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ValueError(
+            f"{scheme}:// URLs name hosts, the primary and a database: "
+            f"{scheme}://s1:26379,s2:26379/mymaster/0"
+        )
+    return SentinelURL(
+        addresses=tuple(parse_address(h) for h in hosts.split(",")),
+        master=parts[0],
+        database=int(parts[1]) if len(parts) == 2 else 0,
+        tls=scheme == "rediss+sentinel",
+    )
 
 
 class ClientKeyFiles:
@@ -84,15 +137,19 @@ def _memfd_works() -> bool:
         os.close(fd)
 
 
-def tls_options(tls: TLSMaterial, keys: ClientKeyFiles | None) -> dict[str, Any]:
-    """redis-py connection options for ``tls`` (``keys``: its client certificate, opened)."""
+def tls_options(
+    *, verify: bool, ca_pem: bytes | str | None = None, keys: ClientKeyFiles | None = None
+) -> dict[str, Any]:
+    """redis-py connection options for TLS: the certificate and the server's name checked
+    unless ``verify`` is False; ``ca_pem`` the CA bundle (PEM; the system CAs when None);
+    ``keys`` the client certificate, opened."""
     options: dict[str, Any] = {
-        "ssl_cert_reqs": "required" if tls.verify else "none",
+        "ssl_cert_reqs": "required" if verify else "none",
         # Explicit: redis-py 5.x would accept a certificate issued for any name.
-        "ssl_check_hostname": tls.verify,
+        "ssl_check_hostname": verify,
     }
-    if tls.ca_pem:
-        options["ssl_ca_data"] = tls.ca_pem.decode()
+    if ca_pem:
+        options["ssl_ca_data"] = ca_pem.decode() if isinstance(ca_pem, bytes) else ca_pem
     if keys is not None:
         options["ssl_certfile"], options["ssl_keyfile"] = keys.cert, keys.key
     return options
