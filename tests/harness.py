@@ -15,7 +15,7 @@ import redis
 from e2e import consumer
 from e2e.cluster.fixtures import CONTROL_PLANE
 from e2e.cluster.processes import OperatorProcess, wait_until
-from e2e.cluster.redis import RedisServer, free_port
+from e2e.cluster.redis import SERVERS, RedisServer, free_port
 
 GROUP = "streamherd.io/v1alpha1"
 KINDS = {
@@ -312,7 +312,7 @@ def harness(
         h._redis.close()
 
 
-@pytest.fixture(params=["7.0", "8.2"], ids=["redis7.0", "redis8.2"])
+@pytest.fixture(params=SERVERS, ids=lambda v: v if "valkey" in v else f"redis{v}")
 def harness_any_redis(
     request: pytest.FixtureRequest,
     cluster_objects: Any,

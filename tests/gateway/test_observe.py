@@ -3,7 +3,7 @@
 import time
 
 import redis.asyncio as aredis
-from e2e.cluster.redis import RedisServer
+from e2e.cluster.redis import VALKEY, RedisServer
 from tests.gateway.helpers import lag_of
 from tests.gateway.test_groups import fill
 
@@ -115,7 +115,8 @@ async def test_stale_lag_beyond_the_stream_length_is_clamped(
     gateway: RedisGateway, r: aredis.Redis, server: RedisServer
 ) -> None:
     """redis/redis #13473: on 7.x, trimming ahead of a group leaves a lag larger than the
-    stream: a group can never lag by more than XLEN."""
+    stream: a group can never lag by more than XLEN. Valkey 9.1 still reports it (it fixed
+    #13337 above, not this one)."""
     await fill(r, "orders", 10)
     await r.xgroup_create("orders", "g", "0")
     await r.xreadgroup("g", "c", {"orders": ">"}, count=1)
@@ -124,7 +125,7 @@ async def test_stale_lag_beyond_the_stream_length_is_clamped(
     observed = await gateway.observe(["orders"])
     state, lag = observed.group("orders", "g"), lag_of(observed, "orders", "g")
     assert state is not None and lag.value == 2
-    if server.version == "7.0":
+    if server.version in ("7.0", VALKEY):
         assert reported == 9
         assert lag.exactness is Exactness.CLAMPED
     else:

@@ -3,10 +3,12 @@ documentation and the tests cannot drift), and a redis-server user built from th
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-README = Path(__file__).parents[2] / "README.md"
+README = Path(os.environ.get("STREAMHERD_ACL_README") or Path(__file__).parents[2] / "README.md")
+"""The README (another copy only to check that each rule is needed: tests/security/minimal_acl.py)."""
 
 
 def documented_rules() -> dict[str, list[str]]:
@@ -23,7 +25,7 @@ def user_directive(name: str, password: str, features: list[str], keys: list[str
     """A redis-server ``user`` directive: nothing but the features' rules and ``keys``."""
     rules = documented_rules()
     commands = list(dict.fromkeys(rule for feature in features for rule in rules[feature]))
-    patterns = [f"~{key}" for key in keys]
+    patterns = [key if key.startswith(("~", "%")) else f"~{key}" for key in keys]
     return " ".join(
         [name, "on", f">{password}", "resetkeys", "resetchannels", "-@all", *commands, *patterns]
     )

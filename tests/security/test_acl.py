@@ -1,6 +1,6 @@
 """Least privilege, run: the operator, `streamherd janitor` and `streamherd dlq` under a
-redis-server ACL user with exactly the rules README "Redis permissions" documents, on 7.0
-and 8.2. Every feature works and Redis denies nothing (ACL LOG stays empty)."""
+redis-server ACL user with exactly the rules README "Redis permissions" documents, on Redis
+7.0 and 8.2 and Valkey 9.1. Every feature works and Redis denies nothing (ACL LOG stays empty)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 from e2e.cluster.processes import OperatorProcess, wait_until
-from e2e.cluster.redis import RedisServer
+from e2e.cluster.redis import SERVERS, RedisServer
 from tests.harness import Harness
 from tests.security.acl import documented_rules, user_directive
 from tests.sentinel.test_failover import sleeping_deployment
@@ -37,7 +37,7 @@ def test_the_readme_documents_every_feature() -> None:
     assert set(documented_rules()) >= {*OPERATOR, *JANITOR, *DLQ, "pattern"}
 
 
-@pytest.mark.parametrize("version", ["7.0", "8.2"])
+@pytest.mark.parametrize("version", SERVERS)
 def test_the_operator_runs_under_exactly_the_documented_acl(
     harness: Harness, kubelet: Any, redis_server_factory: Callable[..., RedisServer], version: str
 ) -> None:
@@ -105,7 +105,7 @@ def test_the_operator_runs_under_exactly_the_documented_acl(
     assert "NOPERM" not in h.logs() and "PermissionDenied" not in h.logs()
 
 
-@pytest.mark.parametrize("version", ["7.0", "8.2"])
+@pytest.mark.parametrize("version", SERVERS)
 def test_the_janitor_command_and_the_dlq_cli_run_under_exactly_the_documented_acl(
     cluster_objects: Any,
     kubeconfig: Path,
@@ -211,3 +211,67 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+@pytest.mark.parametrize("version", SERVERS)
+async def test_the_sdk_runs_under_exactly_the_documented_acl(
+    redis_server_factory: Callable[..., RedisServer], version: str
+) -> None:
+    """A pattern consumer (start-up scan, registry, history, reads, acks) and a publisher
+    announcing new streams, each as its own ACL user with the README's rules."""
+    import asyncio
+
+    from streamherd.consumer import Consumer, StreamClient
+
+    server = redis_server_factory(
+        version,
+        extra=[
+            (
+                "user",
+                user_directive(
+                    "consumer", PASSWORD, ["sdk-consumer"], ["conv:*", "%R~streamherd:streams"]
+                ),
+            ),
+            (
+                "user",
+                user_directive(
+                    "publisher", PASSWORD, ["sdk-publisher"], ["conv:*", "%W~streamherd:streams"]
+                ),
+            ),
+        ],
+    )
+    admin = redis.Redis(port=server.port, decode_responses=True)
+    admin.xgroup_create("conv:1", "g", "0", mkstream=True)
+    admin.xadd("conv:1", {"msg": "before"})
+    publisher = StreamClient.from_url(
+        server.url, username="publisher", password=PASSWORD, maxlen=10_000
+    )
+    client = StreamClient.from_url(
+        server.url, group="g", consumer="pod-1", username="consumer", password=PASSWORD
+    )
+    seen: set[str] = set()
+
+    async def handle(entry: Any) -> None:
+        seen.add(entry.fields["msg"])
+
+    consumer = Consumer(client, pattern="conv:*", handler=handle, history_interval=0.2)
+    task = asyncio.create_task(consumer.run())
+    try:
+        for call in ("conv:2", "conv:3"):
+            await publisher.publish(call, {"msg": f"{call}-first"})
+            admin.xgroup_create(call, "g", "0")  # what the operator does for a new call
+            await publisher.publish(call, {"msg": f"{call}-second"})
+        want = {"before", "conv:2-first", "conv:2-second", "conv:3-first", "conv:3-second"}
+        deadline = asyncio.get_running_loop().time() + 20
+        while not want <= seen and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert want <= seen
+        assert admin.xlen("streamherd:streams") == 2, "both new streams were announced"
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 30)
+        await client.close()
+        await publisher.close()
+    assert all(not admin.xpending(k, "g")["pending"] for k in ("conv:1", "conv:2", "conv:3"))
+    assert denials(server) == [], "nothing the SDK did was denied"
+    admin.close()
