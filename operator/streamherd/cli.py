@@ -225,6 +225,16 @@ def _where_options(fn: Any) -> Any:
             type=click.Path(exists=True, dir_okay=False),
             help="CA bundle (PEM) for rediss://.",
         ),
+        click.option(
+            "--client-cert",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Client certificate (PEM) for mutual TLS (with --client-key).",
+        ),
+        click.option(
+            "--client-key",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Its private key (PEM).",
+        ),
         click.option("--cluster", is_flag=True, help="Redis Cluster (with --url)."),
         click.option("--key", help="The stream key (with --url)."),
         click.option(
@@ -247,6 +257,10 @@ def _where_options(fn: Any) -> Any:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def _read(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
 
 
 def _selection_options(fn: Any) -> Any:
@@ -287,6 +301,8 @@ def _dlq_run(options: dict[str, Any], command: Any) -> None:
         password=os.environ.get(options.get("password_env") or "") or None,
         sentinel_password=os.environ.get("STREAMHERD_REDIS_SENTINEL_PASSWORD") or None,
         ca_cert=Path(ca_path).read_bytes() if ca_path else None,
+        client_cert=_read(options.get("client_cert")),
+        client_key=_read(options.get("client_key")),
         cluster=bool(options.get("cluster")),
         key=options.get("key"),
         pattern=options.get("pattern"),

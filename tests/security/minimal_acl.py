@@ -22,37 +22,40 @@ def main(features: list[str], select: str) -> int:
     block = re.search(r"```acl\n(.*?)```", text, re.S)
     assert block is not None
     unneeded = []
-    for line in block.group(1).strip().splitlines():
-        name, _, rules = line.partition(":")
-        if name.strip() not in features:
-            continue
-        for rule in rules.split():
-            trimmed = name + ": " + " ".join(r for r in rules.split() if r != rule)
-            with tempfile.NamedTemporaryFile("w", suffix=".md", delete=False) as copy:
-                copy.write(text.replace(line, trimmed, 1))
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    "tests/security/test_acl.py",
-                    "-q",
-                    "-x",
-                    "--tb=no",
-                    "-p",
-                    "no:cacheprovider",
-                    "-k",
-                    select,
-                ],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "STREAMHERD_ACL_README": copy.name},
-            )
-            os.unlink(copy.name)
-            outcome = done.stdout.strip().splitlines()[-1]
-            print(f"{name.strip()} without {rule}: {outcome}", flush=True)
-            if "failed" not in outcome:
-                unneeded.append(f"{name.strip()} {rule}")
+    lines = block.group(1).strip().splitlines()
+    chosen = [line for line in lines if line.partition(":")[0].strip() in features]
+    # A rule may be listed by several features: it is removed from all of them at once.
+    for rule in dict.fromkeys(r for line in chosen for r in line.partition(":")[2].split()):
+        trimmed = text
+        for line in chosen:
+            name, _, rules = line.partition(":")
+            kept = " ".join(r for r in rules.split() if r != rule)
+            trimmed = trimmed.replace(line, f"{name}: {kept}", 1)
+        with tempfile.NamedTemporaryFile("w", suffix=".md", delete=False) as copy:
+            copy.write(trimmed)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "tests/security/test_acl.py",
+                "-q",
+                "-x",
+                "--tb=no",
+                "-p",
+                "no:cacheprovider",
+                "-k",
+                select,
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "STREAMHERD_ACL_README": copy.name},
+        )
+        os.unlink(copy.name)
+        outcome = done.stdout.strip().splitlines()[-1]
+        print(f"without {rule}: {outcome}", flush=True)
+        if "failed" not in outcome:
+            unneeded.append(rule)
     print("not needed by the tests:", unneeded or "none")
     return 0
 

@@ -45,6 +45,8 @@ class Where:
     password: str | None = field(default=None, repr=False)
     sentinel_password: str | None = field(default=None, repr=False)
     ca_cert: bytes | None = None
+    client_cert: bytes | None = field(default=None, repr=False)
+    client_key: bytes | None = field(default=None, repr=False)
     cluster: bool = False
     key: str | None = None
     pattern: str | None = None
@@ -79,9 +81,15 @@ async def connect(where: Where, kube: KubeClient | None) -> Target:
         raise DeadLetterError("name a RedisStream (-n NAMESPACE -s NAME) or a --url")
     if where.key is None and where.pattern is None and not where.dead_letters:
         raise DeadLetterError("with --url, name the stream: --key, --pattern or --dead-letter")
-    tls = TLSMaterial(ca_pem=where.ca_cert) if where.ca_cert else None
-    if tls is None and where.url.startswith(("rediss://", "rediss+sentinel://")):
-        tls = TLSMaterial()
+    tls = None
+    if (
+        where.ca_cert
+        or where.client_cert
+        or where.url.startswith(("rediss://", "rediss+sentinel://"))
+    ):
+        tls = TLSMaterial(
+            ca_pem=where.ca_cert, client_cert_pem=where.client_cert, client_key_pem=where.client_key
+        )
     try:
         sentinel = sentinel_from_url(where.url, password=where.sentinel_password)
     except ValueError as exc:
