@@ -250,9 +250,13 @@ async def test_the_sdk_runs_under_exactly_the_documented_acl(
         server.url, group="g", consumer="pod-1", username="consumer", password=PASSWORD
     )
     seen: set[str] = set()
+    want = {"before", "conv:2-first", "conv:2-second", "conv:3-first", "conv:3-second"}
+    all_seen = asyncio.Event()
 
     async def handle(entry: Any) -> None:
         seen.add(entry.fields["msg"])
+        if want <= seen:
+            all_seen.set()
 
     consumer = Consumer(client, pattern="conv:*", handler=handle, history_interval=0.2)
     task = asyncio.create_task(consumer.run())
@@ -261,11 +265,7 @@ async def test_the_sdk_runs_under_exactly_the_documented_acl(
             await publisher.publish(call, {"msg": f"{call}-first"})
             admin.xgroup_create(call, "g", "0")  # what the operator does for a new call
             await publisher.publish(call, {"msg": f"{call}-second"})
-        want = {"before", "conv:2-first", "conv:2-second", "conv:3-first", "conv:3-second"}
-        deadline = asyncio.get_running_loop().time() + 20
-        while not want <= seen and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.05)
-        assert want <= seen
+        await asyncio.wait_for(all_seen.wait(), 20)
         assert admin.xlen("streamherd:streams") == 2, "both new streams were announced"
     finally:
         consumer.stop()
