@@ -275,3 +275,66 @@ async def test_the_sdk_runs_under_exactly_the_documented_acl(
     assert all(not admin.xpending(k, "g")["pending"] for k in ("conv:1", "conv:2", "conv:3"))
     assert denials(server) == [], "nothing the SDK did was denied"
     admin.close()
+
+
+def test_the_operator_on_a_redis_cluster_runs_under_exactly_the_documented_acl(
+    harness: Harness, kubelet: Any, redis_cluster: Any
+) -> None:
+    h = harness
+    directive = user_directive(
+        "streamherd", PASSWORD, [*OPERATOR, "cluster"], ["orders", "{orders}:dlq"]
+    )
+    nodes = [redis.Redis(port=n.port, decode_responses=True) for n in redis_cluster.nodes]
+    for node in nodes:
+        node.execute_command("ACL", "SETUSER", *directive.split())
+        node.execute_command("ACL", "LOG", "RESET")
+    h.create(
+        "Secret", "redis", None, data={"password": base64.b64encode(PASSWORD.encode()).decode()}
+    )
+    h.api.create(sleeping_deployment("workers"))
+    h.stream(
+        "orders",
+        redis={
+            "url": redis_cluster.url,
+            "mode": "Cluster",
+            "username": "streamherd",
+            "passwordSecretRef": {"name": "redis", "key": "password"},
+        },
+    )
+    h.group(
+        "workers",
+        startId="0",
+        consumers={"deploymentRef": {"name": "workers"}},
+        autoscaling={"minReplicas": 0, "maxReplicas": 2, "targetPerReplica": 100},
+        recovery={"minIdle": "1s", "interval": "1s", "maxDeliveries": 2},
+    )
+    h.start()
+    try:
+        h.wait_ready("ConsumerGroup", "workers")
+        from redis.cluster import RedisCluster
+
+        admin = RedisCluster.from_url(redis_cluster.url, decode_responses=True)
+        for i in range(10):
+            admin.xadd("orders", {"n": str(i)})
+        wait_until(
+            lambda: (
+                (h.api.get("deployments.apps", "default", "workers") or {})["spec"]["replicas"] >= 1
+            ),
+            20,
+            message=lambda: f"not woken\n{h.logs()[-3000:]}",
+        )
+        taken = admin.xreadgroup("workers", "gone-pod", {"orders": ">"}, count=10)[0][1]
+        for entry_id, _ in taken[:5]:
+            admin.xack("orders", "workers", entry_id)
+        h.wait_status("ConsumerGroup", "workers", lambda s: (s.get("recovered") or 0) >= 5, 30)
+        wait_until(lambda: admin.xreadgroup("workers", "gone-pod", {"orders": ">"}, count=10), 10)
+        h.wait_status("ConsumerGroup", "workers", lambda s: (s.get("deadLettered") or 0) >= 5, 30)
+        assert admin.xlen("{orders}:dlq") == 5
+        h.wait_status("RedisStream", "orders", lambda s: s.get("durability"))
+        denied = [(e["reason"], e["object"]) for node in nodes for e in node.acl_log()]
+        assert denied == [], "nothing the operator did on the cluster was denied"
+        admin.close()
+    finally:
+        for node in nodes:
+            node.execute_command("ACL", "DELUSER", "streamherd")
+            node.close()
