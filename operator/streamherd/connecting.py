@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,26 @@ def parse_sentinel_url(url: str) -> SentinelURL | None:
         database=int(parts[1]) if len(parts) == 2 else 0,
         tls=scheme == "rediss+sentinel",
     )
+
+
+def sentinel_options(
+    username: str | None,
+    password: str | None,
+    *,
+    socket_options: Mapping[str, Any],
+    ssl: Mapping[str, Any],
+) -> dict[str, Any]:
+    """redis-py connection options for the sentinels themselves: their own credentials, the
+    data nodes' socket timeouts and TLS (``ssl``: ``{"ssl": True, ...}`` or empty), text
+    replies, no CLIENT SETINFO (one command fewer for an ACL)."""
+    return {
+        "username": username,
+        "password": password,
+        "decode_responses": True,
+        "driver_info": None,
+        **socket_options,
+        **ssl,
+    }
 
 
 class ClientKeyFiles:

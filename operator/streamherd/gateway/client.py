@@ -25,7 +25,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
 
-from streamherd.connecting import ClientKeyFiles, tls_options
+from streamherd.connecting import ClientKeyFiles, sentinel_options, tls_options
 from streamherd.gateway import durability as persistence
 from streamherd.gateway.endpoint import Endpoint
 from streamherd.gateway.errors import GatewayError, classify
@@ -240,17 +240,10 @@ class RedisGateway:
         sentinel = self.endpoint.sentinel
         assert sentinel is not None
         ssl = {"ssl": True, **tls} if self.endpoint.tls is not None else {}
-        sentinels = Sentinel(  # type: ignore[no-untyped-call]
-            list(sentinel.addresses),
-            sentinel_kwargs={
-                "username": sentinel.username,
-                "password": sentinel.password,
-                "decode_responses": True,
-                "driver_info": None,
-                **socket_options,
-                **ssl,
-            },
+        own = sentinel_options(
+            sentinel.username, sentinel.password, socket_options=socket_options, ssl=ssl
         )
+        sentinels = Sentinel(list(sentinel.addresses), sentinel_kwargs=own)  # type: ignore[no-untyped-call]
         client: Redis = sentinels.master_for(
             sentinel.master, db=sentinel.database, **options, **ssl
         )
