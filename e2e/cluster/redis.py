@@ -235,9 +235,14 @@ class RedisServer:
         )
 
     def cli(self, *args: str) -> str:
-        """Run redis-cli against this server (no TLS/auth); for test set-up."""
+        """Run redis-cli against this server (no auth; over TLS with the server's own
+        certificate as the client's); for test set-up."""
+        tls = []
+        if self.tls:
+            tls = ["--tls", "--cacert", str(self.tls.ca), "--cert", str(self.tls.cert)]
+            tls += ["--key", str(self.tls.key)]
         done = subprocess.run(
-            [redis_cli_binary(), "-h", self.host, "-p", str(self.port), *args],
+            [redis_cli_binary(), *tls, "-h", self.host, "-p", str(self.port), *args],
             capture_output=True,
             text=True,
             check=True,
@@ -326,8 +331,21 @@ class SentinelServer(RedisServer):
     def _config(self) -> list[str]:
         conf = Path(str(self.workdir)) / "sentinel.conf"
         if not conf.exists():  # a restart keeps what the sentinel learnt
+            if self.tls:
+                listen = [
+                    "port 0",
+                    f"tls-port {self.port}",
+                    f"tls-cert-file {self.tls.cert}",
+                    f"tls-key-file {self.tls.key}",
+                    f"tls-ca-cert-file {self.tls.ca}",
+                    # TLS to the data nodes and the other sentinels too.
+                    "tls-replication yes",
+                    f"tls-auth-clients {'yes' if self.tls.require_client_cert else 'no'}",
+                ]
+            else:
+                listen = [f"port {self.port}"]
             lines = [
-                f"port {self.port}",
+                *listen,
                 f"bind {self.bind}",
                 "protected-mode no",
                 f'dir "{self.workdir}"',
@@ -361,6 +379,8 @@ class RedisSentinelSet:
     data_extra: Sequence[tuple[str, str]] = ()
     """Config directives of both data nodes (requirepass, user, ...)."""
     sentinel_extra: Sequence[tuple[str, str]] = ()
+    tls: TLSFiles | None = None
+    """TLS on every data node and sentinel (replication and sentinel links too)."""
     primary: RedisServer | None = field(default=None, init=False)
     replica: RedisServer | None = field(default=None, init=False)
     sentinels: list[SentinelServer] = field(default_factory=list, init=False)
@@ -371,18 +391,22 @@ class RedisSentinelSet:
             ("appendonly", "yes"),
             ("appendfsync", "always"),
             ("repl-diskless-sync-delay", "0"),  # a replica syncs at once, not after 5 s
+            *([("tls-replication", "yes")] if self.tls else []),
             *self.data_extra,
         ]
-        self.primary = RedisServer(version=self.version, extra=common).start()
+        self.primary = RedisServer(version=self.version, extra=common, tls=self.tls).start()
         auth = [v for k, v in self.data_extra if k == "requirepass"]
         follow = [("replicaof", f"127.0.0.1 {self.primary.port}")]
         if auth:
             follow.append(("masterauth", auth[0]))
-        self.replica = RedisServer(version=self.version, extra=[*common, *follow]).start()
+        self.replica = RedisServer(
+            version=self.version, extra=[*common, *follow], tls=self.tls
+        ).start()
         self.wait_replicated()
         for _ in range(self.sentinel_count):
             sentinel = SentinelServer(
                 version="7.0",
+                tls=self.tls,
                 master=self.master,
                 primary_port=self.primary.port,
                 extra=[*self.sentinel_extra, *self._sentinel_auth(auth)],

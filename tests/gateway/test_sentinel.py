@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
-from e2e.cluster.redis import RedisSentinelSet, RedisServer
+from e2e.cluster.redis import RedisSentinelSet, RedisServer, TLSFiles
 
 from streamherd.api.redisstream import RedisEndpoint
 from streamherd.gateway import GatewayError, RedisGateway, resolve_endpoint
@@ -192,3 +193,70 @@ def test_a_sentinel_url_is_read_back_as_written() -> None:
     assert sentinel_from_url("redis://r:6379/0") is None
     with pytest.raises(ValueError, match="name hosts, the primary and a database"):
         sentinel_from_url("redis+sentinel://s-0:26379")
+
+
+@pytest.fixture(scope="module")
+def tls_pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    import trustme
+
+    ca, other = trustme.CA(), trustme.CA()
+    folder = tmp_path_factory.mktemp("sentinel-pki")
+    server = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    server.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
+    server.private_key_pem.write_to_path(str(folder / "server.key"))
+    client = ca.issue_cert("streamherd-client")
+    return {
+        "files": TLSFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key", True),
+        "ca": ca.cert_pem.bytes(),
+        "other_ca": other.cert_pem.bytes(),
+        "client_cert": client.cert_chain_pems[0].bytes(),
+        "client_key": client.private_key_pem.bytes(),
+    }
+
+
+async def test_sentinels_and_data_nodes_over_mutual_tls(tls_pki: dict[str, Any]) -> None:
+    """tls applies to the sentinels and the data nodes alike: both verified (name checked:
+    the certificates are for 127.0.0.1, where the sentinels announce the primary), the client
+    certificate presented to both; a failover is followed over TLS too."""
+    guarded = RedisSentinelSet(tls=tls_pki["files"]).start()
+    try:
+        spec = RedisEndpoint.model_validate(
+            {
+                "mode": "Sentinel",
+                "sentinel": {"masterName": guarded.master, "addresses": guarded.addresses},
+                "tls": {
+                    "caSecretRef": {"name": "ca", "key": "ca.crt"},
+                    "clientCertificateSecretRef": {"name": "client"},
+                },
+            }
+        )
+        values = {
+            ("ca", "ca.crt"): tls_pki["ca"],
+            ("client", "tls.crt"): tls_pki["client_cert"],
+            ("client", "tls.key"): tls_pki["client_key"],
+        }
+        endpoint = resolve_endpoint(spec, lambda name, key: values[(name, key)])
+        assert endpoint.display.startswith("rediss+sentinel://127.0.0.1:")
+        gateway = RedisGateway(endpoint)
+        try:
+            await gateway.ensure_group("orders", "g", "0", create_stream=True)
+            guarded.failover()
+            await asyncio.sleep(1.1)  # the gateway re-asks the sentinels at most once a second
+            await gateway.ensure_group("orders", "h", "0", create_stream=True)
+            assert guarded.primary is not None
+            groups = guarded.primary.cli("xinfo", "groups", "orders")
+            assert "g" in groups.split() and "h" in groups.split()
+        finally:
+            await gateway.close()
+        values[("ca", "ca.crt")] = tls_pki["other_ca"]
+        untrusted = resolve_endpoint(spec, lambda name, key: values[(name, key)])
+        gateway = RedisGateway(untrusted, connect_timeout=1.0)
+        try:
+            with pytest.raises(GatewayError) as caught:
+                await gateway.ping()
+            assert caught.value.problem in (EndpointProblem.TLS_FAILED, EndpointProblem.UNREACHABLE)
+        finally:
+            await gateway.close()
+    finally:
+        guarded.cleanup()

@@ -245,7 +245,7 @@ class RedisGateway:
         )
         sentinels = Sentinel(list(sentinel.addresses), sentinel_kwargs=own)  # type: ignore[no-untyped-call]
         client: Redis = sentinels.master_for(
-            sentinel.master, db=sentinel.database, **options, **ssl
+            sentinel.master, db=sentinel.database, **{**options, **ssl}
         )
         return client
 
