@@ -64,7 +64,7 @@ async def test_a_certificate_for_another_name_is_refused_unless_insecure(
         }
     ).connect()
     try:
-        with pytest.raises(rx.ConnectionError, match="(?i)hostname|mismatch"):
+        with pytest.raises(rx.ConnectionError, match=r"(?i)hostname|mismatch"):
             await refused.ping()
     finally:
         await refused.aclose()
