@@ -52,6 +52,9 @@ def test_the_operator_runs_under_exactly_the_documented_acl(
         "Secret", "redis", None, data={"password": base64.b64encode(PASSWORD.encode()).decode()}
     )
     h.api.create(sleeping_deployment("workers"))
+    claimers = sleeping_deployment("claimers")
+    claimers["spec"]["replicas"] = 1
+    h.api.create(claimers)
     h.stream(
         "orders",
         redis={
@@ -66,11 +69,27 @@ def test_the_operator_runs_under_exactly_the_documented_acl(
         startId="0",
         consumers={"deploymentRef": {"name": "workers"}},
         autoscaling={"minReplicas": 0, "maxReplicas": 2, "targetPerReplica": 100},
-        recovery={"minIdle": "1s", "interval": "1s", "maxDeliveries": 2},
+        recovery={
+            "minIdle": "1s",
+            "interval": "1s",
+            "maxDeliveries": 2,
+            "removeIdleConsumersAfter": "1s",
+        },
         deletionPolicy="Delete",
+    )
+    # A consumer name that never held anything and has no pod: removed once idle 1s.
+    h.r.xgroup_create("orders", "workers", "0", mkstream=True)
+    h.r.xgroup_createconsumer("orders", "workers", "idle-name")
+    # Strategy Claim, to the live pod of its Deployment (no autoscaling: one pod).
+    h.group(
+        "claimers",
+        startId="0",
+        consumers={"deploymentRef": {"name": "claimers"}},
+        recovery={"strategy": "Claim", "minIdle": "1s", "interval": "1s"},
     )
     h.start()
     h.wait_ready("ConsumerGroup", "workers")
+    h.wait_ready("ConsumerGroup", "claimers")
     status = h.wait_status("RedisStream", "orders", lambda s: s.get("durability"))
     assert status["durability"].get("appendFsync") is not None, "CONFIG GET was allowed"
     for i in range(10):
@@ -92,9 +111,24 @@ def test_the_operator_runs_under_exactly_the_documented_acl(
     wait_until(lambda: h.r.xreadgroup("workers", "gone-pod", {"orders": ">"}, count=10), 10)
     h.wait_status("ConsumerGroup", "workers", lambda s: (s.get("deadLettered") or 0) >= 5, 30)
     assert h.r.xlen("orders:dlq") == 5
+    # The idle name was removed (XGROUP DELCONSUMER).
+    h.wait_status("ConsumerGroup", "workers", lambda s: (s.get("consumersRemoved") or 0) >= 1, 30)
+    assert "idle-name" not in {c["name"] for c in h.r.xinfo_consumers("orders", "workers")}
+    # A dead claimer's entries are claimed (XCLAIM) to the live pod.
+    (pod,) = [
+        p["metadata"]["name"]
+        for p in h.api.list("pods", "default")
+        if p["metadata"]["name"].startswith("claimers-")
+    ]
+    h.r.xreadgroup("claimers", "gone-claimer", {"orders": ">"}, count=10)
+    h.wait_status("ConsumerGroup", "claimers", lambda s: (s.get("recovered") or 0) >= 10, 30)
+    assert {row["consumer"] for row in h.r.xpending_range("orders", "claimers", "-", "+", 100)} == {
+        pod
+    }
     assert denials(h.redis_server) == []
 
     # deletionPolicy Delete: the group destroyed, then the stream deleted.
+    h.delete("ConsumerGroup", "claimers")
     h.delete("ConsumerGroup", "workers")
     h.wait_gone("ConsumerGroup", "workers")
     assert "workers" not in h.groups_in_redis("orders")
