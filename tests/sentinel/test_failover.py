@@ -133,6 +133,10 @@ def test_the_operator_follows_the_new_primary_and_nothing_is_lost(
     )
     assert processed == set(produced)
 
+    # Groups follow: a ConsumerGroup made after the failover gets its group on the new primary.
+    h.group("audit", startId="0")
+    h.wait_ready("ConsumerGroup", "audit")
+    assert "audit" in {g["name"] for g in after.xinfo_groups("orders")}
     # Polling follows: the status shows the new primary's state (backlog drained).
     h.wait_status("ConsumerGroup", GROUP, lambda s: s.get("backlog") == 0 and s.get("pending") == 0)
     h.wait_ready("RedisStream", "orders")
