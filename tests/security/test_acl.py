@@ -156,12 +156,14 @@ def test_the_janitor_command_and_the_dlq_cli_run_under_exactly_the_documented_ac
         ],
     )
     admin = redis.Redis(port=server.port, decode_responses=True)
-    for call in ("conv:1", "conv:2"):
+    calls = ("conv:1", "conv:2", "conv:3")
+    for call in calls:
         admin.xgroup_create(call, "billing", "0", mkstream=True)
         for i in range(5):
             admin.xadd(call, {"n": str(i)})
         admin.xreadgroup("billing", "gone-worker", {call: ">"}, count=5)
         admin.xreadgroup("billing", "gone-worker", {call: "0"}, count=1)  # 2nd delivery of one
+    admin.xgroup_createconsumer("conv:1", "billing", "idle-name")  # held nothing: removed
     secret = {"password": base64.b64encode(PASSWORD.encode()).decode()}
     cluster_objects.create(
         {
@@ -191,14 +193,19 @@ def test_the_janitor_command_and_the_dlq_cli_run_under_exactly_the_documented_ac
             "metadata": {"name": "billing", "namespace": "default"},
             "spec": {
                 "streamRef": {"name": "calls"},
-                "recovery": {"mode": "CronJob", "minIdle": "1s", "maxDeliveries": 2},
+                "recovery": {
+                    "mode": "CronJob",
+                    "minIdle": "1s",
+                    "maxDeliveries": 2,
+                    "removeIdleConsumersAfter": "1s",
+                },
             },
         }
     )
     wait_until(
         lambda: all(
             row["time_since_delivered"] >= 1000
-            for call in ("conv:1", "conv:2")
+            for call in calls
             for row in admin.xpending_range(call, "billing", "-", "+", 10)
         ),
         10,
@@ -206,8 +213,9 @@ def test_the_janitor_command_and_the_dlq_cli_run_under_exactly_the_documented_ac
     job = run_as_operator(["streamherd", "janitor", "--namespace", "default", "--group", "billing"])
     wait_until(lambda: not job.running, 60, message=lambda: job.logs())
     assert job.returncode == 0, job.logs()
-    assert "recovered 8 (re-queued 8, claimed 0), dead-lettered 2" in job.logs(), job.logs()
-    assert admin.xlen("conv:1:dlq") == admin.xlen("conv:2:dlq") == 1
+    assert "recovered 12 (re-queued 12, claimed 0), dead-lettered 3" in job.logs(), job.logs()
+    assert all(admin.xlen(f"{call}:dlq") == 1 for call in calls)
+    assert "idle-name" not in {c["name"] for c in admin.xinfo_consumers("conv:1", "billing")}
 
     def dlq(*args: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -235,8 +243,10 @@ def test_the_janitor_command_and_the_dlq_cli_run_under_exactly_the_documented_ac
     assert "conv:1:dlq: 1" in dlq("list").stdout
     assert "billing" in dlq("show").stdout
     assert "copied as" in dlq("replay", "--source", "conv:1").stdout
+    claimed = dlq("replay", "--source", "conv:2", "--strategy", "Claim").stdout
+    assert "claimed back into the group's pending entries" in claimed
     dlq("purge", "--all", "--yes")
-    assert admin.xlen("conv:1:dlq") == admin.xlen("conv:2:dlq") == 0
+    assert all(admin.xlen(f"{call}:dlq") == 0 for call in calls)
     assert denials(server) == [], "nothing the janitor or the dlq CLI did was denied"
     admin.close()
 
