@@ -25,7 +25,8 @@ LABEL org.opencontainers.image.title="streamherd" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /opt/streamherd /opt/streamherd
 # Read-only root file system in the cluster: no bytecode written next to the sources; the
-# only writable place is /tmp (an emptyDir), where the client certificate for mutual TLS goes.
+# client certificate for mutual TLS is kept in memory (memfd), so nothing needs to be writable;
+# /tmp (an emptyDir where the chart mounts one) stays the temporary directory.
 ENV PATH=/opt/streamherd/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
