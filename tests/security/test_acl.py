@@ -382,3 +382,71 @@ def test_the_operator_on_a_redis_cluster_runs_under_exactly_the_documented_acl(
         for node in nodes:
             node.execute_command("ACL", "DELUSER", "streamherd")
             node.close()
+
+
+@pytest.mark.parametrize("version", SERVERS)
+def test_retention_and_discovery_run_under_exactly_the_documented_acl(
+    harness: Harness, redis_server_factory: Callable[..., RedisServer], version: str
+) -> None:
+    """Retention (a floor trim, a finished call deleted), discovery of a new call through the
+    registry and keyspace notifications, and Delete on a pattern, under the documented rules
+    with the registry's and the notifications' channel."""
+    h = harness
+    features = [*OPERATOR, "pattern", "retention", "discovery"]
+    keys = ["orders", "orders:dlq", "conv:*", "%R~streamherd:streams"]
+    channels = "&__keyspace@0__:conv:*"
+    h.redis_server = redis_server_factory(
+        version,
+        extra=[
+            ("notify-keyspace-events", "Kn"),
+            ("user", f"{user_directive('streamherd', PASSWORD, features, keys)} {channels}"),
+        ],
+    )
+    h.create(
+        "Secret", "redis", None, data={"password": base64.b64encode(PASSWORD.encode()).decode()}
+    )
+    redis_spec = {
+        "url": h.redis_server.url,
+        "username": "streamherd",
+        "passwordSecretRef": {"name": "redis", "key": "password"},
+    }
+    for i in range(10):
+        h.r.xadd("orders", {"n": str(i)})
+        h.r.xadd("conv:1", {"n": str(i)})
+    h.stream("orders", redis=redis_spec, retentionPolicyRef={"name": "short"})
+    h.stream(
+        "calls",
+        key=None,
+        keyPattern="conv:*",
+        redis=redis_spec,
+        retentionPolicyRef={"name": "calls"},
+        deletionPolicy="Delete",
+    )
+    h.group("fast", startId="0")
+    h.group("brain", stream="calls", startId="0")
+    h.create("RetentionPolicy", "short", {"maxLength": 3, "approximate": False, "interval": "1s"})
+    h.create("RetentionPolicy", "calls", {"deleteIdleStreamsAfter": "2s", "interval": "1s"})
+    h.start()
+    wait_until(
+        lambda: "fast" in h.groups_in_redis("orders") and "brain" in h.groups_in_redis("conv:1"), 20
+    )
+    for key, group in (("orders", "fast"), ("conv:1", "brain")):
+        ids = [e for e, _ in h.r.xreadgroup(group, "c1", {key: ">"}, count=100)[0][1]]
+        h.r.xack(key, group, *ids)
+    wait_until(lambda: h.r.xlen("orders") == 3, 30, message=lambda: h.logs()[-3000:])
+    wait_until(lambda: not h.r.exists("conv:1"), 30, message=lambda: h.logs()[-3000:])
+    # A new call, announced in the registry as the SDK's publish does: found and grouped.
+    h.r.xadd("conv:2", {"n": "0"})
+    h.r.xadd("streamherd:streams", {"key": "conv:2"})
+    wait_until(lambda: "brain" in h.groups_in_redis("conv:2"), 20, message=lambda: h.logs()[-3000:])
+    h.wait_status(
+        "RedisStream", "calls", lambda s: "notifications (keyspace" in (s.get("discovery") or "")
+    )
+    # deletionPolicy Delete on the pattern: conv:2 carries our group, so it goes.
+    h.delete("ConsumerGroup", "brain")
+    h.wait_gone("ConsumerGroup", "brain")
+    h.delete("RedisStream", "calls")
+    h.wait_gone("RedisStream", "calls")
+    assert not h.r.exists("conv:2")
+    assert denials(h.redis_server) == [], "nothing retention or discovery did was denied"
+    assert "NOPERM" not in h.logs()
