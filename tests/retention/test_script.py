@@ -8,6 +8,7 @@ import time
 
 import pytest
 import redis.asyncio as aredis
+from e2e.cluster.redis import VALKEY
 from redis.exceptions import ResponseError
 
 from streamherd.gateway import RedisGateway
@@ -216,7 +217,8 @@ async def test_on_82_acked_trims_around_a_lone_pending_entry(
     one in place: maxLength is reached without losing it (the script path stops at it)."""
     await gateway.connect()
     if not acked_available(gateway):
-        assert getattr(server, "version", "") == "7.0"
+        # Redis 7.0, and Valkey 9.1 (XTRIM ... ACKED is a syntax error there; it reports 7.2.4)
+        assert getattr(server, "version", "") in ("7.0", VALKEY)
         return
     ids = await fill(r, "s", 1000)
     await group(r, "s", "g", read=1000, acked=0)
