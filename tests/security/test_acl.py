@@ -384,9 +384,11 @@ def test_the_operator_on_a_redis_cluster_runs_under_exactly_the_documented_acl(
             node.close()
 
 
-@pytest.mark.parametrize("version", SERVERS)
+@pytest.mark.parametrize(
+    ("version", "flags"), [*((v, "Kn") for v in SERVERS), ("7.0", "En")], ids=lambda v: str(v)
+)
 def test_retention_and_discovery_run_under_exactly_the_documented_acl(
-    harness: Harness, redis_server_factory: Callable[..., RedisServer], version: str
+    harness: Harness, redis_server_factory: Callable[..., RedisServer], version: str, flags: str
 ) -> None:
     """Retention (a floor trim, a finished call deleted), discovery of a new call through the
     registry and keyspace notifications, and Delete on a pattern, under the documented rules
@@ -394,11 +396,13 @@ def test_retention_and_discovery_run_under_exactly_the_documented_acl(
     h = harness
     features = [*OPERATOR, "pattern", "retention", "discovery"]
     keys = ["orders", "orders:dlq", "conv:*", "%R~streamherd:streams"]
-    channels = "&__keyspace@0__:conv:*"
+    # Kn: a pattern subscription per key pattern; En: the database's new-key events.
+    mode = "keyspace" if flags == "Kn" else "keyevent"
+    channels = "&__keyspace@0__:conv:*" if flags == "Kn" else "&__keyevent@0__:new"
     h.redis_server = redis_server_factory(
         version,
         extra=[
-            ("notify-keyspace-events", "Kn"),
+            ("notify-keyspace-events", flags),
             ("user", f"{user_directive('streamherd', PASSWORD, features, keys)} {channels}"),
         ],
     )
@@ -440,7 +444,7 @@ def test_retention_and_discovery_run_under_exactly_the_documented_acl(
     h.r.xadd("streamherd:streams", {"key": "conv:2"})
     wait_until(lambda: "brain" in h.groups_in_redis("conv:2"), 20, message=lambda: h.logs()[-3000:])
     h.wait_status(
-        "RedisStream", "calls", lambda s: "notifications (keyspace" in (s.get("discovery") or "")
+        "RedisStream", "calls", lambda s: f"notifications ({mode}" in (s.get("discovery") or "")
     )
     # deletionPolicy Delete on the pattern: conv:2 carries our group, so it goes.
     h.delete("ConsumerGroup", "brain")
