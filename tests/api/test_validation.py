@@ -92,6 +92,7 @@ def resource(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 STREAM = {"redis": {"url": "redis://redis:6379"}, "key": "orders"}
 SENTINEL = {"masterName": "mymaster", "addresses": ["redis-sentinel.data:26379"]}
+SENTINEL_STREAM = {"redis": {"mode": "Sentinel", "sentinel": SENTINEL}, "key": "orders"}
 GROUP = {"streamRef": {"name": "orders"}}
 
 # (id, kind, spec, what the API server says, what the operator says)
@@ -399,6 +400,16 @@ def test_identity_of_a_group_cannot_change(change: dict[str, Any], message: str)
             {"redis": {"url": "redis://redis:6379", "mode": "Cluster"}},
             "redis.mode is immutable",
         ),
+        (
+            SENTINEL_STREAM,
+            {"redis": {"mode": "Sentinel", "sentinel": {**SENTINEL, "masterName": "other"}}},
+            "redis.sentinel.masterName and database are immutable",
+        ),
+        (
+            SENTINEL_STREAM,
+            {"redis": {"mode": "Sentinel", "sentinel": {**SENTINEL, "database": 2}}},
+            "redis.sentinel.masterName and database are immutable",
+        ),
     ],
 )
 def test_identity_of_a_stream_cannot_change(
@@ -416,6 +427,14 @@ def test_identity_of_a_stream_cannot_change(
     with pytest.raises(Invalid, match=message):
         api_server_admit(new, old)
     api_server_admit(new)  # a new resource may say anything valid
+
+
+def test_the_sentinels_of_a_stream_may_change() -> None:
+    old = api_server_admit(resource("RedisStream", SENTINEL_STREAM))
+    new = copy.deepcopy(old)
+    new["spec"]["redis"]["sentinel"]["addresses"] = ["s-0.new:26379", "s-1.new:26379"]
+    new["spec"]["redis"]["sentinel"]["passwordSecretRef"] = {"name": "s", "key": "p"}
+    api_server_admit(new, old)
 
 
 def test_credentials_and_tls_of_a_stream_may_change() -> None:

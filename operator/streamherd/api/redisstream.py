@@ -159,10 +159,23 @@ class RedisStreamSpec(ApiModel):
             "redis.urlSecretRef is immutable (change the Secret's value to rotate credentials)",
         ),
         immutable("redis.mode", "redis.mode is immutable: create a new RedisStream instead"),
+        # With Sentinel the primary's name and the database are where the groups live; the
+        # sentinels' addresses and credentials may change (sentinels get replaced).
+        Rule(
+            cel=(
+                "!has(self.redis.sentinel) || !has(oldSelf.redis.sentinel)"
+                " || (self.redis.sentinel.masterName == oldSelf.redis.sentinel.masterName"
+                " && self.redis.sentinel.database == oldSelf.redis.sentinel.database)"
+            ),
+            message=(
+                "redis.sentinel.masterName and database are immutable: create a new "
+                "RedisStream instead (addresses and credentials may change)"
+            ),
+        ),
     )
 
     redis: RedisEndpoint
-    """The Redis endpoint holding the stream. Where it is (url, urlSecretRef, mode) is immutable; credentials and TLS settings may change."""
+    """The Redis endpoint holding the stream. Where it is (url, urlSecretRef, mode; with Sentinel the master's name and database) is immutable; credentials, TLS settings and the sentinels' addresses may change."""
     key: RedisKey | None = None
     """The stream's key (immutable)."""
     key_pattern: Annotated[
