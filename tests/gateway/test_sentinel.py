@@ -260,3 +260,37 @@ async def test_sentinels_and_data_nodes_over_mutual_tls(tls_pki: dict[str, Any])
             await gateway.close()
     finally:
         guarded.cleanup()
+
+
+async def test_the_sentinels_own_acl_user_needs_only_what_the_readme_says() -> None:
+    """The sentinels' ACL user (README "Redis permissions", line sentinels) is enough to find
+    the primary and to follow a failover; nothing is denied on any sentinel."""
+    from tests.security.acl import documented_rules
+
+    rules = " ".join(documented_rules()["sentinels"])
+    watched = RedisSentinelSet(
+        sentinel_extra=[
+            ("user", f"watcher on >{SENTINEL_PASSWORD} resetkeys resetchannels -@all {rules}")
+        ]
+    ).start()
+    try:
+        material = SentinelMaterial(
+            master=watched.master,
+            addresses=tuple(parse_address(a) for a in watched.addresses),
+            username="watcher",
+            password=SENTINEL_PASSWORD,
+        )
+        gateway = RedisGateway(Endpoint(url=material.url(False), sentinel=material))
+        try:
+            await gateway.ensure_group("orders", "g", "0", create_stream=True)
+            watched.failover()
+            await asyncio.sleep(1.1)  # the gateway re-asks the sentinels at most once a second
+            await gateway.ensure_group("orders", "h", "0", create_stream=True)
+            assert watched.primary is not None
+            assert "h" in watched.primary.cli("xinfo", "groups", "orders").split()
+        finally:
+            await gateway.close()
+        for sentinel in watched.sentinels:
+            assert "watcher" not in sentinel.cli("acl", "log"), sentinel.cli("acl", "log")
+    finally:
+        watched.cleanup()
