@@ -324,7 +324,7 @@ def _validate(
                     where,
                     "Invalid value",
                     f"{where} in body should have at least {schema['minItems']} items",
-                    value,
+                    len(value),  # kube-openapi's TooFewItems shows the size, not the list
                 )
             )
         if isinstance(schema.get("items"), dict):

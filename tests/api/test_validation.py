@@ -144,14 +144,14 @@ BAD = [
         "sentinel-mode-without-sentinels",
         "RedisStream",
         {**STREAM, "redis": {"mode": "Sentinel"}},
-        'spec.redis: Invalid value: "object": set sentinel exactly when mode is Sentinel',
+        "spec.redis: Invalid value: set sentinel exactly when mode is Sentinel",
         "spec.redis: set sentinel exactly when mode is Sentinel",
     ),
     (
         "sentinels-without-sentinel-mode",
         "RedisStream",
         {**STREAM, "redis": {"url": "redis://r", "sentinel": SENTINEL}},
-        'spec.redis: Invalid value: "object": set sentinel exactly when mode is Sentinel',
+        "spec.redis: Invalid value: set sentinel exactly when mode is Sentinel",
         "spec.redis: set sentinel exactly when mode is Sentinel",
     ),
     (
@@ -189,7 +189,7 @@ BAD = [
         "sentinel-without-addresses",
         "RedisStream",
         {**STREAM, "redis": {"mode": "Sentinel", "sentinel": {**SENTINEL, "addresses": []}}},
-        'spec.redis.sentinel.addresses: Invalid value: "array": spec.redis.sentinel.addresses in body '
+        "spec.redis.sentinel.addresses: Invalid value: 0: spec.redis.sentinel.addresses in body "
         "should have at least 1 items",
         "spec.redis.sentinel.addresses: List should have at least 1 item",
     ),
