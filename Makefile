@@ -11,11 +11,12 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # tests/bench/bench_<name>.py is `make bench-<name>` (an underscore there is a hyphen here).
 BENCHES := $(subst _,-,$(patsubst tests/bench/bench_%.py,%,$(wildcard tests/bench/bench_*.py)))
 
-.PHONY: help deps system-deps control-plane test pytest lint crds chart bench demo clean image image-test $(addprefix bench-,$(BENCHES))
+.PHONY: help deps system-deps control-plane test pytest e2e lint crds chart bench demo clean image image-test $(addprefix bench-,$(BENCHES))
 
 help:
 	@echo "make demo        the operator on a local simulated cluster with a real Redis"
 	@echo "make test        install everything needed, then lint + the whole test suite"
+	@echo "make e2e         the long variants kept out of make test (tests marked e2e_variants)"
 	@echo "make control-plane  build etcd, kube-apiserver, kube-controller-manager (cached)"
 	@echo "make lint        ruff + mypy (strict on the package) + the layer contracts"
 	@echo "make crds        regenerate crds/ from the API models (and the chart's copy)"
@@ -64,6 +65,11 @@ image-test: image
 
 pytest: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Long variants of suite tests (another Redis flavour or fault of a test whose first run is in
+# make test), kept out of the suite's 15 minutes: tests/conftest.py, e2e_variants.
+e2e: deps control-plane
+	$(PY) -m pytest --e2e $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check operator tests e2e

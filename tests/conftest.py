@@ -1,11 +1,47 @@
 """Suite-wide rules. A test that cannot run because something is missing fails: CI must never
-pass by skipping (the brief: fail loudly rather than skip)."""
+pass by skipping (the brief: fail loudly rather than skip).
+
+Long variants stay out of ``make test`` (the suite's 15-minute budget on 2 cores) and run with
+``make e2e`` (``pytest --e2e``): a test marked ``e2e_variants("valkey-9.1", ...)`` has each run
+whose parameter id contains one of those strings moved there, the others stay in the suite. They
+are deselected, not skipped, so the suite still fails on any skip."""
 
 from __future__ import annotations
 
 import pytest
 
 pytest_plugins = ["e2e.cluster.fixtures", "tests.harness"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--e2e",
+        action="store_true",
+        help="run only the long variants kept out of the suite (e2e_variants), as make e2e does",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "e2e_variants(*ids): the runs whose parameter id contains one of ids run under make e2e",
+    )
+
+
+def is_long_variant(item: pytest.Item) -> bool:
+    marker = item.get_closest_marker("e2e_variants")
+    callspec = getattr(item, "callspec", None)
+    if marker is None or callspec is None:
+        return False
+    return any(variant in callspec.id for variant in marker.args)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = bool(config.getoption("--e2e"))
+    deselected = [item for item in items if is_long_variant(item) != wanted]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if is_long_variant(item) == wanted]
 
 
 @pytest.hookimpl(hookwrapper=True)

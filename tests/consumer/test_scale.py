@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import redis.asyncio as aredis
 from e2e.cluster.processes import async_wait_until
 from e2e.cluster.redis import RedisServer
@@ -42,6 +43,8 @@ async def start_calls(
     return ids
 
 
+# Valkey's run under make e2e (the SDK's Valkey runs in the suite are the small tests)
+@pytest.mark.e2e_variants("valkey-9.1")
 async def test_thousands_of_pattern_streams(server: RedisServer, r: aredis.Redis) -> None:
     publisher = StreamClient(r)
     expected = await start_calls(publisher, r, range(CALLS))

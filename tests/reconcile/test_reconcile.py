@@ -9,6 +9,8 @@ from tests.harness import Harness
 pytestmark = pytest.mark.control_plane
 
 
+# Valkey's runs under make e2e: the operator on Valkey end to end is tests/security/test_acl.py
+@pytest.mark.e2e_variants("valkey-9.1")
 def test_group_is_created_and_status_matches_redis(harness_any_redis: Harness) -> None:
     h = harness_any_redis
     h.stream("orders")

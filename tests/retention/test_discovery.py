@@ -67,14 +67,14 @@ async def test_the_registry_teaches_new_streams_at_once(
     await r.xadd(REGISTRY_KEY, {REGISTRY_FIELD: "conv:before"})
     poller = await poller_on(redis_server.url, notifications=False)
     try:
-        await async_wait_until(lambda: poller.knows("conv:before"), 5)
+        await async_wait_until(lambda: poller.knows("conv:before"), 30)
         for key in ("conv:1", "conv:1:dlq", "orders"):
             await r.xadd(key, {"turn": 0})
             await r.xadd(REGISTRY_KEY, {REGISTRY_FIELD: key})
         await r.xadd(REGISTRY_KEY, {REGISTRY_FIELD: "conv:never-written"})
         # No poll runs here (the poller is not started), so no SCAN: only the registry can
         # teach it. How fast is measured side by side by `make bench-discovery`, not here.
-        await async_wait_until(lambda: poller.knows("conv:1"), 5)
+        await async_wait_until(lambda: poller.knows("conv:1"), 30)
         assert not poller.knows("conv:1:dlq"), "auxiliary keys are never sources"
         assert not poller.knows("orders") and not poller.knows("conv:never-written")
         assert poller.discoverer.describe().startswith("registry")
@@ -89,10 +89,10 @@ async def test_keyspace_notifications_teach_new_streams_when_enabled(
     await r.config_set("notify-keyspace-events", flags)
     poller = await poller_on(redis_server.url, registry=False)
     try:
-        await async_wait_until(lambda: poller.discoverer.mode is not None, 5)
+        await async_wait_until(lambda: poller.discoverer.mode is not None, 30)
         await r.set("conv:meta", "a string")  # a new key, not a stream
         await r.xadd("conv:7", {"turn": 0})
-        await async_wait_until(lambda: poller.knows("conv:7"), 5)  # no poll, so no SCAN
+        await async_wait_until(lambda: poller.knows("conv:7"), 30)  # no poll, so no SCAN
         assert not poller.knows("conv:meta")
         assert f"notify-keyspace-events={''.join(sorted(flags))}" in poller.discoverer.describe()
     finally:
@@ -104,7 +104,7 @@ async def test_without_notifications_discovery_says_so_and_the_scan_still_finds_
 ) -> None:
     poller = await poller_on(redis_server.url, registry=False)
     try:
-        await async_wait_until(lambda: poller.discoverer.mode is NotificationMode.OFF, 5)
+        await async_wait_until(lambda: poller.discoverer.mode is NotificationMode.OFF, 30)
         await r.xadd("conv:9", {"turn": 0})
         result = await poller.poll_once()  # the SCAN in every poll: the slow reconcile
         assert result.keys_of(Source(pattern="conv:*")) == ("conv:9",)
@@ -123,10 +123,12 @@ async def test_on_a_cluster_notifications_come_from_every_primary(
     keys = [f"conv:{i}" for i in range(12)]
     assert len({cluster_client.get_node_from_key(k).name for k in keys}) == 3
     try:
-        await async_wait_until(lambda: poller.discoverer.mode is NotificationMode.KEYSPACE, 10)
+        await async_wait_until(lambda: poller.discoverer.mode is NotificationMode.KEYSPACE, 30)
         for key in keys:
             await cluster_client.xadd(key, {"turn": 0})
-        await async_wait_until(lambda: all(poller.knows(k) for k in keys), 5)
+        # 30 s, as every wait on the poller here: 5 s was not enough once on a 2-core machine
+        # at load 14 (no SCAN runs in these tests: the deadline only bounds the wait)
+        await async_wait_until(lambda: all(poller.knows(k) for k in keys), 30)
     finally:
         await stop(poller)
 

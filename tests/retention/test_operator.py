@@ -38,6 +38,8 @@ def groups_exist(h: Harness, key: str, *names: str) -> bool:
     return set(names) <= set(h.groups_in_redis(key))
 
 
+# Valkey's runs under make e2e: retain.lua runs on it in tests/retention/test_script.py
+@pytest.mark.e2e_variants("valkey-9.1")
 def test_a_lagging_group_holds_retention_back_and_is_told_so(harness_any_redis: Harness) -> None:
     h = harness_any_redis
     ids = produce(h, "orders", 100)

@@ -139,6 +139,9 @@ def test_the_operator_runs_under_exactly_the_documented_acl(
     assert "NOPERM" not in h.logs() and "PermissionDenied" not in h.logs()
 
 
+# 8.2 in the suite, 7.0 and Valkey under make e2e: the same commands, and the operator's
+# test above runs its janitor (mode Operator) under the ACL on all three
+@pytest.mark.e2e_variants("7.0", "valkey-9.1")
 @pytest.mark.parametrize("version", SERVERS)
 def test_the_janitor_command_and_the_dlq_cli_run_under_exactly_the_documented_acl(
     cluster_objects: Any,
@@ -321,6 +324,8 @@ async def test_the_sdk_runs_under_exactly_the_documented_acl(
     admin.close()
 
 
+# 8.2 in the suite, 7.0 under make e2e (the same cluster commands)
+@pytest.mark.e2e_variants("7.0")
 def test_the_operator_on_a_redis_cluster_runs_under_exactly_the_documented_acl(
     harness: Harness, kubelet: Any, redis_cluster: Any
 ) -> None:

@@ -73,6 +73,9 @@ def consume(r: redis.Redis, consumer: str, processed: set[str], *, ack: bool = T
     return len(entries)
 
 
+# SENTINEL FAILOVER under make e2e: the killed primary (the fault) stays in the suite;
+# tests/gateway/test_sentinel.py follows both
+@pytest.mark.e2e_variants("sentinel-failover")
 @pytest.mark.parametrize("fault", ["sentinel-failover", "primary-killed"])
 def test_the_operator_follows_the_new_primary_and_nothing_is_lost(
     harness: Harness, kubelet: Any, sentinels: RedisSentinelSet, fault: str

@@ -56,6 +56,9 @@ def primary(sentinels: RedisSentinelSet) -> redis.Redis:
     return redis.Redis(port=sentinels.primary.port, decode_responses=True)
 
 
+# SENTINEL FAILOVER under make e2e: the killed primary (the fault) stays in the suite;
+# tests/gateway/test_sentinel.py follows both
+@pytest.mark.e2e_variants("sentinel-failover")
 @pytest.mark.parametrize("fault", ["sentinel-failover", "primary-killed"])
 def test_an_sdk_consumer_follows_the_new_primary(
     sentinels: RedisSentinelSet,
