@@ -37,6 +37,9 @@ def test_the_readme_documents_every_feature() -> None:
     assert set(documented_rules()) >= {*OPERATOR, *JANITOR, *DLQ, "pattern"}
 
 
+# 8.2 and Valkey in the suite, 7.0 under make e2e (the same commands as on 8.2; the rules on
+# 7.0 are run in the suite by the retention and discovery test below)
+@pytest.mark.e2e_variants("7.0")
 @pytest.mark.parametrize("version", SERVERS)
 def test_the_operator_runs_under_exactly_the_documented_acl(
     harness: Harness, kubelet: Any, redis_server_factory: Callable[..., RedisServer], version: str
@@ -389,6 +392,8 @@ def test_the_operator_on_a_redis_cluster_runs_under_exactly_the_documented_acl(
             node.close()
 
 
+# 7.0 with keyevent notifications in the suite, with keyspace ones under make e2e
+@pytest.mark.e2e_variants("7.0-Kn")
 @pytest.mark.parametrize(
     ("version", "flags"), [*((v, "Kn") for v in SERVERS), ("7.0", "En")], ids=lambda v: str(v)
 )
