@@ -207,8 +207,9 @@ def desired_cron_job(
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        # The only writable place under the read-only root: TMPDIR, where the client
-        # certificate and key for mutual TLS to Redis are written.
+        # The only writable place under the read-only root: TMPDIR. The client key for mutual
+        # TLS is held in memory (memfd, connecting.ClientKeyFiles); only a kernel without
+        # memfd has it written to a private directory here.
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     return {
