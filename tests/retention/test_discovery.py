@@ -126,8 +126,9 @@ async def test_on_a_cluster_notifications_come_from_every_primary(
         await async_wait_until(lambda: poller.discoverer.mode is NotificationMode.KEYSPACE, 30)
         for key in keys:
             await cluster_client.xadd(key, {"turn": 0})
-        # 30 s, as every wait on the poller here: 5 s was not enough once on a 2-core machine
-        # at load 14 (no SCAN runs in these tests: the deadline only bounds the wait)
+        # 30 s, as every wait on the poller here (no SCAN runs in these tests: the deadline only
+        # bounds the wait). It failed at 5 s and at 30 s when the discoverer said KEYSPACE before
+        # its subscriptions were active: the keys written in between were never notified.
         await async_wait_until(lambda: all(poller.knows(k) for k in keys), 30)
     finally:
         await stop(poller)

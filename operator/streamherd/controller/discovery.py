@@ -123,9 +123,13 @@ class Discoverer:
             patterns = await self._wait_for_patterns("notifications")
             changed.clear()
             try:
-                self.flags = await notification_flags(gateway)
-                self.mode = notification_mode(self.flags)
-                subscription = await subscribe(gateway, patterns, self.mode)
+                flags = await notification_flags(gateway)
+                mode = notification_mode(flags)
+                subscription = await subscribe(gateway, patterns, mode)
+                # Told only once subscribed: a key made before the subscription is active (on a
+                # cluster, on every primary) is never notified, and a reader of ``mode`` would
+                # wrongly count on it.
+                self.flags, self.mode = flags, mode
             except GatewayError as exc:
                 logger.debug("notifications of %s: %s", self._poller.endpoint, exc.message)
                 await asyncio.sleep(RETRY_SECONDS)
