@@ -45,6 +45,12 @@ class Metrics:
             GROUP_LABELS,
             registry=r,
         )
+        self.lag_seconds = Gauge(
+            "streamherd_group_lag_seconds",
+            "Lag in time: how long ago the oldest entry not yet delivered to the group was added (Redis's clock minus its id's time), the largest over its streams; 0 when nothing is unread; a lower bound when some stream's could not be told. NaN when unknown.",
+            GROUP_LABELS,
+            registry=r,
+        )
 
         self.replicas = Gauge(
             "streamherd_group_replicas",
@@ -257,6 +263,8 @@ class Metrics:
         self.lag.labels(*labels).set(_number(totals.lag.value))
         self.backlog.labels(*labels).set(_number(totals.backlog.value))
         self.consumers.labels(*labels).set(_number(totals.consumers))
+        lag_age = totals.lag_age_ms.value
+        self.lag_seconds.labels(*labels).set(math.nan if lag_age is None else lag_age / 1000)
         age = totals.oldest_pending_age_ms
         self.oldest_pending.labels(*labels).set(
             age / 1000 if age is not None else (0.0 if totals.pending == 0 else math.nan)

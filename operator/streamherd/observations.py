@@ -95,7 +95,10 @@ class GroupState:
     observation's ``lag_count_cap``."""
     at_tail: bool | None = None
     """True when ``reported_lag`` > 0 but no entry lies after last-delivered-id (a stale 7.x
-    lag); None when that was not checked (8.x, or lag 0)."""
+    lag); None when that was not checked (lag 0 or null)."""
+    first_unread_id: str | None = None
+    """The id of the first entry after last-delivered-id (looked up when the lag is > 0 or
+    null): its time part is when the oldest entry the group has not read was added."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,20 +160,82 @@ def test_stream_status_maps_redis_problems_to_reasons() -> None:
         assert verdict.reason == reason and fields["length"] is None
 
 
+NOW = 1_767_000_000_000
+"""Redis's clock in these tests (ms): late 2025."""
+
+
 def test_the_oldest_pending_age_is_from_the_id_on_redis_clock() -> None:
     one = StreamState(
         "conv:1",
         StreamStatus.OK,
         length=3,
-        groups={"g": GroupState("g", 1, 2, 5, 0, "7000-3", True)},
-        server_time_ms=10_000,
+        groups={"g": GroupState("g", 1, 2, 5, 0, f"{NOW - 3000}-3", True)},
+        server_time_ms=NOW,
     )
     two = StreamState(
         "conv:2",
         StreamStatus.OK,
         length=3,
-        groups={"g": GroupState("g", 1, 1, 5, 0, "9500-0", True)},
-        server_time_ms=10_100,
+        groups={"g": GroupState("g", 1, 1, 5, 0, f"{NOW - 400}-0", True)},
+        server_time_ms=NOW + 100,
     )
     totals = group_totals(observed(one, two), ["conv:1", "conv:2"], "g")
     assert totals.oldest_pending_age_ms == 3000, "the oldest entry: added 3 s ago"
+
+
+def lagging(key: str, lag: int | None, first_unread: str | None, **facts: object) -> StreamState:
+    state = GroupState("g", 1, 0, 5, lag, None, True, first_unread_id=first_unread, **facts)  # type: ignore[arg-type]
+    return StreamState(key, StreamStatus.OK, length=10, groups={"g": state}, server_time_ms=NOW)
+
+
+def test_lag_in_seconds_is_the_oldest_unread_entrys_age_over_every_stream() -> None:
+    obs = observed(
+        lagging("conv:1", 3, f"{NOW - 2500}-0"),
+        lagging("conv:2", 1, f"{NOW - 700}-4"),
+        lagging("conv:3", 0, None),  # at the tail: nothing looked up, nothing unread
+    )
+    totals = group_totals(obs, ["conv:1", "conv:2", "conv:3"], "g")
+    assert totals.lag_age_ms == Reading.exact(2500)
+
+
+def test_lag_in_seconds_is_zero_at_the_tail_even_when_7x_says_otherwise() -> None:
+    stale = lagging("conv:1", 4, None, at_tail=True)  # a stale 7.x lag: nothing after the group
+    assert group_totals(observed(stale), ["conv:1"], "g").lag_age_ms == Reading.exact(0)
+    assert group_totals(observed(), [], "g").lag_age_ms == Reading.exact(0), "no streams yet"
+
+
+def test_a_null_lag_still_has_an_age_from_the_counted_entries() -> None:
+    counted = lagging("conv:1", None, f"{NOW - 1200}-0", counted_lag=7)
+    assert group_totals(observed(counted), ["conv:1"], "g").lag_age_ms == Reading.exact(1200)
+
+
+def test_an_id_that_is_not_a_time_gives_an_unknown_age_never_a_wrong_one() -> None:
+    """XADD key 5-1: "5" is not a time; 55 years would be a confident wrong answer."""
+    explicit = lagging("legacy", 2, "5-1")
+    assert group_totals(observed(explicit), ["legacy"], "g").lag_age_ms == Reading.unknown()
+    future = lagging("ahead", 2, f"{NOW + 3_600_000}-0")  # an hour ahead of Redis's clock
+    assert group_totals(observed(future), ["ahead"], "g").lag_age_ms == Reading.unknown()
+    # Over a pattern, the other streams still say something: at least that much.
+    fine = lagging("conv:1", 1, f"{NOW - 900}-0")
+    totals = group_totals(observed(explicit, fine), ["legacy", "conv:1"], "g")
+    assert totals.lag_age_ms == Reading(900, Exactness.LOWER_BOUND)
+    pending = StreamState(
+        "legacy",
+        StreamStatus.OK,
+        length=3,
+        groups={"g": GroupState("g", 1, 2, 5, 0, "5-1", True)},
+        server_time_ms=NOW,
+    )
+    assert group_totals(observed(pending), ["legacy"], "g").oldest_pending_age_ms is None
+
+
+def test_lag_in_seconds_over_partly_readable_streams_is_a_lower_bound() -> None:
+    broken = StreamState("conv:2", StreamStatus.ERROR, error="ERR boom")
+    fine = lagging("conv:1", 1, f"{NOW - 900}-0")
+    totals = group_totals(observed(fine, broken), ["conv:1", "conv:2"], "g")
+    assert totals.lag_age_ms == Reading(900, Exactness.LOWER_BOUND)
+    without_group = stream("conv:3")
+    totals = group_totals(observed(fine, without_group), ["conv:1", "conv:3"], "g")
+    assert totals.lag_age_ms == Reading(900, Exactness.LOWER_BOUND), "the group is not there yet"
+    unreachable = group_totals(observed(problem=EndpointProblem.UNREACHABLE), ["conv:1"], "g")
+    assert unreachable.lag_age_ms == Reading.unknown()

@@ -7,8 +7,9 @@ from e2e.cluster.redis import VALKEY, RedisServer
 from tests.gateway.helpers import lag_of
 from tests.gateway.test_groups import fill
 
+from streamherd.decisions.totals import group_totals
 from streamherd.gateway import Endpoint, RedisGateway
-from streamherd.observations import EndpointProblem, Exactness, StreamStatus
+from streamherd.observations import EndpointProblem, Exactness, Reading, StreamStatus
 
 
 async def raw_lag(r: aredis.Redis, key: str, group: str) -> object:
@@ -130,6 +131,46 @@ async def test_stale_lag_beyond_the_stream_length_is_clamped(
         assert lag.exactness is Exactness.CLAMPED
     else:
         assert reported == 2 and lag.exactness is Exactness.EXACT
+
+
+async def test_lag_in_seconds_is_the_first_unread_entrys_age_on_redis_clock(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    """The first entry after last-delivered-id is looked up only for groups that lag (one
+    XRANGE ... COUNT 1 each); a group at the tail costs nothing and has nothing unread."""
+    ids = await fill(r, "orders", 10)
+    await r.xgroup_create("orders", "behind", "0")
+    await r.xgroup_create("orders", "tail", "$")
+    await r.xgroup_create("orders", "midway", ids[5])  # no ENTRIESREAD: lag null, counted
+    await r.xreadgroup("behind", "c", {"orders": ">"}, count=3)
+    time.sleep(0.3)
+    observed = await gateway.observe(["orders"])
+    stream = observed.streams["orders"]
+    behind, tail, midway = (stream.groups[g] for g in ("behind", "tail", "midway"))
+    assert behind.first_unread_id == ids[3]
+    assert midway.first_unread_id == ids[6]
+    assert tail.first_unread_id is None
+    totals = group_totals(observed, ["orders"], "behind")
+    assert stream.server_time_ms is not None
+    assert totals.lag_age_ms.exactness is Exactness.EXACT
+    assert totals.lag_age_ms.value == stream.server_time_ms - int(ids[3].split("-")[0])
+    assert (totals.lag_age_ms.value or 0) >= 300
+    assert group_totals(observed, ["orders"], "tail").lag_age_ms == Reading.exact(0)
+
+
+async def test_lag_in_seconds_of_ids_chosen_by_the_producer_is_unknown(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    """XADD key 5-1: the id's "time" is 5 ms after 1970; its age would be 55 years."""
+    await r.xadd("legacy", {"n": "1"}, id="5-1")
+    await r.xadd("legacy", {"n": "2"}, id="5-2")
+    await r.xgroup_create("legacy", "g", "0")
+    await r.xreadgroup("g", "c", {"legacy": ">"}, count=1)
+    observed = await gateway.observe(["legacy"])
+    totals = group_totals(observed, ["legacy"], "g")
+    assert observed.streams["legacy"].groups["g"].first_unread_id == "5-2"
+    assert totals.lag == Reading.exact(1) and totals.lag_age_ms == Reading.unknown()
+    assert totals.pending == 1 and totals.oldest_pending_age_ms is None, "nor its pending age"
 
 
 async def test_oldest_pending_only_where_pending_and_asked(

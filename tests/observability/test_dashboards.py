@@ -118,6 +118,8 @@ def test_the_dashboard_has_each_view_asked_for() -> None:
         "streamherd_group_backlog",
         "streamherd_group_pending",
         "streamherd_group_lag",
+        "streamherd_group_lag_seconds",
+        "streamherd_group_oldest_pending_age_seconds",
         "streamherd_group_replicas",
         "streamherd_group_desired_replicas",
         "streamherd_janitor_recovered_total",
@@ -129,7 +131,8 @@ def test_the_dashboard_has_each_view_asked_for() -> None:
     ):
         assert metric in exprs, metric
     titles = [p["title"] for p in board["panels"]]
-    assert "Lag in seconds" in titles, "the place kept for lag in seconds"
+    lag_seconds = next(p for p in board["panels"] if p["title"] == "Lag in seconds")
+    assert lag_seconds["type"] == "timeseries" and lag_seconds["fieldConfig"]["defaults"]["unit"] == "s"
     assert len(set(p["id"] for p in board["panels"])) == len(board["panels"])
     for panel in board["panels"]:
         if panel["type"] not in ("row", "text"):
@@ -156,6 +159,7 @@ def test_every_alert_the_issue_asks_for_is_there() -> None:
     assert {
         "StreamherdGroupStalled",
         "StreamherdGroupStopped",
+        "StreamherdGroupFarBehind",
         "StreamherdDeadLetterGrowth",
         "StreamherdJanitorErrors",
         "StreamherdMetricsUnknown",

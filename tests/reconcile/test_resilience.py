@@ -144,10 +144,21 @@ def test_metrics_show_the_documented_series(harness: Harness) -> None:
     h = harness
     h.stream("orders")
     h.group("fulfilment", startId="0")
+    h.stream("legacy", key="legacy")  # ids chosen by the producer: not times
+    h.group("importer", stream="legacy", startId="0")
+    h.r.xadd("legacy", {"n": 1}, id="5-1")
     h.start()
     for i in range(4):
         h.r.xadd("orders", {"n": i})
-    h.wait_status("ConsumerGroup", "fulfilment", lambda s: s.get("lag") == 4)
+    first = h.r.xrange("orders", count=1)[0][0]
+    status = h.wait_status(
+        "ConsumerGroup", "fulfilment", lambda s: s.get("lag") == 4 and s.get("lagSeconds")
+    )
+    seconds, micros = h.r.time()
+    age = seconds + micros / 1e6 - int(first.split("-")[0]) / 1000
+    assert 0 < status["lagSeconds"] <= age and status["lagSecondsExactness"] == "Exact"
+    legacy = h.wait_status("ConsumerGroup", "importer", lambda s: s.get("lag") == 1)
+    assert legacy.get("lagSeconds") is None and legacy["lagSecondsExactness"] == "Unknown"
     text = h.metrics()
     labels = f'consumergroup="fulfilment",group="fulfilment",namespace="{h.namespace}"'
     for series in (
@@ -156,8 +167,11 @@ def test_metrics_show_the_documented_series(harness: Harness) -> None:
         f"streamherd_group_backlog{{{labels}}} 4.0",
         f"streamherd_group_consumers{{{labels}}} 0.0",
         f"streamherd_group_oldest_pending_age_seconds{{{labels}}} 0.0",
+        f"streamherd_group_lag_seconds{{{labels}}} ",
+        'streamherd_group_lag_seconds{consumergroup="importer",group="importer",namespace="default"} NaN',
     ):
         assert series in text, series
+    assert h.metric("streamherd_group_lag_seconds", consumergroup="fulfilment") > 0
     for name in (
         "streamherd_poll_duration_seconds_bucket",
         "streamherd_redis_roundtrip_seconds_bucket",

@@ -240,7 +240,14 @@ class ConsumerGroupStatus(StatusModel):
     """Consumers known to Redis."""
     oldest_pending_age_seconds: Annotated[float | None, Field(ge=0)] = None
     """How long ago the oldest unfinished (pending) entry was added: Redis's clock minus the
-    time in its id. A claim or redelivery does not reset it."""
+    time in its id. A claim or redelivery does not reset it. Null when nothing is pending,
+    or when the id's time is not a time (an id chosen by the producer, README)."""
+    lag_seconds: Annotated[float | None, Field(ge=0)] = None
+    """Lag in time: how long ago the oldest entry the group has not read yet was added
+    (Redis's clock minus the time in the id of the first entry after last-delivered-id),
+    the largest over the group's streams; 0 when nothing is unread (see lagSecondsExactness)."""
+    lag_seconds_exactness: Exactness | None = None
+    """Exact; LowerBound when some stream's could not be told; Unknown (lagSeconds null)."""
     replicas: Annotated[int | None, Field(ge=0)] = None
     """Current replicas of the consumer Deployment."""
     desired_replicas: Annotated[int | None, Field(ge=0)] = None

@@ -161,6 +161,7 @@ CONSUMER_GROUP = Kind(
         _column("Group", ".status.group"),
         _column("Pending", ".status.pending", "integer"),
         _column("Lag", ".status.lagDisplay"),
+        _column("Lag Seconds", ".status.lagSeconds", "number"),
         _column("Replicas", ".status.replicas", "integer"),
         _column("Desired", ".status.desiredReplicas", "integer"),
         _column("Health", '.status.conditions[?(@.type=="Healthy")].reason'),

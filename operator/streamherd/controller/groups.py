@@ -50,6 +50,8 @@ GROUP_FIELDS = (
     "backlog",
     "consumers",
     "oldestPendingAgeSeconds",
+    "lagSeconds",
+    "lagSecondsExactness",
 )
 
 
@@ -428,6 +430,8 @@ class GroupLoop:
             "backlog": backlog.value,
             "consumers": totals.consumers,
             "oldestPendingAgeSeconds": round(age / 1000, 3) if age is not None else None,
+            "lagSeconds": _seconds(totals.lag_age_ms.value),
+            "lagSecondsExactness": str(totals.lag_age_ms.exactness),
         }
 
     async def fail(
@@ -436,7 +440,12 @@ class GroupLoop:
         self.ctx.metrics.reconcile_errors.labels(CONSUMER_GROUP.kind, verdict.reason).inc()
         self.health.unknown()
         unknown = dict.fromkeys(GROUP_FIELDS)
-        unknown.update(lagExactness="Unknown", lagDisplay="unknown", pendingExactness="Unknown")
+        unknown.update(
+            lagExactness="Unknown",
+            lagDisplay="unknown",
+            pendingExactness="Unknown",
+            lagSecondsExactness="Unknown",
+        )
         await self.report([verdict], generation, unknown)
         return retry
 
@@ -444,6 +453,10 @@ class GroupLoop:
         self, verdicts: list[Verdict], generation: int | None, fields: dict[str, Any] | None
     ) -> None:
         await report(self.writer, verdicts, generation, fields)
+
+
+def _seconds(ms: int | None) -> float | None:
+    return round(ms / 1000, 3) if ms is not None else None
 
 
 async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:

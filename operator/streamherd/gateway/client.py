@@ -162,11 +162,6 @@ class RedisGateway:
         typed GatewayError it means, naming this endpoint."""
         return classify(exc, self.endpoint)
 
-    @property
-    def stale_lag_possible(self) -> bool:
-        """Redis before 8.0 can report lag > 0 for a group at the tail (#13337, #13473)."""
-        return self.server_version is None or self.server_version < (8, 0, 0)
-
     async def connect(self) -> None:
         """Connect, learn the server version and load the scripts. Idempotent (with Sentinel,
         it also keeps the connections on the current primary)."""
@@ -601,7 +596,6 @@ class RedisGateway:
         """
         started, wall = time.monotonic(), datetime.now(UTC)
         keys = list(dict.fromkeys(keys))
-        stale = "1" if self.stale_lag_possible else "0"
         batches = self._batches(keys)
         calls = [
             (
@@ -610,7 +604,6 @@ class RedisGateway:
                     batch,
                     [
                         self.lag_count_cap,
-                        stale,
                         "".join("1" if ages_for is None or k in ages_for else "0" for k in batch),
                     ],
                 ),
@@ -705,7 +698,9 @@ class RedisGateway:
             for _ in range(extras):
                 state, kind, value = states[reply[pos] - 1], reply[pos + 1], reply[pos + 2]
                 pos += 3
-                if kind == "o":
+                if kind == "u":
+                    state.first_unread_id = value
+                elif kind == "o":
                     state.oldest_pending_id = value
                 elif kind == "c":
                     state.counted_lag = value

@@ -5,8 +5,7 @@
 --
 -- KEYS    stream keys
 -- ARGV[1] cap for counting undelivered entries when Redis reports lag as null
--- ARGV[2] '1': Redis may report a stale lag (7.x): check whether lagging groups are at the tail
--- ARGV[3] one char per key, '1': measure the oldest pending entry (its id)
+-- ARGV[2] one char per key, '1': measure the oldest pending entry (its id)
 --
 -- Reply: the server's time in ms (ages are measured against Redis's own clock, the clock
 -- of the entry ids), then per key: status ('ok', or the error text), and when 'ok':
@@ -14,24 +13,16 @@
 --   G x (name, consumers, pending, entries-read (-1 = null), lag (-1 = null)),
 --   X x (group index (1-based), kind, value) for the few groups that need more:
 --     'c' lag was null: entries counted after last-delivered-id (up to the cap)
---     't' lag > 0 but nothing lies after last-delivered-id (a stale 7.x lag); value 1
---     'o' id of the oldest (lowest-id) pending entry (keys asked for in ARGV[3]): when it
+--     'u' id of the first entry after last-delivered-id (lag > 0 or null): when the oldest
+--         entry the group has not read was added (lag in seconds)
+--     't' lag > 0 but nothing lies after last-delivered-id (a stale 7.x lag, #13337); value 1
+--     'o' id of the oldest (lowest-id) pending entry (keys asked for in ARGV[2]): when it
 --         was added (its idle time would be reset by every claim: not an age)
--- The common case is five values a group: the reply is what a poll costs to parse.
--- Entry ids compare as numbers, part by part; digit strings of unequal length compare by
--- length (no leading zeros), so any size works without float rounding.
-local function greater_or_equal(a, b)
-  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
-  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
-  if #a_ms ~= #b_ms then return #a_ms > #b_ms end
-  if a_ms ~= b_ms then return a_ms > b_ms end
-  if #a_seq ~= #b_seq then return #a_seq > #b_seq end
-  return a_seq >= b_seq
-end
-
+-- The common case is five values a group: the reply is what a poll costs to parse. A group
+-- at the tail (lag 0) costs no command; a lagging one one XRANGE ... COUNT 1 (O(log n)),
+-- which also tells a stale lag from a real one.
 local cap = tonumber(ARGV[1])
-local check_tail = ARGV[2] == '1'
-local ages = ARGV[3]
+local ages = ARGV[2]
 local time = redis.call('TIME')
 local out, n = {tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)}, 1
 
@@ -44,7 +35,6 @@ for i, key in ipairs(KEYS) do
     n = n + 1; out[n] = 'ERR unexpected XINFO GROUPS layout'
   else
     local want_age = string.byte(ages, i) == 49 -- '1'
-    local tail = nil
     local extras, x = {}, 0
     n = n + 1; out[n] = 'ok'
     n = n + 1; out[n] = redis.call('XLEN', key)
@@ -56,16 +46,24 @@ for i, key in ipairs(KEYS) do
       local name, pending = g[2], g[6]
       local lag = (g[11] == 'lag' and g[12]) or -1
       if lag == -1 then
+        local unread = redis.call('XRANGE', key, '(' .. g[8], '+', 'COUNT', cap)
         x = x + 1; extras[x] = j
         x = x + 1; extras[x] = 'c'
-        x = x + 1; extras[x] = #redis.call('XRANGE', key, '(' .. g[8], '+', 'COUNT', cap)
-      elseif lag > 0 and check_tail then
-        if not tail then
-          local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1]
-          tail = last and last[1] or '0-0'
-        end
-        if greater_or_equal(g[8], tail) then
+        x = x + 1; extras[x] = #unread
+        if unread[1] then
           x = x + 1; extras[x] = j
+          x = x + 1; extras[x] = 'u'
+          x = x + 1; extras[x] = unread[1][1]
+        end
+      elseif lag > 0 then
+        -- pcall: a last-delivered-id at the largest id has no exclusive successor (an error).
+        local first = redis.pcall('XRANGE', key, '(' .. g[8], '+', 'COUNT', 1)
+        first = (not first.err) and first[1]
+        x = x + 1; extras[x] = j
+        if first then
+          x = x + 1; extras[x] = 'u'
+          x = x + 1; extras[x] = first[1]
+        else
           x = x + 1; extras[x] = 't'
           x = x + 1; extras[x] = 1
         end
