@@ -14,9 +14,9 @@ BENCHES := $(subst _,-,$(patsubst tests/bench/bench_%.py,%,$(wildcard tests/benc
 .PHONY: help deps system-deps control-plane test pytest e2e lint crds chart bench demo clean image image-test $(addprefix bench-,$(BENCHES))
 
 help:
-	@echo "make demo        the operator on a local simulated cluster with a real Redis"
+	@echo "make demo        the operator on a local simulated cluster with a real Redis, live"
 	@echo "make test        install everything needed, then lint + the whole test suite"
-	@echo "make e2e         the long variants kept out of make test (tests marked e2e_variants)"
+	@echo "make e2e         what make test runs short or not at all: long variants, full-length scenarios"
 	@echo "make control-plane  build etcd, kube-apiserver, kube-controller-manager (cached)"
 	@echo "make lint        ruff + mypy (strict on the package) + the layer contracts"
 	@echo "make crds        regenerate crds/ from the API models (and the chart's copy)"
@@ -43,7 +43,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[test,bench,demo]'
 	touch $@
 
 deps: system-deps $(STAMP)
@@ -66,10 +66,13 @@ image-test: image
 pytest: deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Long variants of suite tests (another Redis flavour or fault of a test whose first run is in
-# make test), kept out of the suite's 15 minutes: tests/conftest.py, e2e_variants.
+# Kept out of the suite's 15 minutes: the long variants of suite tests (another Redis flavour,
+# fault or tier of a test whose first run is in make test: tests/conftest.py, e2e_variants),
+# then the flagship scenarios at full length (200 concurrent calls, a 50,000-event burst,
+# kills, poison), which make test runs shortened.
 e2e: deps control-plane
 	$(PY) -m pytest --e2e $(PYTEST_ARGS)
+	STREAMHERD_E2E_SCALE=full $(PY) -m pytest tests/flagship/test_scenarios.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check operator tests e2e

@@ -1,5 +1,6 @@
 """Observation against a real redis-server: every lag trap in redis-streams.md is a test."""
 
+import asyncio
 import time
 
 import redis.asyncio as aredis
@@ -143,7 +144,7 @@ async def test_lag_in_seconds_is_the_first_unread_entrys_age_on_redis_clock(
     await r.xgroup_create("orders", "tail", "$")
     await r.xgroup_create("orders", "midway", ids[5])  # no ENTRIESREAD: lag null, counted
     await r.xreadgroup("behind", "c", {"orders": ">"}, count=3)
-    time.sleep(0.3)
+    await asyncio.sleep(0.3)  # the unread entries get older
     observed = await gateway.observe(["orders"])
     stream = observed.streams["orders"]
     behind, tail, midway = (stream.groups[g] for g in ("behind", "tail", "midway"))

@@ -130,9 +130,11 @@ def test_the_dashboard_has_each_view_asked_for() -> None:
         "streamherd_api_requests_total",
     ):
         assert metric in exprs, metric
-    titles = [p["title"] for p in board["panels"]]
     lag_seconds = next(p for p in board["panels"] if p["title"] == "Lag in seconds")
-    assert lag_seconds["type"] == "timeseries" and lag_seconds["fieldConfig"]["defaults"]["unit"] == "s"
+    assert (
+        lag_seconds["type"] == "timeseries"
+        and lag_seconds["fieldConfig"]["defaults"]["unit"] == "s"
+    )
     assert len(set(p["id"] for p in board["panels"])) == len(board["panels"])
     for panel in board["panels"]:
         if panel["type"] not in ("row", "text"):

@@ -10,12 +10,11 @@ import threading
 import time
 from typing import Any
 
-from e2e import demo
+from e2e import demo, flagship
 from e2e.cluster.processes import wait_until
 from tests.harness import Harness
 
 from streamherd.consumer import StreamClient
-from streamherd.keys import is_auxiliary
 
 CALLS = 12
 TURNS = 16  # an event every 250 ms: 4 s a call
@@ -29,25 +28,11 @@ capped: 4.7 KB for these calls) and allocator size-class rounding. Measured: ~10
 
 
 def call_streams(h: Harness) -> list[str]:
-    return sorted(
-        k for k in h.r.scan_iter(match="conv:*", count=1000, _type="stream") if not is_auxiliary(k)
-    )
+    return flagship.call_streams(h.r)
 
 
 def used_memory(h: Harness) -> int:
-    """INFO memory's used_memory less what client connections hold, as CLIENT LIST counts it
-    for each one (tot-mem: its struct, query and reply buffers, ~20 KB each), and less the
-    script cache: consumer pods come and go with autoscaling, connection pools grow with
-    concurrency, the janitor loads its scripts on its first pass; calls do none of that.
-    What is left is the data and Redis's own structures."""
-    before = h.r.info("memory")
-    clients = sum(int(c["tot-mem"]) for c in h.r.client_list())
-    after = h.r.info("memory")
-    return (
-        min(int(before["used_memory"]), int(after["used_memory"]))
-        - clients
-        - int(after["used_memory_scripts"])
-    )
+    return flagship.used_memory(h.r)
 
 
 def calls(h: Harness, count: int) -> set[str]:
@@ -97,7 +82,7 @@ def ended_and_deleted(h: Harness, written: set[str]) -> None:
         message=lambda: f"still there: {call_streams(h)}\n{h.logs()[-3000:]}",
     )
     for group in GROUPS:
-        h.r.delete(f"processed:{group}")
+        h.r.delete(f"processed:{group}", f"processed-log:{group}")
 
 
 def test_ended_calls_are_trimmed_then_deleted_and_memory_returns(

@@ -102,7 +102,7 @@ class Autoscaler:
         if stopped is not None:
             self.unwatch()
             return stopped
-        self._update_rate(totals, taken_at, max(1, int(state.get("ready") or 0)))
+        self._update_rate(totals, taken_at, int(state.get("ready") or 0))
         observed = Observed(
             replicas=current,
             lag=totals.lag,
@@ -175,11 +175,11 @@ class Autoscaler:
 
     def _update_rate(self, totals: GroupTotals, now: float, ready: int) -> None:
         """The per-replica completion rate, smoothed (decisions.rates)."""
-        progress = Progress.of(totals, now)
+        progress = Progress.of(totals, now, ready)
         measured = completion_rate(self._progress, progress) if progress is not None else None
         self._progress = progress
         if measured is not None:
-            self.rate = smoothed(self.rate, measured / ready)
+            self.rate = smoothed(self.rate, measured)
 
     async def _apply(
         self,

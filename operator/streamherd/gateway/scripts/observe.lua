@@ -35,6 +35,7 @@ for i, key in ipairs(KEYS) do
     n = n + 1; out[n] = 'ERR unexpected XINFO GROUPS layout'
   else
     local want_age = string.byte(ages, i) == 49 -- '1'
+    local after = {}  -- last-delivered-id -> the id of the first entry after it (or false)
     local extras, x = {}, 0
     n = n + 1; out[n] = 'ok'
     n = n + 1; out[n] = redis.call('XLEN', key)
@@ -56,13 +57,18 @@ for i, key in ipairs(KEYS) do
           x = x + 1; extras[x] = unread[1][1]
         end
       elseif lag > 0 then
-        -- pcall: a last-delivered-id at the largest id has no exclusive successor (an error).
-        local first = redis.pcall('XRANGE', key, '(' .. g[8], '+', 'COUNT', 1)
-        first = (not first.err) and first[1]
+        -- Groups at one position share the lookup. pcall: a last-delivered-id at the largest
+        -- id has no exclusive successor (an error: nothing can follow it).
+        local first = after[g[8]]
+        if first == nil then
+          local found = redis.pcall('XRANGE', key, '(' .. g[8], '+', 'COUNT', 1)
+          first = (not found.err) and found[1] and found[1][1] or false
+          after[g[8]] = first
+        end
         x = x + 1; extras[x] = j
         if first then
           x = x + 1; extras[x] = 'u'
-          x = x + 1; extras[x] = first[1]
+          x = x + 1; extras[x] = first
         else
           x = x + 1; extras[x] = 't'
           x = x + 1; extras[x] = 1
