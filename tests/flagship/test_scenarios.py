@@ -109,7 +109,7 @@ class Killer(threading.Thread):
                 continue
             victim = self.rng.choice(pods)
             try:
-                self.kubelet.kill(victim)
+                self.kubelet.kill(victim, self.h.namespace)
                 self.h.api.delete("pods", self.h.namespace, victim, gracePeriodSeconds=0)
             except LookupError:
                 continue  # gone meanwhile (scaled in)

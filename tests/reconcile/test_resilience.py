@@ -161,6 +161,7 @@ def test_metrics_show_the_documented_series(harness: Harness) -> None:
     assert legacy.get("lagSeconds") is None and legacy["lagSecondsExactness"] == "Unknown"
     text = h.metrics()
     labels = f'consumergroup="fulfilment",group="fulfilment",namespace="{h.namespace}"'
+    legacy_labels = f'consumergroup="importer",group="importer",namespace="{h.namespace}"'
     for series in (
         f"streamherd_group_pending{{{labels}}} 0.0",
         f"streamherd_group_lag{{{labels}}} 4.0",
@@ -168,7 +169,7 @@ def test_metrics_show_the_documented_series(harness: Harness) -> None:
         f"streamherd_group_consumers{{{labels}}} 0.0",
         f"streamherd_group_oldest_pending_age_seconds{{{labels}}} 0.0",
         f"streamherd_group_lag_seconds{{{labels}}} ",
-        'streamherd_group_lag_seconds{consumergroup="importer",group="importer",namespace="default"} NaN',
+        f"streamherd_group_lag_seconds{{{legacy_labels}}} NaN",
     ):
         assert series in text, series
     assert h.metric("streamherd_group_lag_seconds", consumergroup="fulfilment") > 0
