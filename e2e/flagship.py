@@ -224,7 +224,9 @@ class Calls:
 
     async def _main(self) -> None:
         rng = random.Random(self.seed)
-        client = StreamClient.from_url(self.url, maxlen=self.maxlen)
+        # Each live call holds at most one connection (one publish at a time); redis-py's
+        # pool raises past its default 100, which the full scenario's 200 calls exceed.
+        client = StreamClient.from_url(self.url, maxlen=self.maxlen, max_connections=1_000)
         tasks: dict[str, asyncio.Task[None]] = {}
         next_id = 0
         try:
