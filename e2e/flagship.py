@@ -2,7 +2,7 @@
 cluster, and what its story needs: calls that publish through the SDK, consumer pods to kill,
 and the bookkeeping that checks, by id, that every event was processed by every group.
 
-Shared by `make demo` (e2e/demo.py), the flagship tests (tests/flagship, tests/retention),
+Shared by `make demo` (e2e/demo.py), the demo's and the scenario's tests (tests/flagship), tests/retention,
 the e2e scenarios and `make bench-e2e-burst`: one place that knows how the example runs here.
 """
 
@@ -338,7 +338,3 @@ def missing(r: redis.Redis, group: str, produced: set[tuple[str, str]]) -> set[t
     """What ``group`` has neither processed nor dead-lettered (still in its dead-letter
     stream) of ``produced``."""
     return produced - processed_ids(r, group) - set(dead_letters(r, group))
-
-
-def time_left(deadline: float) -> float:
-    return max(0.0, deadline - time.monotonic())

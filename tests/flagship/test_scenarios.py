@@ -6,7 +6,7 @@ every poison event is dead-lettered by every group.
 
 `make test` runs the shortened variant; `make e2e` the full one (STREAMHERD_E2E_SCALE=full:
 200 concurrent calls, a 50,000-event burst). Built on e2e/flagship.py, like the demo and
-tests/flagship/test_conversations.py.
+tests/retention/test_flagship.py.
 """
 
 from __future__ import annotations
