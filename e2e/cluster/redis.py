@@ -75,12 +75,14 @@ def redis_cli_binary() -> str:
     return path
 
 
-LISTEN_PORTS = range(10000, 22768)
+LISTEN_PORTS = range(24000, 32768)
+CLUSTER_PORTS = range(10000, 14000)
 """Where test servers listen: below the kernel's ephemeral range (32768-60999 by default),
 which every outgoing connection takes its source port from. A port the kernel handed out as
 free (bind to 0) is in that range, and a client connecting anywhere could take it before the
-server binds it ("Address already in use"). A cluster node's bus port (+10000) stays below
-32768 too."""
+server binds it ("Address already in use"). Cluster nodes have their own range, whose bus
+ports (+10000: 20000-23999) stay clear of the others too: a bus port is bound only when its
+node starts, after its number was picked."""
 
 
 def free_port() -> int:
@@ -96,7 +98,7 @@ def free_port() -> int:
 def free_cluster_port() -> int:
     """A free port whose cluster-bus twin (port + 10000) is free too."""
     for _ in range(200):
-        port = random.choice(LISTEN_PORTS)
+        port = random.choice(CLUSTER_PORTS)
         if _bindable(port) and _bindable(port + 10000):
             return port
     raise RuntimeError("no free port pair for a cluster node")
