@@ -4,7 +4,12 @@ pass by skipping (the brief: fail loudly rather than skip).
 Long variants stay out of ``make test`` (the suite's 15-minute budget on 2 cores) and run with
 ``make e2e`` (``pytest --e2e``): a test marked ``e2e_variants("valkey-9.1", ...)`` has each run
 whose parameter id contains one of those strings moved there, the others stay in the suite. They
-are deselected, not skipped, so the suite still fails on any skip."""
+are deselected, not skipped, so the suite still fails on any skip.
+
+The control-plane runs moved there ("control-plane" in the id) are those whose Kubernetes side
+another real-tier test of the suite already covers (reconcile, scaling, the janitor's pods and
+CronJob, Secrets, RBAC, retention on 7.0): what they add on the real tier is their Redis
+side, which their emulator run in the suite checks the same way."""
 
 from __future__ import annotations
 

@@ -109,6 +109,7 @@ def example(h: Harness, strategy: str, where: Redis) -> list[dict[str, Any]]:
     [("Claim", "standalone"), ("Requeue", "standalone"), ("Claim", "cluster")],
     indirect=["where"],
 )
+@pytest.mark.e2e_variants("control-plane-Requeue-standalone", "control-plane-Claim-standalone")
 def test_three_groups_on_every_call_survive_kills_and_poison(
     harness: Harness, kubelet: Any, strategy: str, where: Redis
 ) -> None:
@@ -192,6 +193,7 @@ def test_three_groups_on_every_call_survive_kills_and_poison(
     assert len(killed) == 3
 
 
+@pytest.mark.e2e_variants("control-plane")
 @pytest.mark.parametrize("where", ["cluster"], indirect=True)
 def test_brain_wakes_from_zero_on_a_cluster_of_many_calls(
     harness: Harness, kubelet: Any, where: Redis
@@ -324,6 +326,7 @@ def finished(
     return all(where.r.xpending(key, group)["pending"] == 0 for key in poison)
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_the_seed_plain_loop_gets_its_stranded_work_back_under_requeue(
     harness: Harness, kubelet: Any
 ) -> None:

@@ -103,6 +103,7 @@ def test_a_killed_consumer_pod_is_recovered_at_once_and_its_name_removed(
     assert h.ready("ConsumerGroup", "fulfilment")["status"] == "True", "Ready is not ours"
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_poison_is_dead_lettered_on_every_stream_of_a_pattern_and_paused_means_hands_off(
     harness: Harness,
 ) -> None:
@@ -264,6 +265,7 @@ def test_a_dead_letter_key_in_another_cluster_slot_is_a_condition(
     h.wait_status("ConsumerGroup", "g", lambda s: not refused(s))
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_a_dead_letter_key_of_another_type_holds_poison_with_a_condition_until_freed(
     harness: Harness,
 ) -> None:

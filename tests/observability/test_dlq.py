@@ -379,6 +379,7 @@ def dead_letter_metric(h: Harness, name: str) -> float | None:
     return None
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_poison_is_dead_lettered_counted_and_replayed_after_a_fix(
     harness: Harness, kubelet: Any, kubeconfig: Any
 ) -> None:

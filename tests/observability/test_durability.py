@@ -251,6 +251,7 @@ def test_the_worst_risk_decides(servers: Sequence[ServerDurability], reason: Rea
     assert assess(servers).reason is reason
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_the_operator_reports_durability_on_the_redisstream(harness: Harness) -> None:
     h = harness
     h.stream("orders")

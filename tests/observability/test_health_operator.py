@@ -53,6 +53,7 @@ def group_spec(deployment: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_stalled_on_poison_then_ok_again_with_events_and_metric(
     harness: Harness, kubelet: Any
 ) -> None:
@@ -79,6 +80,7 @@ def test_stalled_on_poison_then_ok_again_with_events_and_metric(
     assert ("Warning", "Stalled") in events and ("Normal", "Healthy") in events
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_stopped_without_a_ready_pod_and_lagging_under_a_flood(
     harness: Harness, kubelet: Any
 ) -> None:

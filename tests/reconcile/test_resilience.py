@@ -87,6 +87,7 @@ def test_missing_secret_is_reported_then_picked_up_when_created(
     assert all("s3cr3t-pw" not in message for _, _, message in h.events("orders"))
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_redis_outage_flips_conditions_and_recovers(harness: Harness) -> None:
     h = harness
     h.stream("orders")

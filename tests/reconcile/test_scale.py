@@ -14,6 +14,7 @@ pytestmark = pytest.mark.control_plane
 STREAMS, GROUPS_PER_STREAM = 20, 10
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_two_hundred_groups_share_one_poll_and_stay_current(harness: Harness) -> None:
     h = harness
     for s in range(STREAMS):

@@ -39,7 +39,7 @@ def groups_exist(h: Harness, key: str, *names: str) -> bool:
 
 
 # Valkey's runs under make e2e: retain.lua runs on it in tests/retention/test_script.py
-@pytest.mark.e2e_variants("valkey-9.1")
+@pytest.mark.e2e_variants("valkey-9.1", "redis8.2-control-plane")
 def test_a_lagging_group_holds_retention_back_and_is_told_so(harness_any_redis: Harness) -> None:
     h = harness_any_redis
     ids = produce(h, "orders", 100)
@@ -147,6 +147,7 @@ def writing(h: Harness, key: str, every: float = 0.2) -> Iterator[None]:
         thread.join()
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_finished_call_streams_are_deleted_and_no_other(harness: Harness) -> None:
     h = harness
     h.stream("calls", key=None, keyPattern="conv:*", retentionPolicyRef={"name": "calls"})
