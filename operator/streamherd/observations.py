@@ -73,6 +73,25 @@ class Reading:
         return Reading(self.value + other.value, weakest(self.exactness, other.exactness))
 
 
+class HasBacklog:
+    """What carries a lag and a pending count (a group's totals, the autoscaler's inputs):
+    their sum, the backlog, as exact as its weakest part."""
+
+    lag: Reading
+    pending: int | None
+    pending_exactness: Exactness
+
+    @property
+    def pending_reading(self) -> Reading:
+        if self.pending is None:
+            return Reading.unknown()
+        return Reading(self.pending, self.pending_exactness)
+
+    @property
+    def backlog(self) -> Reading:
+        return self.lag + self.pending_reading
+
+
 @dataclass(slots=True)
 class GroupState:
     """One consumer group on one stream, as Redis reported it."""

@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from streamherd.api import CONSUMER_GROUP
 from streamherd.api.redisstream import RedisEndpoint, RedisStreamSpec
@@ -45,6 +45,19 @@ class StreamBinding:
     @property
     def usable(self) -> bool:
         return self.poller is not None and self.problem is None
+
+    def in_use(self) -> InUse | None:
+        """Its poller and source, when ConsumerGroups can use the stream now."""
+        if self.poller is None or self.source is None or self.problem is not None:
+            return None
+        return InUse(self.poller, self.source)
+
+
+class InUse(NamedTuple):
+    """A usable RedisStream's poller and source (see ``StreamBinding.in_use``)."""
+
+    poller: Poller
+    source: Source
 
 
 class SecretCache:

@@ -144,12 +144,7 @@ class GroupLoop:
             return await self.fail(Verdict.not_ready(Reason.INVALID_SPEC, str(exc)), generation)
         group = spec.group_name or self.name
         binding = self.ctx.streams.get((self.namespace, spec.stream_ref.name))
-        if (
-            binding is None
-            or not binding.usable
-            or binding.poller is None
-            or binding.source is None
-        ):
+        if binding is None or binding.in_use() is None:
             return await self.wait_for_stream(spec.stream_ref.name, binding, generation)
         conflict = self.claim(binding, group)
         if conflict is not None:

@@ -241,26 +241,22 @@ class JanitorLoop:
             return IDLE_SECONDS
         group = spec.group_name or self.name
         binding = self.ctx.streams.get((self.namespace, spec.stream_ref.name))
-        if (
-            binding is None
-            or not binding.usable
-            or binding.poller is None
-            or binding.source is None
-        ):
+        stream = binding.in_use() if binding is not None else None
+        if binding is None or stream is None:
             return WAIT_SECONDS
         owner = self.ctx.claims.owner(claim_target(binding, group))
         if owner != self.me:
             return WAIT_SECONDS if owner is None else interval  # not claimed yet / not ours
-        latest = binding.poller.latest
-        if binding.source.key is not None:
-            keys: Sequence[str] = [binding.source.key]
+        latest = stream.poller.latest
+        if stream.source.key is not None:
+            keys: Sequence[str] = [stream.source.key]
         else:
-            keys = latest.keys_of(binding.source) if latest is not None else ()
+            keys = latest.keys_of(stream.source) if latest is not None else ()
         if not keys:
             return WAIT_SECONDS
         observed = observed_states(latest.observation if latest else None, keys, group)
         outcome = await self.janitor.run(
-            binding.poller.gateway,
+            stream.poller.gateway,
             keys,
             group,
             recovery,

@@ -148,18 +148,19 @@ def plan_pass(
     """A new pass over every key the bindings' pollers know (auxiliary keys never)."""
     work = []
     for binding in bindings:
-        if binding.poller is None or binding.source is None or not binding.usable:
+        stream = binding.in_use()
+        if stream is None:
             continue
-        pattern = binding.source.key is None
+        pattern = stream.source.key is None
         if pattern:
-            latest = binding.poller.latest
-            keys: Sequence[str] = latest.keys_of(binding.source) if latest is not None else ()
+            latest = stream.poller.latest
+            keys: Sequence[str] = latest.keys_of(stream.source) if latest is not None else ()
         else:
-            keys = [str(binding.source.key)]
+            keys = [str(stream.source.key)]
         work.append(
             _Work(
                 binding,
-                binding.poller.gateway,
+                stream.poller.gateway,
                 rules_of(spec, pattern=pattern),
                 managed.get(binding.name, ()),
                 deque(k for k in keys if not is_auxiliary(k)),

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from streamherd.api.consumergroup import Autoscaling, Metric
-from streamherd.observations import Exactness, Reading
+from streamherd.observations import Exactness, HasBacklog, Reading
 
 
 class Action(StrEnum):
@@ -35,7 +35,7 @@ class Action(StrEnum):
 
 
 @dataclass(frozen=True)
-class Observed:
+class Observed(HasBacklog):
     """What the autoscaler sees in one poll."""
 
     replicas: int
@@ -46,16 +46,6 @@ class Observed:
     """Entries one replica finishes per second, measured while there was work."""
     pending_exactness: Exactness = Exactness.EXACT
     """LowerBound when some of the group's streams could not be read."""
-
-    @property
-    def pending_reading(self) -> Reading:
-        if self.pending is None:
-            return Reading.unknown()
-        return Reading(self.pending, self.pending_exactness)
-
-    @property
-    def backlog(self) -> Reading:
-        return self.lag + self.pending_reading
 
     def metric(self, which: Metric) -> Reading:
         if which is Metric.LAG:

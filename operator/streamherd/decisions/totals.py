@@ -10,6 +10,7 @@ from streamherd.decisions.lag import group_lag
 from streamherd.observations import (
     Exactness,
     GroupState,
+    HasBacklog,
     Observation,
     Reading,
     StreamStatus,
@@ -18,7 +19,7 @@ from streamherd.observations import (
 
 
 @dataclass(frozen=True)
-class GroupTotals:
+class GroupTotals(HasBacklog):
     """Sums over the streams the group is on. When the endpoint could not be read,
     ``known`` is False and every number is unknown (never zero)."""
 
@@ -43,16 +44,6 @@ class GroupTotals:
     missing_group_on: tuple[str, ...] = ()
     """Streams that exist but lack the group: the controller creates it there."""
     missing_streams: tuple[str, ...] = ()
-
-    @property
-    def pending_reading(self) -> Reading:
-        if self.pending is None:
-            return Reading.unknown()
-        return Reading(self.pending, self.pending_exactness)
-
-    @property
-    def backlog(self) -> Reading:
-        return self.lag + self.pending_reading
 
     @classmethod
     def unknown(cls) -> GroupTotals:
