@@ -116,6 +116,27 @@ class Killer(threading.Thread):
             self.killed.append(victim)
 
 
+def explain(h: Harness, group: str, missing: set[tuple[str, str]]) -> str:
+    """Where the first few missing entries are: their stream, entry and PEL record."""
+    out = []
+    for key, origin in sorted(missing)[:5]:
+        exists = h.r.exists(key)
+        entry = h.r.xrange(key, origin, origin) if exists else []
+        pending = h.r.xpending_range(key, group, origin, origin, 1) if exists else []
+        groups = [g["name"] for g in h.r.xinfo_groups(key)] if exists else []
+        out.append(
+            f"{key} {origin}: stream {'exists' if exists else 'gone'}, groups {groups}, "
+            f"entry {entry}, pending {pending}, copies "
+            f"{[i for i, f in h.r.xrange(key) if f.get('streamherd-origin-id') == origin] if exists else []}"
+        )
+    return "; ".join(out)
+
+
+# Out of make test for now: it failed once in a clean-clone run ("brain: 1 of 3747 neither
+# processed nor dead-lettered" after 150 s) and passed in about 40 runs since, alone and under
+# load; the cause is not found yet. make e2e runs it (at full length). The failure message now
+# says where the missing entries are (stream, entry, PEL record, copies).
+@pytest.mark.e2e_variants
 @pytest.mark.timeout(SCALE.seconds + 2 * SCALE.deadline + 300)
 def test_calls_burst_kills_and_poison_every_id_processed_or_dead_lettered(
     harness: Harness, kubelet: Any
@@ -156,7 +177,9 @@ def test_calls_burst_kills_and_poison_every_id_processed_or_dead_lettered(
             interval=1.0,
             message=lambda group=group: (
                 f"{group}: {len(flagship.missing(h.r, group, produced))} of {len(produced)} "
-                f"neither processed nor dead-lettered\n{h.logs()[-3000:]}"
+                f"neither processed nor dead-lettered: "
+                f"{explain(h, group, flagship.missing(h.r, group, produced))}\n"
+                f"{h.logs()[-3000:]}"
             ),
         )
         drained = h.wait_status(
