@@ -231,6 +231,10 @@ async def test_a_pattern_consumer_over_1200_streams_on_every_node(
     assert max(received.values()) <= 3, f"connections accepted per node: {received}"
 
 
+# Out of make test for now: the Kt run hit pytest's 120 s timeout once in a clean-clone run
+# (its own waits add up to 80 s, so the hang was in starting or stopping the consumer or its
+# subscriptions); the cause is not found yet. make e2e runs it.
+@pytest.mark.e2e_variants
 @pytest.mark.parametrize(("flags", "how"), [("Kt", "pattern"), ("Et", "channels")])
 async def test_keyspace_notifications_wake_it_and_find_streams_nobody_registered(
     redis_cluster: RedisClusterProcesses, cluster_client: RedisCluster, flags: str, how: str
