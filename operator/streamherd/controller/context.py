@@ -42,10 +42,6 @@ class StreamBinding:
     problem: Verdict | None = None
     spec: RedisStreamSpec | None = None
 
-    @property
-    def usable(self) -> bool:
-        return self.poller is not None and self.problem is None
-
     def in_use(self) -> InUse | None:
         """Its poller and source, when ConsumerGroups can use the stream now."""
         if self.poller is None or self.source is None or self.problem is not None:
