@@ -182,18 +182,29 @@ class Calls:
         with self._lock:
             return {(key, i) for key, ids in self.poisoned.items() for i in ids}
 
-    def burst(self, events: int, streams: int, prefix: str = "conv:burst-") -> None:
+    def burst(
+        self,
+        events: int,
+        streams: int,
+        prefix: str = "conv:burst-",
+        *,
+        announced_ahead: float = 0.0,
+    ) -> None:
         """``events`` written at once (pipelined) over ``streams`` new streams, from this
-        thread (blocking), with the same poison share."""
+        thread (blocking), with the same poison share. The keys are announced in the registry
+        ``announced_ahead`` seconds before the streams' first entries (the SDK's ``publish``
+        announces after its first XADD; a publisher of another kind may not): consumers and
+        the operator that look in between find no stream, and must not forget the keys."""
         rng = random.Random(self.seed + 1)
         client = redis.Redis.from_url(self.url, decode_responses=True)
         try:
             keys = [f"{prefix}{i:04d}" for i in range(streams)]
-            # Registered as the SDK's publish would: the operator learns them in O(new keys).
+            # Registered: the operator and the SDK's pattern consumers learn them in O(new keys).
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.xadd(REGISTRY_KEY, {REGISTRY_FIELD: key}, maxlen=100_000, approximate=True)
             pipe.execute()
+            time.sleep(announced_ahead)
             for start in range(0, events, 1000):
                 pipe = client.pipeline(transaction=False)
                 sent = []

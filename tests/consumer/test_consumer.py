@@ -5,6 +5,7 @@ acknowledged unprocessed, streams appearing and disappearing."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import redis.asyncio as aredis
@@ -14,6 +15,7 @@ from tests.consumer.conftest import recorder, running
 
 from streamherd.consumer import Consumer, Entry, StreamClient
 from streamherd.fields import DELIVERIES_FIELD, GROUP_FIELD, ORIGIN_ID_FIELD
+from streamherd.keys import REGISTRY_FIELD, REGISTRY_KEY
 
 
 def consumer(server: RedisServer, handler: Any, name: str = "c1", **options: Any) -> Consumer:
@@ -128,6 +130,51 @@ async def test_waits_for_its_group_and_forgets_a_deleted_stream(
         await async_wait_until(lambda: "conv:1" not in c.streams.followed, 15)
         assert not task.done()
     assert [e.fields["n"] for e in seen] == ["first", "second", "third"]
+
+
+async def test_a_key_announced_before_its_stream_exists_is_read_once_it_does(
+    server: RedisServer, r: aredis.Redis
+) -> None:
+    """A publisher that registers a key before its first XADD (not the SDK's order, but
+    nothing forbids it; the flagship scenario's burst does it): a pattern consumer that
+    checks the key in between finds no stream. It must wait for it, not forget it: a
+    forgotten key is never learned again, and the janitor may claim that stream's entries to
+    this consumer, which would then never read them (found as an entry stuck in a live
+    consumer's PEL for 150 s in the flagship scenario)."""
+    seen, handle = recorder()
+    c = consumer(server, handle, stream=None, pattern="conv:*", history_interval=0.2)
+    async with running(c) as task:
+        await async_wait_until(lambda: c.following.position is not None, 10)
+        announced = await r.xadd(REGISTRY_KEY, {REGISTRY_FIELD: "conv:7"})
+        # Read from the registry and checked once (no stream yet):
+        await async_wait_until(
+            lambda: (
+                c.following.position == announced
+                and "conv:7" not in c.streams.due(time.monotonic())
+            ),
+            10,
+        )
+        assert "conv:7" not in c.streams.followed and not task.done()
+        await r.xadd("conv:7", {"n": "late"})
+        await r.xgroup_create("conv:7", "g", id="0")
+        await async_wait_until(lambda: len(seen) == 1, 10, message=lambda: f"{c.streams.waiting}")
+    assert [e.fields["n"] for e in seen] == ["late"]
+
+
+async def test_a_key_that_never_appears_is_forgotten_after_the_grace(
+    server: RedisServer, r: aredis.Redis
+) -> None:
+    """Waiting for announced keys costs memory only for a while: one absent for longer than
+    ``absent_grace`` (deleted calls, announcements of streams never written) is dropped."""
+    seen, handle = recorder()
+    c = consumer(server, handle, stream=None, pattern="conv:*")
+    c.streams.absent_grace = 0.5
+    async with running(c):
+        await async_wait_until(lambda: c.following.position is not None, 10)
+        await r.xadd(REGISTRY_KEY, {REGISTRY_FIELD: "conv:never"})
+        await async_wait_until(lambda: "conv:never" in c.streams.waiting, 10)
+        await async_wait_until(lambda: "conv:never" not in c.streams.waiting, 10)
+    assert seen == []
 
 
 async def test_a_sync_handler_runs_in_a_thread(server: RedisServer, r: aredis.Redis) -> None:

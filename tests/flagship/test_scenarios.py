@@ -116,18 +116,38 @@ class Killer(threading.Thread):
             self.killed.append(victim)
 
 
-def explain(h: Harness, group: str, missing: set[tuple[str, str]]) -> str:
-    """Where the first few missing entries are: their stream, entry and PEL record."""
-    out = []
+def explain(h: Harness, kubelet: Any, group: str, missing: set[tuple[str, str]]) -> str:
+    """Where the first few missing entries are: their stream, entry, PEL record and copies;
+    then, for each consumer holding one, its pod (API and kubelet) and its last log lines."""
+    out, owners = [], set()
     for key, origin in sorted(missing)[:5]:
         exists = h.r.exists(key)
         entry = h.r.xrange(key, origin, origin) if exists else []
         pending = h.r.xpending_range(key, group, origin, origin, 1) if exists else []
+        owners.update(p["consumer"] for p in pending)
         groups = [g["name"] for g in h.r.xinfo_groups(key)] if exists else []
+        consumers = (
+            [(c["name"], c["pending"], c["idle"]) for c in h.r.xinfo_consumers(key, group)]
+            if group in groups
+            else []
+        )
         out.append(
             f"{key} {origin}: stream {'exists' if exists else 'gone'}, groups {groups}, "
-            f"entry {entry}, pending {pending}, copies "
+            f"entry {entry}, pending {pending}, consumers {consumers}, copies "
             f"{[i for i, f in h.r.xrange(key) if f.get('streamherd-origin-id') == origin] if exists else []}"
+        )
+    running = kubelet.processes(h.namespace)
+    for owner in sorted(owners):
+        pod = h.api.get("pods", h.namespace, owner)
+        state = (
+            "no such pod in the API"
+            if pod is None
+            else f"phase {pod.get('status', {}).get('phase')}, deletion "
+            f"{pod['metadata'].get('deletionTimestamp')}"
+        )
+        out.append(
+            f"consumer {owner}: {state}; kubelet process {running.get(owner)}; log tail:\n"
+            f"{kubelet.logs(owner, h.namespace)[-2500:]}"
         )
     return "; ".join(out)
 
@@ -154,7 +174,9 @@ def test_calls_burst_kills_and_poison_every_id_processed_or_dead_lettered(
     try:
         calls.wanted = scale.calls
         time.sleep(scale.seconds / 3)
-        calls.burst(scale.burst, scale.burst_streams)  # on top of the live calls
+        # On top of the live calls; announced a second ahead: a consumer that looks then finds
+        # no stream yet (a publisher that registers first), and must still read them.
+        calls.burst(scale.burst, scale.burst_streams, announced_ahead=1.0)
         time.sleep(scale.seconds * 2 / 3)
         produced = calls.hang_up()
     finally:
@@ -178,7 +200,7 @@ def test_calls_burst_kills_and_poison_every_id_processed_or_dead_lettered(
             message=lambda group=group: (
                 f"{group}: {len(flagship.missing(h.r, group, produced))} of {len(produced)} "
                 f"neither processed nor dead-lettered: "
-                f"{explain(h, group, flagship.missing(h.r, group, produced))}\n"
+                f"{explain(h, kubelet, group, flagship.missing(h.r, group, produced))}\n"
                 f"{h.logs()[-3000:]}"
             ),
         )

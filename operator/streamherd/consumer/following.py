@@ -9,8 +9,11 @@ How keys are learned, in O(new keys):
   consumer's own position: every ``publish`` of the SDK announces a key the first time it
   writes to it;
 - a learned key is read once it has the group (the operator creates it): until then it is
-  checked with ``XINFO GROUPS``, backing off to every ``MAX_BACKOFF`` seconds. A stream that
-  disappears (a read says NOGROUP, a check "no such key") is forgotten.
+  checked with ``XINFO GROUPS``, backing off to every ``MAX_BACKOFF`` seconds. A key with no
+  stream (a check says "no such key") is checked the same way for ``ABSENT_GRACE`` seconds,
+  then forgotten: an announcement may come before the stream's first entry (a publisher
+  that registers first), and a forgotten key is never learned again. A key of another type
+  is forgotten at once.
 
 Streams that returned entries within ``active_window`` seconds (and newly learned ones) are
 *active*: read every time round. The others are *dormant*: swept for entries every few
@@ -34,6 +37,10 @@ logger = logging.getLogger("streamherd.consumer")
 
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
+ABSENT_GRACE = 30.0
+"""Seconds a pattern's key with no stream is still checked before it is forgotten: long
+enough for a publisher that announces a key before writing to it, short enough that the
+keys of deleted calls cost memory only for a while."""
 """Seconds between checks of a learned stream that has no group yet."""
 REGISTRY_READ = 1000
 """Registry entries read per call (a few calls per refresh catch up on a burst)."""
@@ -45,6 +52,8 @@ CHECKS_PER_CALL = 500
 class _Waiting:
     next_check: float
     backoff: float
+    absent_since: float | None = None
+    """When a check first found no stream under the key (None: it exists, or not checked)."""
 
 
 class StreamSet:
@@ -54,11 +63,17 @@ class StreamSet:
     auxiliary key (dead-letter streams, the registry)."""
 
     def __init__(
-        self, *, key: str | None = None, pattern: str | None = None, active_window: float = 10.0
+        self,
+        *,
+        key: str | None = None,
+        pattern: str | None = None,
+        active_window: float = 10.0,
+        absent_grace: float = ABSENT_GRACE,
     ) -> None:
         if (key is None) == (pattern is None):
             raise ValueError("follow exactly one of a key and a pattern")
         self.key, self.pattern, self.active_window = key, pattern, active_window
+        self.absent_grace = absent_grace
         self._last_data: dict[str, float] = {}
         """Followed streams (they have the group), in the order learned: when each last had
         entries (or was learned). Insertion order keeps round-robin reads fair."""
@@ -117,6 +132,18 @@ class StreamSet:
             min(waiting.backoff * 2, MAX_BACKOFF) if waiting and waiting.backoff else FIRST_BACKOFF
         )
         self._waiting[key] = _Waiting(now + backoff, backoff)
+
+    def absent(self, key: str, now: float) -> None:
+        """A check found no stream under the key: a pattern's key is checked again (backing
+        off) until it has been absent for ``absent_grace``, then forgotten; the one named key
+        is waited for however long it takes."""
+        waiting = self._waiting.get(key)
+        since = waiting.absent_since if waiting is not None else None
+        if self.pattern is not None and since is not None and now - since >= self.absent_grace:
+            self.forget(key)
+            return
+        self.without_group(key, now)
+        self._waiting[key].absent_since = now if since is None else since
 
     def recheck(self, key: str, now: float) -> None:
         """A read said NOGROUP for this stream: check it before reading it again."""
@@ -251,7 +278,9 @@ class Following:
                 raise reply
             if isinstance(reply, Exception):
                 text = str(reply).lower()
-                if "no such key" in text or "wrongtype" in text:
+                if "no such key" in text:
+                    self.streams.absent(key, now)
+                elif "wrongtype" in text:
                     if self.streams.pattern is not None:
                         self.streams.forget(key)
                     else:  # the one named key: wait for it to be created (or fixed)
