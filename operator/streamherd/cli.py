@@ -93,6 +93,32 @@ def crds(output_dir: Path | None) -> None:
     "reconcile): registry (what the SDK's publish writes), notifications (keyspace "
     "notifications, when the server enables them); comma-separated, or none.",
 )
+@click.option(
+    "--api-write-qps",
+    type=float,
+    default=10.0,
+    show_default=True,
+    envvar="STREAMHERD_API_WRITE_QPS",
+    help="Client-side limit of the operator's own Kubernetes writes (status, /scale, Events, "
+    "Deployments) per second on average, like client-go's QPS.",
+)
+@click.option(
+    "--api-write-burst",
+    type=int,
+    default=20,
+    show_default=True,
+    envvar="STREAMHERD_API_WRITE_BURST",
+    help="Writes allowed at once above --api-write-qps (client-go's burst).",
+)
+@click.option(
+    "--api-retry-for",
+    type=float,
+    default=30.0,
+    show_default=True,
+    envvar="STREAMHERD_API_RETRY_FOR",
+    help="Seconds a request is retried on 429/5xx/timeouts (jittered backoff, Retry-After "
+    "honoured) before the resource's condition says ApiUnavailable.",
+)
 def run(
     namespaces: tuple[str, ...],
     metrics_port: int,
@@ -101,6 +127,9 @@ def run(
     log_format: str,
     peering: str | None,
     discovery: str,
+    api_write_qps: float,
+    api_write_burst: int,
+    api_retry_for: float,
 ) -> None:
     """Run the operator (credentials: in-cluster service account, or $KUBECONFIG)."""
     import asyncio
@@ -109,6 +138,7 @@ def run(
     import kopf
 
     from streamherd import main as operator
+    from streamherd.kube import Limits
 
     namespaces = tuple(n for item in namespaces for n in item.split(",") if n)
     level = log_level.upper()
@@ -122,6 +152,8 @@ def run(
     settings = kopf.OperatorSettings()
     operator.configure(settings, peering=peering)
     operator.Runtime.metrics_port = metrics_port or None
+    operator.Runtime.limits = Limits(write_qps=api_write_qps, write_burst=api_write_burst)
+    operator.Runtime.retry_for = api_retry_for
     paths = {p.strip() for p in discovery.split(",") if p.strip() and p.strip() != "none"}
     unknown = paths - {"registry", "notifications"}
     if unknown:

@@ -11,7 +11,7 @@ import kopf
 from streamherd.api import API_GROUP, API_VERSION
 from streamherd.controller import board, consumers, groups, janitor, retention, streams
 from streamherd.controller.context import Context
-from streamherd.kube import KubeClient
+from streamherd.kube import Credentials, KubeClient, Limits
 from streamherd.kube.manifests import deployment_state
 
 FINALIZER = f"{API_GROUP}/finalizer"
@@ -23,6 +23,12 @@ class Runtime:
     """What `streamherd run` sets up before kopf starts: filled in by the handlers below."""
 
     ctx: Context | None = None
+    credentials: Credentials = Credentials()
+    limits: Limits = Limits()
+    """The client-side request budget (`streamherd run --api-write-qps ...`)."""
+    retry_for: float = 30.0
+    """Seconds a request is retried on 429/5xx/timeouts (`--api-retry-for`)."""
+    """One source for kopf's watches and our own client (kube.auth): renewed together."""
     metrics_port: int | None = None
     poller_options: dict[str, Any] = {}
 
@@ -47,18 +53,18 @@ def configure(settings: kopf.OperatorSettings, *, peering: str | None = None) ->
 
 
 @kopf.on.login(registry=registry)
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-    if info is not None and Runtime.ctx is not None:
-        Runtime.ctx.kube.info = info  # credentials refreshed: our own client follows kopf's
-    return info
+async def login(**_: Any) -> kopf.AiohttpSession:
+    """kopf's watches use a session of ours (kube.auth): a 401 renews the credentials for
+    both, and kopf's re-login reloads them and makes our client build a new session."""
+    return await Runtime.credentials.kopf_login()
 
 
 @kopf.on.startup(registry=registry)
 async def startup(logger: Any, **kwargs: Any) -> None:
     if Runtime.ctx is None:
         Runtime.ctx = Context.create(
-            KubeClient.from_environment(), poller_options=Runtime.poller_options
+            KubeClient(Runtime.credentials, Runtime.limits, retry_for=Runtime.retry_for),
+            poller_options=Runtime.poller_options,
         )
     # kopf's live indexes (below): filled from the watches before any resource handler runs.
     Runtime.ctx.stream_groups = kwargs["consumer_groups_by_stream"]

@@ -1,5 +1,30 @@
 """Every Kubernetes API call the operator makes: requests built as data, sent by one client."""
 
-from streamherd.kube.client import Conflict, KubeClient, KubeError, NotFound
+from streamherd.kube.auth import Credentials, CredentialsError
+from streamherd.kube.budget import Limits
+from streamherd.kube.client import KubeClient
+from streamherd.kube.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    KubeError,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    WriteDeferred,
+)
 
-__all__ = ["Conflict", "KubeClient", "KubeError", "NotFound"]
+__all__ = [
+    "Conflict",
+    "Credentials",
+    "CredentialsError",
+    "Forbidden",
+    "Invalid",
+    "KubeClient",
+    "KubeError",
+    "Limits",
+    "NotFound",
+    "Unauthorized",
+    "Unavailable",
+    "WriteDeferred",
+]

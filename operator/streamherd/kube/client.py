@@ -1,7 +1,14 @@
 """The one place that sends requests to the Kubernetes API (aiohttp, async).
 
-Credentials come from kopf's login (``kopf.ConnectionInfo``), so the operator's own calls
-and kopf's watches authenticate the same way, in-cluster or from a kubeconfig.
+- **Credentials** (``kube.auth``): the same source as kopf's watches; renewed on 401.
+- **Retries**: 429 (API Priority and Fairness), 500/502/503/504, timeouts and refused
+  connections are retried with jittered exponential backoff (full jitter, 0.25 s doubling to
+  8 s), honouring ``Retry-After``, for up to ``retry_for`` seconds (30 by default); then
+  :class:`Unavailable`. Other errors are raised at once, typed (``kube.errors``), naming the
+  request as RBAC sees it.
+- **Budget** (``kube.budget``): every write takes a token of the write bucket, every read of
+  the read bucket; a deferrable write is never queued (:class:`WriteDeferred`).
+- **Events** (``kube.events``): aggregated per object and reason.
 """
 
 from __future__ import annotations
@@ -9,101 +16,215 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import kopf
 
 from streamherd.kube import requests as rq
+from streamherd.kube.auth import Credentials
+from streamherd.kube.budget import Limits
+from streamherd.kube.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    KubeError,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    WriteDeferred,
+    error_for,
+)
+from streamherd.kube.events import EventRecorder
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Conflict",
+    "Forbidden",
+    "Invalid",
+    "KubeClient",
+    "KubeError",
+    "NotFound",
+    "Unauthorized",
+    "Unavailable",
+    "WriteDeferred",
+]
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+BACKOFF_BASE = 0.25
+BACKOFF_CAP = 8.0
+RETRY_AFTER_CAP = 30.0
+TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
 
-class KubeError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status, self.reason, self.message = status, reason, message
+def backoff(attempt: int, rng: Callable[[float, float], float] = random.uniform) -> float:
+    """Full jitter: a random wait in [0, min(cap, base * 2**attempt)] (AWS's recipe)."""
+    return rng(0.0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
 
 
-class NotFound(KubeError):
-    pass
+def retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return min(RETRY_AFTER_CAP, max(0.0, float(value))) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: the API server sends seconds
 
 
-class Conflict(KubeError):
-    pass
+class _Retryable(Exception):
+    def __init__(self, error: KubeError, wait: float | None) -> None:
+        super().__init__(str(error))
+        self.error, self.wait = error, wait
 
 
 class KubeClient:
-    def __init__(self, info: kopf.ConnectionInfo, *, timeout: float = 30.0) -> None:
-        self.info = info
+    def __init__(
+        self,
+        credentials: Credentials | None = None,
+        limits: Limits | None = None,
+        *,
+        timeout: float = 30.0,
+        retry_for: float = 30.0,
+    ) -> None:
+        self.credentials = credentials or Credentials()
+        self.limits = limits or Limits()
+        self._writes, self._reads = self.limits.buckets()
         self._timeout = timeout
+        self.retry_for = retry_for
         self._session: aiohttp.ClientSession | None = None
+        self._session_generation = -1
+        self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self.events = EventRecorder(self)
         self.on_request: Callable[[rq.Request], None] | None = None
         """Told of every request sent (the operator counts them as a metric)."""
+        self.on_retry: Callable[[rq.Request, str], None] | None = None
+        """Told of every retry and why ("429", "503", "timeout")."""
+        self.on_throttle: Callable[[rq.Request, float], None] | None = None
+        """Told how long a write waited for the write budget."""
 
     @classmethod
-    def from_environment(cls) -> KubeClient:
+    def from_environment(cls, limits: Limits | None = None) -> KubeClient:
         """In a pod: the service account; elsewhere: $KUBECONFIG / ~/.kube/config."""
-        settings = kopf.OperatorSettings()
-        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(
-            settings=settings
-        )
-        if info is None:
-            raise RuntimeError("no Kubernetes credentials: not in a pod and no kubeconfig found")
-        return cls(info)
+        return cls(Credentials(), limits)
 
     async def _get_session(self) -> aiohttp.ClientSession:
+        """Our session; a new one after the credentials were reloaded (kopf's re-login)."""
         async with self._lock:
-            if self._session is None or self._session.closed:
-                info = self.info
-                # kopf's own helpers: the same headers and TLS as kopf's watches use.
-                tls = info.as_ssl_context() if info.server.startswith("https") else False
-                self._session = aiohttp.ClientSession(
-                    base_url=info.server.rstrip("/") + "/",
-                    headers=info.as_http_headers(),
-                    connector=aiohttp.TCPConnector(ssl=tls, limit=32),
-                    timeout=aiohttp.ClientTimeout(total=self._timeout),
+            await self.credentials.ensure()
+            stale = self._session_generation != self.credentials.generation
+            if self._session is None or self._session.closed or stale:
+                if self._session is not None and not self._session.closed:
+                    self._retire(self._session)
+                self._session = await self.credentials.session(
+                    timeout=aiohttp.ClientTimeout(total=self._timeout)
                 )
+                self._session_generation = self.credentials.generation
             return self._session
 
+    def _retire(self, session: aiohttp.ClientSession) -> None:
+        """Close a replaced session once the requests still using it are done (at most
+        the request timeout later)."""
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(self._timeout)
+            finally:
+                await session.close()
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     async def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    async def send(self, request: rq.Request) -> Any:
+    def write_room(self) -> float:
+        """Write tokens there are now (for a writer deciding whether to send numbers)."""
+        return self._writes.tokens
+
+    async def _take(self, request: rq.Request, deferrable: bool) -> None:
+        if not request.write:
+            await self._reads.take()
+            return
+        if deferrable:
+            if not self._writes.try_take(keep=self.limits.reserve):
+                raise WriteDeferred(request)
+            return
+        waited = await self._writes.take()
+        if waited > 0.01 and self.on_throttle is not None:
+            self.on_throttle(request, waited)
+
+    async def send(
+        self, request: rq.Request, *, deferrable: bool = False, retry_for: float | None = None
+    ) -> Any:
+        """Send ``request``; its reply as JSON (or None). Raises a typed KubeError."""
+        await self._take(request, deferrable)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.retry_for if retry_for is None else retry_for)
+        attempt = 0
+        while True:
+            try:
+                return await self._send_once(request)
+            except _Retryable as retry:
+                wait = retry.wait if retry.wait is not None else backoff(attempt)
+                attempt += 1
+                if loop.time() + wait > deadline:
+                    raise Unavailable(
+                        retry.error.status,
+                        retry.error.reason,
+                        f"{retry.error.message} (gave up after {attempt} attempts)",
+                        request,
+                    ) from retry.error
+                if self.on_retry is not None:
+                    self.on_retry(request, retry.error.reason)
+                logger.debug("retrying %s in %.2fs: %s", request.describe(), wait, retry.error)
+                await asyncio.sleep(wait)
+
+    async def _send_once(self, request: rq.Request) -> Any:
         session = await self._get_session()
         if self.on_request is not None:
             self.on_request(request)
         headers = {"Content-Type": request.content_type} if request.body is not None else {}
-        async with session.request(
-            request.method,
-            request.path.lstrip("/"),
-            params=request.params or None,
-            data=request.payload(),
-            headers=headers,
-        ) as response:
-            raw = await response.read()
-            try:
-                data = json.loads(raw) if raw else None
-            except ValueError:
-                if response.status < 400:
-                    raise
-                # Not every error is a Status: kube-apiserver answers a path under an API
-                # group it does not serve (KEDA's, not installed) with "404 page not found".
-                data = raw.decode(errors="replace").strip()
-            if response.status >= 400:
-                reason = (
-                    (data or {}).get("reason", response.reason or "")
-                    if isinstance(data, dict)
-                    else response.reason or ""
-                )
-                message = (
-                    (data or {}).get("message", "") if isinstance(data, dict) else str(data or "")
-                )
-                error = {404: NotFound, 409: Conflict}.get(response.status, KubeError)
-                raise error(response.status, reason, message)
+        url = self.credentials.server + request.path
+        try:
+            async with session.request(
+                request.method,
+                url,
+                params=request.params or None,
+                data=request.payload(),
+                headers=headers,
+            ) as response:
+                raw = await response.read()
+                status, response_headers = response.status, response.headers
+                response_reason = response.reason or ""
+        except TRANSIENT as exc:
+            reason = "Timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            raise _Retryable(KubeError(0, reason, str(exc) or reason, request), None) from exc
+        try:
+            data = json.loads(raw) if raw else None
+        except ValueError:
+            if status < 400:
+                raise
+            # Not every error is a Status: kube-apiserver answers a path under an API group it
+            # does not serve (KEDA's, not installed) with "404 page not found", and APF's 429
+            # with "Too many requests, please try again later.".
+            data = raw.decode(errors="replace").strip()
+        if status < 400:
             return data
+        reason = data.get("reason", response_reason) if isinstance(data, dict) else response_reason
+        message = data.get("message", "") if isinstance(data, dict) else str(data or "")
+        error = error_for(status, reason or str(status), message, request)
+        if status in RETRY_STATUSES:
+            raise _Retryable(error, retry_after(response_headers))
+        raise error
 
     # Convenience wrappers: each one request.
 
@@ -141,15 +262,32 @@ class KubeClient:
         result: dict[str, Any] = await self.send(rq.merge_patch(resource, namespace, name, patch))
         return result
 
+    async def apply(self, resource: rq.Resource, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply of a whole object we own (see ``requests.apply``)."""
+        meta = body["metadata"]
+        result: dict[str, Any] = await self.send(
+            rq.apply(resource, meta["namespace"], meta["name"], body)
+        )
+        return result
+
     async def scale(self, namespace: str, deployment: str, replicas: int) -> None:
         await self.send(rq.patch_scale(namespace, deployment, replicas))
 
     async def patch_status(
-        self, resource: rq.Resource, namespace: str, name: str, status: dict[str, Any]
+        self,
+        resource: rq.Resource,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        deferrable: bool = False,
     ) -> None:
-        await self.send(rq.patch_status(resource, namespace, name, status))
+        """Merge-patch the status; ``deferrable`` (numbers only) raises WriteDeferred rather
+        than wait for the write budget."""
+        await self.send(rq.patch_status(resource, namespace, name, status), deferrable=deferrable)
 
     async def post_event(
         self, involved: dict[str, Any], *, type_: str, reason: str, message: str
     ) -> None:
-        await self.send(rq.event(involved, type_=type_, reason=reason, message=message))
+        """An Event, aggregated: a repeated reason on one object raises its count."""
+        await self.events.post(involved, type_=type_, reason=reason, message=message)

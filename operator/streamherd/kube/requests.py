@@ -9,7 +9,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"  # server-side apply (JSON is YAML)
 JSON = "application/json"
+FIELD_MANAGER = "streamherd"
+"""The field manager of everything the operator applies (server-side apply)."""
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -59,16 +63,52 @@ class Request:
     body: Any = None
     content_type: str = JSON
 
-    @property
-    def resource(self) -> str:
-        """What the request is about, for metrics: "consumergroups", "deployments/scale"."""
+    def _tail(self) -> list[str]:
+        """The path after the group-version and namespace: [plural, name?, subresource?]."""
         parts = self.path.strip("/").split("/")
         parts = parts[2:] if parts[:1] == ["api"] else parts[3:]  # api/v1 | apis/<group>/<v>
         if parts[:1] == ["namespaces"] and len(parts) > 2:
             parts = parts[2:]
+        return parts
+
+    @property
+    def resource(self) -> str:
+        """What the request is about, for metrics: "consumergroups", "deployments/scale"."""
+        parts = self._tail()
         if not parts:
             return "?"
         return parts[0] + (f"/{parts[2]}" if len(parts) > 2 else "")
+
+    @property
+    def write(self) -> bool:
+        """Whether the request changes something (the write budget counts these)."""
+        return self.method in WRITE_METHODS
+
+    @property
+    def verb(self) -> str:
+        """The RBAC verb the API server checks for this request: get, list, watch, create,
+        update, patch, delete (what a PermissionDenied condition names)."""
+        if self.method == "GET":
+            if self.params.get("watch") in ("true", "1"):
+                return "watch"
+            return "get" if len(self._tail()) > 1 else "list"
+        return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
+            self.method, self.method.lower()
+        )
+
+    @property
+    def namespace(self) -> str | None:
+        """The namespace of a namespaced request (None for cluster-scoped ones)."""
+        parts = self.path.strip("/").split("/")
+        if "namespaces" not in parts:
+            return None
+        at = parts.index("namespaces")
+        return parts[at + 1] if at + 2 < len(parts) else None
+
+    def describe(self) -> str:
+        """What the request does, as RBAC sees it: "patch deployments/scale in namespace 'x'"."""
+        where = f" in namespace {self.namespace!r}" if self.namespace else ""
+        return f"{self.verb} {self.resource}{where}"
 
     def payload(self) -> bytes | None:
         return None if self.body is None else json.dumps(self.body).encode()
@@ -99,6 +139,21 @@ def delete(resource: Resource, namespace: str, name: str) -> Request:
     return Request("DELETE", resource.path(namespace, name))
 
 
+def apply(
+    resource: Resource, namespace: str, name: str, body: dict[str, Any], *, force: bool = True
+) -> Request:
+    """Server-side apply of ``body`` (a fully specified intent) with our field manager: the
+    fields we applied before and no longer do are removed, fields we own are set back to
+    what we apply, fields other managers own are left alone; ``force`` takes over fields
+    another manager changed (``kubectl edit`` drift of our fields is reverted)."""
+    params = {"fieldManager": FIELD_MANAGER}
+    if force:
+        params["force"] = "true"
+    return Request(
+        "PATCH", resource.path(namespace, name), params, body=body, content_type=APPLY_PATCH
+    )
+
+
 def patch_status(resource: Resource, namespace: str, name: str, status: dict[str, Any]) -> Request:
     """Merge-patch the status subresource: keys set to None are removed."""
     return merge_patch(resource, namespace, name, {"status": status}, sub="status")
@@ -116,15 +171,18 @@ def event(
     message: str,
     component: str = "streamherd",
     now: datetime | None = None,
+    name: str | None = None,
 ) -> Request:
-    """A core/v1 Event about ``involved`` (an object's body: apiVersion, kind, metadata)."""
+    """A core/v1 Event about ``involved`` (an object's body: apiVersion, kind, metadata);
+    named ``name`` (the recorder's, so it can update the count), else generated."""
     meta = involved.get("metadata", {})
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     namespace = meta.get("namespace", "default")
+    naming = {"name": name} if name else {"generateName": f"{meta.get('name', 'streamherd')}."}
     body = {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{meta.get('name', 'streamherd')}.", "namespace": namespace},
+        "metadata": {**naming, "namespace": namespace},
         "involvedObject": {
             "apiVersion": involved.get("apiVersion"),
             "kind": involved.get("kind"),
