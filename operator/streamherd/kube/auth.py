@@ -19,6 +19,7 @@ survives the reload reaches kopf, which invalidates the session and logs in agai
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import ssl
@@ -55,9 +56,10 @@ def _in_cluster_dir() -> Path | None:
     return None
 
 
-def _load() -> tuple[Any, str | None]:
+def _load(kubeconfig: str | None = None) -> tuple[Any, str | None]:
     """A fresh ``kubernetes.client.Configuration`` and the default namespace (blocking: run
-    in a thread; an exec plugin is a subprocess)."""
+    in a thread; an exec plugin is a subprocess). ``kubeconfig`` (else ``$KUBECONFIG`` as it
+    is now, else ``~/.kube/config``) when not in a pod."""
     import kubernetes.client
     import kubernetes.config
     from kubernetes.config.incluster_config import InClusterConfigLoader
@@ -73,11 +75,15 @@ def _load() -> tuple[Any, str | None]:
         namespace_file = directory / "namespace"
         namespace = namespace_file.read_text().strip() if namespace_file.is_file() else None
         return configuration, namespace
+    # The package reads $KUBECONFIG once, at import: read it at each load instead.
+    config_file = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
     try:
         kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration, persist_config=False
+            config_file=config_file, client_configuration=configuration, persist_config=False
         )
-        _, active = kubernetes.config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+        _, active = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=config_file
+        )
     except (kubernetes.config.ConfigException, OSError) as exc:
         raise CredentialsError(
             f"no Kubernetes credentials: not in a pod, and no usable kubeconfig ({exc})"
@@ -96,8 +102,14 @@ def _authorization(configuration: Any) -> str | None:
 class Credentials:
     """The current credentials: server, TLS, the Authorization header; renewed on 401."""
 
-    def __init__(self, loader: Callable[[], tuple[Any, str | None]] = _load) -> None:
-        self._loader = loader
+    def __init__(
+        self,
+        loader: Callable[[], tuple[Any, str | None]] | None = None,
+        *,
+        kubeconfig: str | os.PathLike[str] | None = None,
+    ) -> None:
+        path = os.fspath(kubeconfig) if kubeconfig is not None else None
+        self._loader = loader or functools.partial(_load, path)
         self._configuration: Any = None
         self.default_namespace: str | None = None
         self._header: str | None = None
