@@ -55,6 +55,7 @@ from e2e.cluster.resources import (
 log = logging.getLogger(__name__)
 
 SAFE_CHARS = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated name suffixes
+APPLY_PATCH = "application/apply-patch+yaml"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 CRD_CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -313,6 +314,8 @@ class ApiServer(kmock.KubernetesEmulator):
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
         self._admission: dict[tuple[str, str], list[AdmissionFn]] = collections.defaultdict(list)
+        self._applied: dict[tuple[Any, str | None, str, str], dict[str, Any]] = {}
+        """Server-side apply: each manager's last applied configuration per object."""
         self._gc_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._url: str | None = None
@@ -1381,6 +1384,8 @@ class ApiServer(kmock.KubernetesEmulator):
                 raise ApiError.method_not_allowed()
             created = self._create(rtype, namespace, request.data, dry_run=dry_run)
             return out(created, 201)
+        if method == "PATCH" and name is not None and _content_type(request) == APPLY_PATCH:
+            return self._apply_patch(rtype, namespace, name, request, out, dry_run=dry_run)
         if method in ("PATCH", "PUT") and name is not None:
             mutate = self._mutation(request, method)
             if sub == "scale":
@@ -1421,6 +1426,43 @@ class ApiServer(kmock.KubernetesEmulator):
             return out(obj)
         raise ApiError.method_not_allowed()
 
+    def _apply_patch(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        request: rendering.Request,
+        out: Callable[..., aiohttp.web.StreamResponse],
+        *,
+        dry_run: bool,
+    ) -> aiohttp.web.StreamResponse:
+        """Server-side apply (``patching.apply_patch``): creates the object when absent,
+        else sets what the manager applies and removes what it applied before and no longer
+        does. The last applied configuration per manager lives here, not in managedFields."""
+        manager = request.params.get("fieldManager")
+        if not manager:
+            raise ApiError(400, "BadRequest", "PATCH: fieldManager is required for apply requests")
+        data = request.data
+        if not isinstance(data, dict):
+            raise ApiError.bad_request("an apply patch must be an object")
+        key = (rtype.key, namespace, name, manager)
+        if self._stored(rtype, namespace, name) is None:
+            created = self._create(rtype, namespace, copy.deepcopy(data), dry_run=dry_run)
+            if not dry_run:
+                self._applied[key] = copy.deepcopy(data)
+            return out(created, 201)
+        patch = patching.apply_patch(self._applied.get(key), data)
+        updated = self._update(
+            rtype,
+            namespace,
+            name,
+            lambda current: patching.merge_patch(current, patch),
+            dry_run=dry_run,
+        )
+        if not dry_run:
+            self._applied[key] = copy.deepcopy(data)
+        return out(updated)
+
     def _get_or_404(self, rtype: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
         obj = self._stored(rtype, namespace, name)
         if obj is None:
@@ -1437,7 +1479,7 @@ class ApiServer(kmock.KubernetesEmulator):
             if not isinstance(data, dict):
                 raise ApiError.bad_request("the body of the request must be a JSON object")
             return lambda current: copy.deepcopy(data)
-        ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        ctype = _content_type(request)
         if ctype == "application/json-patch+json":
             return lambda current: patching.json_patch(current, data)
         if ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
@@ -1450,7 +1492,8 @@ class ApiServer(kmock.KubernetesEmulator):
             "UnsupportedMediaType",
             f"the body of the request was in an unknown format - accepted media types "
             f"include: application/json-patch+json, application/merge-patch+json, "
-            f"application/strategic-merge-patch+json (got {ctype or 'none'})",
+            f"application/apply-patch+yaml, application/strategic-merge-patch+json "
+            f"(got {ctype or 'none'})",
         )
 
     def _selectors(
@@ -1961,3 +2004,7 @@ def _yaml_documents(path: Path) -> list[dict[str, Any]]:
     if key not in _yaml_cache:
         _yaml_cache[key] = [d for d in yaml.load_all(path.read_text(), Loader=_YAML_LOADER) if d]
     return copy.deepcopy(_yaml_cache[key])
+
+
+def _content_type(request: rendering.Request) -> str:
+    return request.headers.get("Content-Type", "").split(";")[0].strip().lower()

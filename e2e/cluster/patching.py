@@ -27,6 +27,21 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def apply_patch(last_applied: Any, applied: Any) -> Any:
+    """Server-side apply, simplified to one field manager's view: the merge patch that sets
+    every field of ``applied`` (with force: drift of those fields is reverted) and removes
+    the fields the manager applied last time and no longer does. What it does not model:
+    managedFields, conflicts between managers, list merge keys (lists are atomic here, as
+    in a merge patch) and removal of fields another manager also set."""
+    if not isinstance(applied, dict):
+        return copy.deepcopy(applied)
+    last = last_applied if isinstance(last_applied, dict) else {}
+    patch: dict[str, Any] = {key: None for key in last if key not in applied}
+    for key, value in applied.items():
+        patch[key] = apply_patch(last.get(key), value) if isinstance(value, dict) else value
+    return patch
+
+
 def _pointer(path: str) -> list[str]:
     if path == "":
         return []

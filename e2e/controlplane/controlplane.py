@@ -6,7 +6,8 @@ ports, with generated certificates. No kubelet: ``e2e.cluster.kubelet.NodeAgent`
 - kube-apiserver: TLS with a generated CA (cryptography); client certificates for the admin
   (``system:masters``), the controller manager, the scheduler identity and the node; a
   service-account signing key; ``--authorization-mode=Node,RBAC``; the default admission
-  plugins plus ``NodeRestriction`` (as kubeadm sets them); service-account tokens not extended
+  plugins plus ``NodeRestriction`` (as kubeadm sets them) and
+  ``OwnerReferencesPermissionEnforcement`` (as OpenShift does); service-account tokens not extended
   and capped at ``max_token_expiration``; API Priority and Fairness on, with the in-flight
   limits as flags (``max_requests_inflight``, ``max_mutating_requests_inflight``).
 - kube-controller-manager: the Deployment, ReplicaSet, garbage-collector, namespace,
@@ -323,7 +324,9 @@ class ControlPlane:
                 f"--tls-private-key-file={self.serving_key}",
                 f"--client-ca-file={self.ca_file}",
                 "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=NodeRestriction",
+                # OwnerReferencesPermissionEnforcement as OpenShift enables it: an owner
+                # reference with blockOwnerDeletion needs `update` on the owner's finalizers.
+                "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
                 "--allow-privileged=true",
                 "--service-cluster-ip-range=10.96.0.0/24",
                 # The "kubernetes" Service cannot point at a loopback address: no endpoints.

@@ -9,6 +9,7 @@ import click
 
 from streamherd import __version__
 from streamherd.api.kinds import KINDS, crd_yaml
+from streamherd.kube.budget import DEFAULT_WRITE_BURST, DEFAULT_WRITE_QPS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,7 +97,7 @@ def crds(output_dir: Path | None) -> None:
 @click.option(
     "--api-write-qps",
     type=float,
-    default=10.0,
+    default=DEFAULT_WRITE_QPS,
     show_default=True,
     envvar="STREAMHERD_API_WRITE_QPS",
     help="Client-side limit of the operator's own Kubernetes writes (status, /scale, Events, "
@@ -105,7 +106,7 @@ def crds(output_dir: Path | None) -> None:
 @click.option(
     "--api-write-burst",
     type=int,
-    default=20,
+    default=DEFAULT_WRITE_BURST,
     show_default=True,
     envvar="STREAMHERD_API_WRITE_BURST",
     help="Writes allowed at once above --api-write-qps (client-go's burst).",

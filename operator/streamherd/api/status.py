@@ -53,6 +53,8 @@ class Reason(StrEnum):
     REDIS_UNAVAILABLE = "RedisUnavailable"
     AUTHENTICATION_FAILED = "AuthenticationFailed"
     PERMISSION_DENIED = "PermissionDenied"
+    API_UNAVAILABLE = "ApiUnavailable"
+    API_REJECTED = "ApiRejected"
     TLS_FAILED = "TLSFailed"
     WRONG_KEY_TYPE = "WrongKeyType"
     STREAM_NOT_FOUND = "StreamNotFound"

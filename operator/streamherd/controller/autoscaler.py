@@ -14,6 +14,7 @@ from typing import Any
 
 from streamherd.api.consumergroup import Autoscaling, ConsumerGroupSpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
+from streamherd.controller.apifailures import api_problem
 from streamherd.controller.consumers import deployment_name, deployment_pods, running
 from streamherd.controller.context import Context, StreamBinding
 from streamherd.controller.polling import Poller, Waker
@@ -24,7 +25,7 @@ from streamherd.decisions.scaling import Action, Decision, Memory, Observed, dec
 from streamherd.decisions.totals import GroupTotals
 from streamherd.decisions.workload import deletion_costs
 from streamherd.gateway import GatewayError
-from streamherd.kube import Conflict, KubeError
+from streamherd.kube import Forbidden, KubeError
 from streamherd.kube import requests as rq
 from streamherd.kube.manifests import (
     DELETION_COST,
@@ -32,7 +33,6 @@ from streamherd.kube.manifests import (
     consumer_deployment,
     deletion_cost_patch,
     deployment_state,
-    template_patch,
 )
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ class Autoscaler:
         self._progress: Progress | None = None  # at the last poll
         self._requested: tuple[int, float] | None = None  # (replicas, when) we asked for
         self._waker: Waker | None = None
+        self._applied_generation: int | None = None
+        """The owned Deployment's generation after our last apply (None: not yet applied)."""
         status = body.get("status") or {}
         self.last_time = status.get("lastScaleTime")
         self.last_reason = status.get("lastScaleReason")
@@ -92,7 +94,10 @@ class Autoscaler:
         assert deployment is not None and binding.poller is not None
         policy = spec.autoscaling or Autoscaling(enabled=False)
         if spec.consumers is not None and spec.consumers.template is not None:
-            await self._keep_owned_deployment(spec, group, binding, deployment, policy)
+            refused = await self._keep_owned_deployment(spec, group, binding, deployment, policy)
+            if refused is not None:
+                self.unwatch()
+                return refused
         state = self.ctx.deployments.get((namespace, deployment))
         if state is None:
             self.unwatch()
@@ -113,7 +118,12 @@ class Autoscaler:
         decision = decide(policy, observed, self.memory, time.monotonic())
         self.memory = decision.memory
         if decision.desired != current:
-            await self._apply(decision, current, namespace, deployment, group, binding, keys)
+            failed = await self._apply(
+                decision, current, namespace, deployment, group, binding, keys
+            )
+            if failed is not None:  # not Scaling: the condition says what failed
+                self.unwatch()
+                return ScalingOutcome(self._fields(current, decision.desired), *failed)
             current = decision.desired
         self.ctx.metrics.replicas.labels(namespace, name, group).set(current)
         self.ctx.metrics.desired_replicas.labels(namespace, name, group).set(decision.desired)
@@ -145,7 +155,19 @@ class Autoscaler:
                     )
                 ],
             )
-        conflict = await self.ctx.scalers.conflict(namespace, deployment)
+        try:
+            conflict = await self.ctx.scalers.conflict(namespace, deployment)
+        except KubeError as exc:  # fail closed: an HPA we cannot see may be scaling it
+            refused = api_problem(
+                exc,
+                ConditionType.SCALING_ACTIVE,
+                consequence=", so it cannot rule out another autoscaler and does not scale",
+            )
+            return ScalingOutcome(
+                self._fields(current, None),
+                [refused],
+                ready=_ready(refused) if isinstance(exc, Forbidden) else None,
+            )
         if conflict is None:
             return None
         message = f"{conflict} already scales Deployment {deployment!r}: remove it, or disable autoscaling here"
@@ -190,14 +212,20 @@ class Autoscaler:
         group: str,
         binding: StreamBinding,
         keys: Sequence[str],
-    ) -> None:
+    ) -> tuple[list[Verdict], Verdict | None] | None:
+        """Scale to the decision; on failure the conditions (and Ready) that say so."""
         if decision.desired < current and decision.desired > 0:
             await self._mark_for_deletion(namespace, deployment, group, binding, keys)
         try:
             await self.ctx.kube.scale(namespace, deployment, decision.desired)
         except KubeError as exc:
             logger.warning("scaling %s/%s failed: %s", namespace, deployment, exc)
-            return
+            failed = api_problem(
+                exc,
+                ConditionType.SCALING_ACTIVE,
+                consequence=f", so Deployment {deployment!r} stays at {current} replicas",
+            )
+            return [failed], _ready(failed) if isinstance(exc, Forbidden) else None
         self._requested = (decision.desired, time.monotonic())
         self.last_time = timestamp(datetime.now(UTC))
         self.last_reason = decision.reason
@@ -210,6 +238,7 @@ class Autoscaler:
             str(decision.action),
             f"{deployment}: {current} -> {decision.desired} replicas: {decision.reason}",
         )
+        return None
 
     async def _mark_for_deletion(
         self,
@@ -241,45 +270,70 @@ class Autoscaler:
         binding: StreamBinding,
         deployment: str,
         policy: Autoscaling,
-    ) -> None:
-        """Create the Deployment from the template, and keep its template in step (the
-        Deployment watch tells us what exists and its template hash: no GET per poll)."""
+    ) -> ScalingOutcome | None:
+        """Create the Deployment from the template and keep it as the template says, by
+        server-side apply (field manager ``streamherd``): keys removed from the template
+        disappear, and an edit of the fields we apply (``kubectl edit``) is reverted.
+
+        When: at first sight in this process (drift made while it was down), when the
+        template changes (its hash, from the Deployment watch: no GET per poll), and when
+        the Deployment's ``generation`` moved past the one our last apply left (someone
+        changed its spec; after our own /scale the apply is a no-op the API server does not
+        store). Replicas are applied as they are (or as we just asked), never reset.
+        Returns the outcome when the API refuses (a condition, not a log line)."""
         if binding.spec is None:
-            return
+            return None
         namespace = self.body["metadata"]["namespace"]
+        state = self.ctx.deployments.get((namespace, deployment))
         initial = policy.min_replicas if policy.enabled else 1
+        replicas = initial if state is None else self._current(int(state["replicas"]))
         wanted = consumer_deployment(
             owner=self.body,
             name=deployment,
             spec=spec,
             stream=binding.spec,
             group=group,
-            replicas=initial,
+            replicas=replicas,
         )
-        state = self.ctx.deployments.get((namespace, deployment))
+        template_hash = wanted["metadata"]["annotations"][TEMPLATE_HASH]
+        changed = state is not None and state.get("template_hash") != template_hash
+        drifted = state is not None and (
+            self._applied_generation is None
+            or int(state.get("generation") or 0) > self._applied_generation
+        )
+        if state is not None and not changed and not drifted:
+            return None
         try:
-            if state is None:
-                await self.ctx.kube.create(rq.DEPLOYMENTS, namespace, wanted)
-                self.ctx.deployments[(namespace, deployment)] = deployment_state(wanted)
-                await self.writer.event(
-                    "Normal",
-                    "DeploymentCreated",
-                    f"created Deployment {deployment!r} from the template",
-                )
-            elif state.get("template_hash") != wanted["metadata"]["annotations"][TEMPLATE_HASH]:
-                await self.ctx.kube.merge_patch(
-                    rq.DEPLOYMENTS, namespace, deployment, template_patch(wanted)
-                )
-                state["template_hash"] = wanted["metadata"]["annotations"][TEMPLATE_HASH]
-                await self.writer.event(
-                    "Normal",
-                    "DeploymentUpdated",
-                    f"updated Deployment {deployment!r} to the new template",
-                )
-        except Conflict:
-            pass  # created meanwhile (the watch will tell us): nothing to do
+            applied = await self.ctx.kube.apply(rq.DEPLOYMENTS, wanted)
         except KubeError as exc:
             logger.warning("keeping Deployment %s/%s failed: %s", namespace, deployment, exc)
+            refused = api_problem(
+                exc, ConditionType.SCALING_ACTIVE, consequence=f" (Deployment {deployment!r})"
+            )
+            return ScalingOutcome(conditions=[refused], ready=_ready(refused))
+        after = deployment_state(applied)
+        self._applied_generation = int(after.get("generation") or 0)
+        self.ctx.deployments[(namespace, deployment)] = after
+        if state is None:
+            await self.writer.event(
+                "Normal",
+                "DeploymentCreated",
+                f"created Deployment {deployment!r} from the template",
+            )
+        elif changed:
+            await self.writer.event(
+                "Normal",
+                "DeploymentUpdated",
+                f"updated Deployment {deployment!r} to the new template",
+            )
+        elif self._applied_generation > int(state.get("generation") or 0):
+            await self.writer.event(
+                "Normal",
+                "DeploymentReverted",
+                f"reverted changes to Deployment {deployment!r}: it follows "
+                "spec.consumers.template (edit that instead)",
+            )
+        return None
 
     def _watch(self, poller: Poller, keys: Sequence[str], group: str) -> None:
         waker = poller.waker()
@@ -295,6 +349,11 @@ def _deployment_missing(namespace: str, deployment: str) -> ScalingOutcome:
         conditions=[_scaling(ConditionStatus.FALSE, Reason.DEPLOYMENT_NOT_FOUND, message)],
         ready=Verdict.not_ready(Reason.DEPLOYMENT_NOT_FOUND, message),
     )
+
+
+def _ready(scaling: Verdict) -> Verdict:
+    """Ready=False for the same reason as a ScalingActive=False."""
+    return Verdict.not_ready(scaling.reason, scaling.message)
 
 
 def _scaling(status: ConditionStatus, reason: Reason, message: str) -> Verdict:

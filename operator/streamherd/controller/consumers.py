@@ -11,7 +11,7 @@ from typing import Any
 from streamherd.api.consumergroup import ConsumerGroupSpec
 from streamherd.decisions.recovery import PodRecord, Pods, controller_of, pod_record
 from streamherd.decisions.workload import scaler_conflict
-from streamherd.kube import KubeClient, KubeError
+from streamherd.kube import KubeClient
 from streamherd.kube import requests as rq
 
 logger = logging.getLogger(__name__)
@@ -241,13 +241,13 @@ class ScalerIndex:
         self._cache: dict[str, tuple[float, list[dict[str, Any]], list[dict[str, Any]]]] = {}
 
     async def conflict(self, namespace: str, deployment: str) -> str | None:
+        """Who else scales ``deployment``, or None. Fails closed: a list that is refused
+        (403) or fails raises KubeError, and the caller does not scale (an HPA it cannot
+        see may be there); a resource the cluster does not serve (KEDA not installed) is
+        no conflict."""
         hit = self._cache.get(namespace)
         if hit is None or time.monotonic() - hit[0] > self._ttl:
-            try:
-                hpas = await self._kube.list_if_served(rq.HPAS, namespace)
-                scaled = await self._kube.list_if_served(rq.SCALED_OBJECTS, namespace)
-            except KubeError as exc:
-                logger.warning("cannot list other autoscalers in %s: %s", namespace, exc)
-                hpas, scaled = [], []
+            hpas = await self._kube.list_if_served(rq.HPAS, namespace)
+            scaled = await self._kube.list_if_served(rq.SCALED_OBJECTS, namespace)
             hit = self._cache[namespace] = (time.monotonic(), hpas, scaled)
         return scaler_conflict(deployment, hit[1], hit[2])

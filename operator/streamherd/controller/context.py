@@ -142,6 +142,10 @@ class Context:
     recovery_findings: dict[str, RecoveryFindings] = field(default_factory=dict)
     """Per ConsumerGroup (``who``), what its janitor's last pass found for the group loop's
     conditions. In memory: the next pass after a restart finds it again."""
+    api_problems: dict[str, Verdict] = field(default_factory=dict)
+    """Per resource (``who``), a Ready=False verdict from a loop other than its own whose
+    Kubernetes request was refused (the janitor's CronJob), until that loop succeeds: the
+    resource's own loop reports it (a condition, never only a log line)."""
     pod_history: PodHistory = field(default_factory=PodHistory)
     """Pods seen controlled by a ReplicaSet, kept after they are gone (dead consumers)."""
     deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)

@@ -16,6 +16,7 @@ from streamherd.api import CONSUMER_GROUP, SpecError, is_managed, is_paused, par
 from streamherd.api.consumergroup import ConsumerGroupSpec, RecoveryStrategy
 from streamherd.api.redisstream import DeletionPolicy, RedisMode, RedisStreamSpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
+from streamherd.controller.apifailures import api_problem
 from streamherd.controller.autoscaler import SCALE_FIELDS, Autoscaler
 from streamherd.controller.context import Context, StreamBinding, claim_target, group_id
 from streamherd.controller.health import HealthWatch
@@ -30,6 +31,7 @@ from streamherd.decisions.retention import group_verdict
 from streamherd.decisions.streams import problem_verdict
 from streamherd.decisions.totals import GroupTotals, group_totals
 from streamherd.gateway import EnsuredGroup, GatewayError, GroupOutcome
+from streamherd.kube import KubeError
 from streamherd.kube import requests as rq
 from streamherd.observations import EndpointProblem
 
@@ -120,7 +122,11 @@ class GroupLoop:
         try:
             while not stopped:
                 wake.clear()
-                delay = await self.step()
+                try:
+                    delay = await self.step()
+                except KubeError as exc:  # a refused request: a condition, not a crash loop
+                    generation = self.body["metadata"].get("generation")
+                    delay = await self.fail(api_problem(exc), generation)
                 await sleep(stopped, wake, delay)
         finally:
             self.unsubscribe()
@@ -230,6 +236,9 @@ class GroupLoop:
             verdicts += scaling.conditions
         else:
             fields.update(dict.fromkeys(SCALE_FIELDS))
+        denied = self.ctx.api_problems.get(self.me)
+        if denied is not None and verdicts[0].status is ConditionStatus.TRUE:
+            verdicts[0] = denied  # another loop's refused request (the janitor's CronJob)
         if spec.recovery.enabled:
             verdicts.append(self.isolation(spec, group, result, keys))
         dead_letters: frozenset[str] = frozenset()

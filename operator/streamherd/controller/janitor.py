@@ -25,6 +25,7 @@ from streamherd.api.consumergroup import (
 )
 from streamherd.api.redisstream import RedisStreamSpec
 from streamherd.api.status import ConditionType, Reason
+from streamherd.controller.apifailures import api_problem
 from streamherd.controller.consumers import (
     PodHistory,
     PodIndex,
@@ -215,6 +216,13 @@ class JanitorLoop:
             wake.clear()
             try:
                 delay = await self.step()
+                self.ctx.api_problems.pop(self.me, None)
+            except KubeError as exc:  # said in the group's Ready, not a trace every pass
+                logger.warning("janitor of %s/%s: %s", self.namespace, self.name, exc)
+                self.ctx.api_problems[self.me] = api_problem(
+                    exc, consequence=", so the janitor does not run"
+                )
+                delay = RETRY_SECONDS
             except GatewayError as exc:
                 logger.warning("janitor of %s/%s: %s", self.namespace, self.name, exc.message)
                 delay = RETRY_SECONDS
@@ -234,7 +242,14 @@ class JanitorLoop:
         recovery = spec.recovery
         wanted = recovery.enabled and recovery.mode is JanitorMode.CRON_JOB
         if wanted or self.cron_job_wanted is not False:
-            await keep_cron_job(self.ctx.kube, self.body, recovery, wanted=wanted)
+            try:
+                await keep_cron_job(self.ctx.kube, self.body, recovery, wanted=wanted)
+            except KubeError as exc:
+                if wanted:  # CronJob mode without the permissions it needs: run() says so
+                    raise
+                # Operator mode touches CronJobs once, at start-up, for one left from an
+                # earlier CronJob mode; without permissions on CronJobs none can be ours.
+                logger.debug("no CronJob clean-up for %s/%s: %s", self.namespace, self.name, exc)
         self.cron_job_wanted = wanted
         interval = recovery.interval.seconds
         if not recovery.enabled or wanted:

@@ -12,6 +12,7 @@ import kopf
 from streamherd.api import REDIS_STREAM, SpecError, is_managed, is_paused, parse
 from streamherd.api.redisstream import DeletionPolicy, RedisStreamSpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
+from streamherd.controller.apifailures import api_problem
 from streamherd.controller.board import managed_group_names, stream_verdict
 from streamherd.controller.context import Context, StreamBinding
 from streamherd.controller.polling import DEFAULT_INTERVAL, Source, scan_pattern
@@ -22,6 +23,7 @@ from streamherd.decisions.durability import DURABILITY_FIELD
 from streamherd.decisions.streams import STREAM_FIELDS, stream_status, tls_verdict
 from streamherd.gateway import GatewayError, SecretMissing
 from streamherd.gateway.retention import unlink_managed
+from streamherd.kube import KubeError
 from streamherd.kube import requests as rq
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,8 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
                 binding.problem = Verdict.not_ready(Reason.INVALID_SPEC, str(exc))
             except SecretMissing as exc:
                 binding.problem = secret_problem(exc)
+            except KubeError as exc:  # a Secret we may not read: said, not a crash loop
+                binding.problem = api_problem(exc, consequence=", so it cannot connect")
             else:
                 source = Source(key=spec.key, pattern=spec.key_pattern)
                 poller = await ctx.endpoints.acquire(me, endpoint)
@@ -152,7 +156,7 @@ async def delete(ctx: Context, body: Mapping[str, Any]) -> None:
             await gateway.delete_stream(spec.key)  # the key the resource names: it is ours
         else:
             await delete_managed_keys(ctx, body, spec, gateway)
-    except (SecretMissing, GatewayError) as exc:
+    except (SecretMissing, GatewayError, KubeError) as exc:
         raise kopf.TemporaryError(
             f"cannot delete the stream in Redis yet ({exc}); to delete the resource without touching "
             "Redis, annotate it streamherd.io/managed=false",

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-DEFAULT_WRITE_QPS = 10.0
-DEFAULT_WRITE_BURST = 20
+DEFAULT_WRITE_QPS = 15.0
+DEFAULT_WRITE_BURST = 30
 DEFAULT_READ_QPS = 50.0
 DEFAULT_READ_BURST = 100
 

@@ -141,22 +141,15 @@ def consumer_deployment(
 
 
 def deployment_state(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the operator keeps of a Deployment from its watch: replicas asked and ready, and
-    the template hash of one streamherd owns."""
+    """What the operator keeps of a Deployment from its watch: replicas asked and ready, the
+    template hash of one streamherd owns, and its generation (drift of an owned one)."""
     spec, status = body.get("spec") or {}, body.get("status") or {}
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     return {
         "replicas": int(spec.get("replicas", 1)),
         "ready": int(status.get("readyReplicas") or 0),
         "template_hash": annotations.get(TEMPLATE_HASH),
-    }
-
-
-def template_patch(wanted: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge patch bringing an owned Deployment's template (and its hash) to ``wanted``'s."""
-    return {
-        "metadata": {"annotations": wanted["metadata"]["annotations"]},
-        "spec": {"template": wanted["spec"]["template"]},
+        "generation": int((body.get("metadata") or {}).get("generation") or 0),
     }
 
 
