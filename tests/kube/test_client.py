@@ -5,6 +5,7 @@ ServiceAccount tokens, renewed through a kubeconfig exec plugin."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -41,11 +42,18 @@ def deployment(name: str, replicas: int = 1) -> dict[str, Any]:
     }
 
 
-def storm(path: str, seconds: float) -> Any:
-    """A kmock filter matching requests to ``path`` for the next ``seconds`` (a time window,
-    not a count: kmock may evaluate a filter more than once per request)."""
-    until = time.monotonic() + seconds
-    return lambda request: request.url.path == path and time.monotonic() < until
+class Storm:
+    """A kmock filter matching requests to ``path`` until ``seconds`` from now or ``stop()``
+    (a time window, not a count: kmock may evaluate a filter more than once per request)."""
+
+    def __init__(self, path: str, seconds: float = math.inf) -> None:
+        self.path, self.until = path, time.monotonic() + seconds
+
+    def stop(self) -> None:
+        self.until = 0.0
+
+    def __call__(self, request: Any) -> bool:
+        return bool(request.url.path == self.path and time.monotonic() < self.until)
 
 
 @pytest.fixture
@@ -59,7 +67,7 @@ async def test_a_429_storm_is_waited_out_honouring_retry_after(
     api = local_cluster.api
     api.create(deployment("web"))
     scale = "/apis/apps/v1/namespaces/default/deployments/web/scale"
-    api[storm(scale, 1.5)] << 429 << kmock.headers({"Retry-After": "1"}) << kmock.text(APF_BODY)
+    api[Storm(scale, 1.5)] << 429 << kmock.headers({"Retry-After": "1"}) << kmock.text(APF_BODY)
     kube = KubeClient(emulated, retry_for=20)
     retries: list[str] = []
     kube.on_retry = lambda request, why: retries.append(why)
@@ -83,7 +91,7 @@ async def test_sustained_5xx_gives_up_as_unavailable_naming_the_request(
     api = local_cluster.api
     api.create(deployment("web"))
     scale = "/apis/apps/v1/namespaces/default/deployments/web/scale"
-    api[storm(scale, 60)] << 503 << {"kind": "Status", "reason": "ServiceUnavailable"}
+    api[Storm(scale)] << 503 << {"kind": "Status", "reason": "ServiceUnavailable"}
     kube = KubeClient(emulated, retry_for=2)
     retries: list[str] = []
     kube.on_retry = lambda request, why: retries.append(why)
@@ -137,6 +145,36 @@ async def test_a_repeated_event_reason_updates_one_event(
     assert by_reason["Flapping"]["count"] == 3
     assert by_reason["Flapping"]["message"] == "#2"
     assert by_reason["Other"]["count"] == 1
+
+
+async def test_kopf_relogin_reloads_the_credentials_and_rebuilds_our_session(
+    local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """kopf logs in again when its vault was invalidated (a 401 that survived): our login
+    handler reloads the kubeconfig, and our client's next request goes on a new session with
+    the new token (the old session is retired, not cut mid-request)."""
+    api = local_cluster.api
+    path = local_cluster.write_kubeconfig(tmp_path / "kubeconfig")
+    credentials = Credentials(kubeconfig=path)
+    kube = KubeClient(credentials)
+    try:
+        await kube.list(CONFIGMAPS, "default")
+        first = await credentials.kopf_login()  # start-up: loads once, no reload
+        await first.aiohttp_session.close()
+        assert kube.sessions_made == 1
+        config = yaml.safe_load(path.read_text())
+        config["users"][0]["user"]["token"] = "rotated-token"
+        path.write_text(yaml.safe_dump(config))
+        again = await credentials.kopf_login()  # kopf's re-login
+        await again.aiohttp_session.close()
+        await kube.list(CONFIGMAPS, "default")
+        assert kube.sessions_made == 2
+        assert (
+            api["get /api/v1/namespaces/default/configmaps"][-1].headers["Authorization"]
+            == "Bearer rotated-token"
+        )
+    finally:
+        await kube.close()
 
 
 # ------------------------------------------------------------------ the real control plane

@@ -19,6 +19,8 @@ def pod_template(h: Harness) -> dict[str, Any]:
     return deployment.get("spec", {}).get("template") or {}
 
 
+# The real API server's apply is what counts; the emulator's model of it runs in make e2e.
+@pytest.mark.e2e_variants("emulator")
 def test_removed_template_keys_disappear_and_edits_are_reverted(harness: Harness) -> None:
     h = harness
     h.stream("orders")

@@ -118,6 +118,7 @@ class Credentials:
         self.renewals = 0
         """How many times a 401 made us reload (tests and logs)."""
         self.generation = 0
+        self._logins = 0
         """Raised by kopf's re-login: a client whose session is older makes a new one (new
         TLS client certificates, a new server address). A 401's renewal needs no new session:
         the middleware sets the current Authorization on every request."""
@@ -219,7 +220,8 @@ class Credentials:
         and again whenever its vault was invalidated (a 401 that survived our renewal): then
         the credentials are loaded afresh, which also makes our own client's next request
         build a new session (``generation``)."""
-        if self._configuration is None:
+        self._logins += 1
+        if self._logins == 1:  # start-up
             await self.ensure()
         else:
             async with self._lock:

@@ -95,6 +95,8 @@ class KubeClient:
         self.retry_for = retry_for
         self._session: aiohttp.ClientSession | None = None
         self._session_generation = -1
+        self.sessions_made = 0
+        """Sessions built so far: one, plus one per kopf re-login (tests, debugging)."""
         self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self.events = EventRecorder(self)
@@ -122,6 +124,7 @@ class KubeClient:
                     timeout=aiohttp.ClientTimeout(total=self._timeout)
                 )
                 self._session_generation = self.credentials.generation
+                self.sessions_made += 1
             return self._session
 
     def _retire(self, session: aiohttp.ClientSession) -> None:
