@@ -17,6 +17,7 @@ import yaml
 from e2e.cluster.local import LocalCluster
 from e2e.cluster.processes import wait_until
 from e2e.controlplane.controlplane import ControlPlane
+from tests.cluster.test_kubelet import deployment
 
 from streamherd.kube import Credentials, Forbidden, KubeClient, Limits, Unavailable
 from streamherd.kube import requests as rq
@@ -25,21 +26,10 @@ CONFIGMAPS = rq.Resource("", "v1", "configmaps", "ConfigMap")
 APF_BODY = "Too many requests, please try again later."  # what kube-apiserver's APF answers
 
 
-def deployment(name: str, replicas: int = 1) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "c", "image": "i", "command": ["true"]}]},
-            },
-        },
-    }
+def web(api: Any) -> str:
+    """A Deployment "web" (one replica) in the emulator; its /scale path."""
+    api.create(deployment("web", ["true"]))
+    return "/apis/apps/v1/namespaces/default/deployments/web/scale"
 
 
 class Storm:
@@ -65,8 +55,7 @@ async def test_a_429_storm_is_waited_out_honouring_retry_after(
     local_cluster: LocalCluster, emulated: Credentials
 ) -> None:
     api = local_cluster.api
-    api.create(deployment("web"))
-    scale = "/apis/apps/v1/namespaces/default/deployments/web/scale"
+    scale = web(api)
     api[Storm(scale, 1.5)] << 429 << kmock.headers({"Retry-After": "1"}) << kmock.text(APF_BODY)
     kube = KubeClient(emulated, retry_for=20)
     retries: list[str] = []
@@ -89,8 +78,7 @@ async def test_sustained_5xx_gives_up_as_unavailable_naming_the_request(
     local_cluster: LocalCluster, emulated: Credentials
 ) -> None:
     api = local_cluster.api
-    api.create(deployment("web"))
-    scale = "/apis/apps/v1/namespaces/default/deployments/web/scale"
+    scale = web(api)
     api[Storm(scale)] << 503 << {"kind": "Status", "reason": "ServiceUnavailable"}
     kube = KubeClient(emulated, retry_for=2)
     retries: list[str] = []
@@ -110,7 +98,7 @@ async def test_sustained_5xx_gives_up_as_unavailable_naming_the_request(
 async def test_writes_are_capped_by_the_budget_reads_are_not_held_behind_them(
     local_cluster: LocalCluster, emulated: Credentials
 ) -> None:
-    local_cluster.api.create(deployment("web"))
+    web(local_cluster.api)
     kube = KubeClient(emulated, Limits(write_qps=5, write_burst=2))
     try:
         started = time.monotonic()
@@ -131,7 +119,8 @@ async def test_a_repeated_event_reason_updates_one_event(
     local_cluster: LocalCluster, emulated: Credentials
 ) -> None:
     api = local_cluster.api
-    target = api.create(deployment("web"))
+    web(api)
+    target = api.get("deployments.apps", "default", "web")
     kube = KubeClient(emulated)
     try:
         for n in range(3):
@@ -243,39 +232,62 @@ def reader(plane: ControlPlane, namespace: str, name: str) -> None:
         assert reply.status == 201, (path, reply.status, reply.body)
 
 
-async def test_an_expired_token_is_renewed_through_the_exec_plugin(
-    control_plane: ControlPlane, kube_namespace: str, tmp_path: Path
+async def test_an_expired_token_is_renewed_from_an_exec_plugin_and_a_projected_token(
+    control_plane: ControlPlane,
+    kube_namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Both ways a token rotates under the operator, at once (one expiry to wait for): a
+    kubeconfig exec plugin (EKS, GKE), and the projected ServiceAccount token file the kubelet
+    rewrites in a pod (the in-cluster path, from a temporary directory)."""
     plane, ns = control_plane, kube_namespace
     reader(plane, ns, "rotating")
-    token_file = tmp_path / "token"
     first = plane.signed_service_account_token(ns, "rotating", valid_for=5)
-    token_file.write_text(first)
-    credentials = Credentials(
-        kubeconfig=exec_kubeconfig(plane, tmp_path / "kubeconfig", token_file, ns)
-    )
-    kube = KubeClient(credentials)
+    plugin_token = tmp_path / "token"
+    plugin_token.write_text(first)
+    pod = tmp_path / "serviceaccount"
+    pod.mkdir()
+    (pod / "token").write_text(first)
+    (pod / "ca.crt").write_bytes(plane.ca_file.read_bytes())
+    (pod / "namespace").write_text(ns)
+    host, port = plane.url.removeprefix("https://").rsplit(":", 1)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    monkeypatch.setenv("STREAMHERD_SERVICE_ACCOUNT_DIR", str(pod))
+    sources = {
+        "exec": Credentials(
+            kubeconfig=exec_kubeconfig(plane, tmp_path / "kubeconfig", plugin_token, ns)
+        ),
+        "projected": Credentials(),  # no kubeconfig: in a "pod"
+    }
+    clients = {name: KubeClient(credentials) for name, credentials in sources.items()}
     path = f"/api/v1/namespaces/{ns}/configmaps/c"
     try:
         # RBAC is evaluated against an informer-fed cache: wait until it has the binding.
         wait_until(lambda: plane.client(token=first).get(path).status == 200, 30)
-        assert await kube.get(CONFIGMAPS, ns, "c") is not None
-        # The kubelet (here: the test) rotates the token; the old one expires meanwhile.
-        token_file.write_text(plane.request_token(ns, "rotating", 600))
+        for kube in clients.values():
+            assert await kube.get(CONFIGMAPS, ns, "c") is not None
+        assert sources["projected"].default_namespace == ns
+        # The kubelet (here: the test) rotates the tokens; the old one expires meanwhile.
+        plugin_token.write_text(plane.request_token(ns, "rotating", 600))
+        (pod / "token").write_text(plane.request_token(ns, "rotating", 600))
         wait_until(
             lambda: plane.client(token=first).get(path).status == 401,
             30,
             interval=0.25,
             message="the first token never expired",
         )
-        # The next request meets a 401, reloads the kubeconfig (the plugin runs again) and is
-        # repeated with the new token: the caller never sees the 401.
-        assert await kube.get(CONFIGMAPS, ns, "c") is not None
-        assert credentials.renewals == 1
+        # The next request meets a 401, reloads the credentials (the plugin runs again, the
+        # file is read again) and is repeated with the new token: the caller sees no 401.
+        for name, kube in clients.items():
+            assert await kube.get(CONFIGMAPS, ns, "c") is not None, name
+            assert sources[name].renewals == 1, name
         # A 403 is not a 401: no renewal, a Forbidden that names what to grant.
         with pytest.raises(Forbidden) as denied:
-            await kube.list(CONFIGMAPS, ns)
+            await clients["exec"].list(CONFIGMAPS, ns)
         assert denied.value.action == f"list configmaps in namespace {ns!r}"
-        assert credentials.renewals == 1
+        assert sources["exec"].renewals == 1
     finally:
-        await kube.close()
+        for kube in clients.values():
+            await kube.close()

@@ -65,7 +65,7 @@ def _load(kubeconfig: str | None = None) -> tuple[Any, str | None]:
     from kubernetes.config.incluster_config import InClusterConfigLoader
 
     configuration = kubernetes.client.Configuration()
-    directory = _in_cluster_dir()
+    directory = None if kubeconfig else _in_cluster_dir()  # a kubeconfig given goes first
     if directory is not None:
         InClusterConfigLoader(  # type: ignore[no-untyped-call]
             token_filename=str(directory / "token"),

@@ -27,12 +27,8 @@ from streamherd.kube import requests as rq
 from streamherd.kube.auth import Credentials
 from streamherd.kube.budget import Limits
 from streamherd.kube.errors import (
-    Conflict,
-    Forbidden,
-    Invalid,
     KubeError,
     NotFound,
-    Unauthorized,
     Unavailable,
     WriteDeferred,
     error_for,
@@ -41,17 +37,6 @@ from streamherd.kube.events import EventRecorder
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "Conflict",
-    "Forbidden",
-    "Invalid",
-    "KubeClient",
-    "KubeError",
-    "NotFound",
-    "Unauthorized",
-    "Unavailable",
-    "WriteDeferred",
-]
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 BACKOFF_BASE = 0.25
