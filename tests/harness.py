@@ -251,10 +251,13 @@ class Harness:
         )
 
     def events(self, name: str) -> list[tuple[str, str, str]]:
+        """One (type, reason, message) per occurrence: the operator aggregates a repeated
+        reason into one Event's ``count`` (its message is the latest)."""
         return [
             (e["type"], e["reason"], e["message"])
             for e in self.api.list("events", self.namespace)
             if e["involvedObject"]["name"] == name
+            for _ in range(int(e.get("count") or 1))
         ]
 
 
