@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from e2e.cluster.client import JSON_PATCH, MERGE, STRATEGIC, KubeHTTP
 from tests.cluster.conftest import widget
@@ -139,8 +140,30 @@ def test_merge_patch_follows_rfc7386(http: KubeHTTP, widgets: str) -> None:
     assert patched["spec"] == {"b": {"c": 5, "d": 2}, "items": [9]}
     strategic = http.patch(f"{widgets}/w1", {"spec": {"b": {"d": None}}}, STRATEGIC)
     assert strategic["spec"] == {"b": {"c": 5}, "items": [9]}
-    apply = http.patch(f"{widgets}/w1", {"spec": {}}, "application/apply-patch+yaml")
-    assert apply.status == 415
+    apply = http.patch(f"{widgets}/w1", {"spec": {}}, APPLY)
+    assert apply.status == 400, "server-side apply needs a fieldManager"
+
+
+APPLY = "application/apply-patch+yaml"
+
+
+def test_server_side_apply_as_one_manager_sees_it(http: KubeHTTP, widgets: str) -> None:
+    """The emulator's model of server-side apply (the real one: tests/controlplane): an apply
+    creates; a later one removes what the same manager applied before and dropped, sets
+    every field it applies again (an edit of them is reverted), leaves other fields alone."""
+
+    def apply(spec: dict[str, Any]) -> Any:
+        body = {**widget("w1"), "spec": spec}
+        return http.request(
+            "PATCH", f"{widgets}/w1", body, content_type=APPLY, params={"fieldManager": "op"}
+        )
+
+    created = apply({"a": 1, "b": {"c": 1, "d": 2}})
+    assert created.status == 201
+    http.patch(f"{widgets}/w1", {"spec": {"a": 7, "other": "kept"}})  # an edit, another field
+    reapplied = apply({"a": 1, "b": {"c": 1}})
+    assert reapplied.status == 200
+    assert reapplied.body["spec"] == {"a": 1, "b": {"c": 1}, "other": "kept"}
 
 
 def test_json_patch_with_a_resource_version_test(http: KubeHTTP, widgets: str) -> None:
