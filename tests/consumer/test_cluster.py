@@ -20,16 +20,19 @@ import pytest
 import redis
 from e2e.cluster.processes import REPO_ROOT, async_wait_until, wait_until
 from e2e.cluster.redis import RedisCluster as RedisClusterProcesses
+from redis import exceptions as redis_exceptions
 from redis.asyncio.cluster import RedisCluster
 from tests.consumer.conftest import running
 from tests.janitor.helpers import recovery
 
-from streamherd.consumer import Consumer, Entry, NoGroupError, StreamClient
+from streamherd.consumer import Consumer, Entry, NoGroupError, StreamClient, waking
+from streamherd.consumer.waking import ClusterWaker, Plan
 from streamherd.controller.janitor_pass import Progress, run_pass
 from streamherd.decisions.recovery import Pods
 from streamherd.fields import DELIVERIES_FIELD, GROUP_FIELD, ORIGIN_ID_FIELD
 from streamherd.gateway import RedisGateway
 from streamherd.keys import REGISTRY_FIELD, REGISTRY_KEY, hash_slot
+from streamherd.tasks import cancelled
 
 CALLS = 1200
 EVENTS = 2
@@ -117,9 +120,9 @@ class Connections:
         }
 
     async def __aexit__(self, *_: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        # Re-cancelled until it stops: a loop of redis-py commands swallows a cancellation now
+        # and then (one in twenty here) and would sample on for ever (tasks.cancelled).
+        await cancelled(self._task)
         await self.cluster.aclose()
 
 
@@ -231,10 +234,6 @@ async def test_a_pattern_consumer_over_1200_streams_on_every_node(
     assert max(received.values()) <= 3, f"connections accepted per node: {received}"
 
 
-# Out of make test for now: the Kt run hit pytest's 120 s timeout once in a clean-clone run
-# (its own waits add up to 80 s, so the hang was in starting or stopping the consumer or its
-# subscriptions); the cause is not found yet. make e2e runs it.
-@pytest.mark.e2e_variants
 @pytest.mark.parametrize(("flags", "how"), [("Kt", "pattern"), ("Et", "channels")])
 async def test_keyspace_notifications_wake_it_and_find_streams_nobody_registered(
     redis_cluster: RedisClusterProcesses, cluster_client: RedisCluster, flags: str, how: str
@@ -273,6 +272,95 @@ async def test_keyspace_notifications_wake_it_and_find_streams_nobody_registered
         assert c.waker is not None and c.waker.notifications == how
         # Plus one pubsub connection per primary.
         assert max(connections.most.values()) <= 3, connections.most
+    finally:
+        await cluster_client.config_set(
+            "notify-keyspace-events", "", target_nodes=RedisCluster.PRIMARIES
+        )
+
+
+class SwallowingWaker(ClusterWaker):
+    """Each subscription carries on after its first cancellation, as one does when redis-py
+    swallows it (``streamherd.tasks.cancelled``); the slot map read of the next round of
+    subscriptions fails once when ``fail_next_round`` is set."""
+
+    def __init__(self, redis: RedisCluster, *, pattern: str) -> None:
+        super().__init__(redis, pattern=pattern)
+        self.swallowed = 0
+        self.fail_next_round = False
+        initialize = redis.initialize
+
+        async def initialize_unless_armed(**options: Any) -> RedisCluster:
+            task = asyncio.current_task()
+            if self.fail_next_round and task and task.get_name().endswith("notifications"):
+                self.fail_next_round = False
+                raise redis_exceptions.ConnectionError("injected: slot map unreadable")
+            return await initialize(**options)
+
+        redis.initialize = initialize_unless_armed  # type: ignore[method-assign]
+
+    async def _listen(self, node: Any, plan: Plan) -> None:
+        try:
+            await super()._listen(node, plan)
+        except asyncio.CancelledError:
+            self.swallowed += 1
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            await super()._listen(node, plan)
+
+
+async def one_pubsub_connection_each(cluster: RedisCluster) -> bool:
+    counts = [
+        len(await cluster.client_list(_type="pubsub", target_nodes=node))
+        for node in cluster.get_primaries()
+    ]
+    return counts == [1] * len(counts)
+
+
+async def test_a_lost_subscription_is_restarted_though_the_others_swallow_their_cancel(
+    redis_cluster: RedisClusterProcesses,
+    cluster_client: RedisCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One primary stops answering (CLIENT PAUSE): its subscription's PING goes unanswered,
+    so every subscription is restarted. The others swallow their cancellation (as redis-py
+    can): they are cancelled again, not waited for with one cancellation for ever (the hang
+    of the keyspace test above, 1 in 20 runs of its connection sampler), and a slot map that
+    cannot be read once does not end the notifications either. Afterwards: every primary
+    subscribed again, one pubsub connection each, and an entry rings."""
+    monkeypatch.setattr(waking, "HEALTH_CHECK", 0.5)
+    await cluster_client.config_set(
+        "notify-keyspace-events", "Kt", target_nodes=RedisCluster.PRIMARIES
+    )
+    try:
+        expected = await seed_calls(cluster_client, range(3), events=1)
+        seen: list[tuple[str, str]] = []
+
+        async def handle(entry: Entry) -> None:
+            seen.append((entry.stream, entry.id))
+
+        c = Consumer(sdk(redis_cluster), pattern="conv:*", handler=handle)
+        waker = c.waker = SwallowingWaker(c.client.redis, pattern="conv:*")
+        async with running(c) as task:
+            await async_wait_until(lambda: waker.notified or task.done(), 15)
+            await async_wait_until(lambda: set(seen) >= expected or task.done(), 15)
+            paused = cluster_client.get_node_from_key("conv:0")
+            waker.fail_next_round = True
+            await cluster_client.client_pause(3000, all=True, target_nodes=paused)
+            await async_wait_until(lambda: not waker.notified, 10, message="never noticed")
+            await async_wait_until(
+                lambda: (waker.notified and not waker.fail_next_round) or task.done(),
+                20,
+                message=lambda: f"not subscribed again ({waker.swallowed} swallowed)",
+            )
+            assert waker.swallowed >= 1, "another subscription swallowed its cancellation"
+            await async_wait_until(
+                lambda: one_pubsub_connection_each(cluster_client),
+                10,
+                message="a subscription nobody reads was left behind",
+            )
+            for key in ("conv:0", "conv:1", "conv:2"):
+                expected.add((key, await cluster_client.xadd(key, {"msg": "after"})))
+            await async_wait_until(lambda: set(seen) >= expected or task.done(), 15)
+        assert sorted(seen) == sorted(expected)
     finally:
         await cluster_client.config_set(
             "notify-keyspace-events", "", target_nodes=RedisCluster.PRIMARIES

@@ -119,9 +119,10 @@ class ClusterWaker:
         return True
 
     async def close(self) -> None:
+        """Stop the registry's read and the subscriptions, and wait until they have stopped
+        (re-cancelled: redis-py may swallow a cancellation, ``tasks.cancelled``)."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            await cancelled(task)  # a cancellation redis-py swallowed would hang SIGTERM here
+        await cancelled(*tasks)
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=f"streamherd waker {name}"))
@@ -202,29 +203,14 @@ class ClusterWaker:
         return [str((v or {}).get("notify-keyspace-events") or "") for v in reply.values()]
 
     async def _notify(self, plan: Plan) -> None:
-        """Listeners on every primary, restarted when the primaries change or one fails."""
+        """Listeners on every primary, restarted when the primaries change or one fails (or
+        the slot map cannot be read), after a pause that doubles while they keep failing."""
         backoff = 0.1
         while True:
-            await self.redis.initialize()
-            primaries = {n.name: n for n in self.redis.get_primaries()}
-            self._primaries = set(primaries)
-            listeners = [
-                asyncio.create_task(self._listen(node, plan), name=f"streamherd notify {name}")
-                for name, node in primaries.items()
-            ]
             try:
-                while True:
-                    done, _ = await asyncio.wait(
-                        listeners, timeout=TOPOLOGY_CHECK, return_when="FIRST_COMPLETED"
-                    )
-                    if done or {n.name for n in self.redis.get_primaries()} != set(primaries):
-                        break
-            finally:
-                for listener in listeners:
-                    listener.cancel()
-                await asyncio.gather(*listeners, return_exceptions=True)
-                self._subscribed.clear()
-            failure = next((t.exception() for t in done if not t.cancelled()), None)
+                failure = await self._listen_to_primaries(plan)
+            except (rx.RedisError, OSError) as exc:  # the slot map, or the primaries, unreadable
+                failure = exc
             if failure is not None:
                 logger.debug("notifications: %s; again in %.1fs", failure, backoff)
                 await asyncio.sleep(backoff)
@@ -232,6 +218,33 @@ class ClusterWaker:
             else:
                 backoff = 0.1
             self._bell.set()  # whatever happened while unsubscribed is read now
+
+    async def _listen_to_primaries(self, plan: Plan) -> BaseException | None:
+        """One listener per current primary, until one fails (its error is returned) or the
+        primaries change (None). Every listener has stopped when this returns: one that went
+        on (redis-py swallowed its cancellation) would hold a subscription nobody reads, and
+        waiting for it with a single cancellation would wait for ever."""
+        await self.redis.initialize()
+        primaries = {n.name: n for n in self.redis.get_primaries()}
+        self._primaries = set(primaries)
+        listeners = [
+            asyncio.create_task(self._listen(node, plan), name=f"streamherd notify {name}")
+            for name, node in primaries.items()
+        ]
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    listeners, timeout=TOPOLOGY_CHECK, return_when="FIRST_COMPLETED"
+                )
+                if done:
+                    failed = next(iter(done))
+                    error = None if failed.cancelled() else failed.exception()
+                    return error or rx.ConnectionError(f"{failed.get_name()} stopped")
+                if {n.name for n in self.redis.get_primaries()} != set(primaries):
+                    return None
+        finally:
+            await cancelled(*listeners)
+            self._subscribed.clear()
 
     async def _listen(self, node: ClusterNode, plan: Plan) -> None:
         how, channels = plan
