@@ -111,13 +111,16 @@ class GroupState:
     """Measured in this poll (or nothing pending): not carried from an earlier one."""
     counted_lag: int | None = None
     """When ``reported_lag`` is null: the entries after last-delivered-id, counted up to the
-    observation's ``lag_count_cap``."""
+    observation's ``lag_count_cap`` (and within a poll's budget: ``counted_lag_bound``)."""
     at_tail: bool | None = None
     """True when ``reported_lag`` > 0 but no entry lies after last-delivered-id (a stale 7.x
     lag); None when that was not checked (lag 0 or null)."""
     first_unread_id: str | None = None
     """The id of the first entry after last-delivered-id (looked up when the lag is > 0 or
     null): its time part is when the oldest entry the group has not read was added."""
+    counted_lag_bound: bool = False
+    """The count stopped before the last entry (the cap, or the script's budget of entries
+    counted): ``counted_lag`` is a lower bound."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,12 @@ def test_never_more_than_the_stream_holds_and_unknown_only_when_unmeasured(
         ({"reported_lag": 4, "at_tail": True}, 0, Reading(0, Exactness.CLAMPED)),
         ({"reported_lag": None, "counted_lag": 7}, 10, Reading.exact(7)),
         ({"reported_lag": None, "counted_lag": 1000}, 5000, Reading(1000, Exactness.LOWER_BOUND)),
+        # The script's budget stopped the count (or it saw one entry, the budget spent).
+        (
+            {"reported_lag": None, "counted_lag": 7, "counted_lag_bound": True},
+            5000,
+            Reading(7, Exactness.LOWER_BOUND),
+        ),
         ({"reported_lag": None}, 10, Reading.unknown()),
     ],
 )

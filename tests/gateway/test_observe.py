@@ -74,6 +74,60 @@ async def test_counting_stops_at_the_cap_and_says_lower_bound(
     assert lag.display() == ">=100"
 
 
+async def test_null_lags_past_the_scripts_budget_are_lower_bounds_each_key_in_turn(
+    server: RedisServer, r: aredis.Redis
+) -> None:
+    """A null lag is counted from whole entries, so one script counts at most its budget
+    (issue 15: 1,000 full entries per group held the server for tens of ms with 1 KB
+    entries). Past it a count is a lower bound (at least the one entry seen), never a zero;
+    the keys take turns at the front of the budget, so each is counted exactly in turn."""
+    keys = ["conv:1", "conv:2", "conv:3"]
+    for key in keys:
+        ids = await fill(r, key, 250)
+        await r.xgroup_create(key, "g", "0")
+        await r.xdel(key, ids[-1])  # a tombstone after the group: Redis says lag null
+        assert await raw_lag(r, key, "g") is None
+    gateway = RedisGateway(Endpoint(url=server.url), lag_count_budget=300)
+    exact: set[str] = set()
+    try:
+        for _ in range(len(keys)):
+            observed = await gateway.observe(keys)
+            readings = {key: lag_of(observed, key, "g") for key in keys}
+            for key, lag in readings.items():
+                if lag.exactness is Exactness.EXACT:
+                    assert lag.value == 249
+                    exact.add(key)
+                else:
+                    assert lag.exactness is Exactness.LOWER_BOUND, readings
+                    assert lag.value is not None and 1 <= lag.value < 249, readings
+            counted = sum(lag.value or 0 for lag in readings.values())
+            assert counted <= 300 + 1, f"the budget bounds what one script counts: {readings}"
+    finally:
+        await gateway.close()
+    assert exact == set(keys), "every key had its turn at the front of the budget"
+
+
+async def test_a_null_lag_with_nothing_after_the_group_is_zero_even_past_the_budget(
+    server: RedisServer, r: aredis.Redis
+) -> None:
+    ahead = await fill(r, "conv:a", 50)
+    await r.xgroup_create("conv:a", "g", "0")
+    await r.xdel("conv:a", ahead[-1])
+    ids = await fill(r, "conv:b", 10)
+    await r.xgroup_create("conv:b", "g", "0")
+    await r.xreadgroup("g", "c", {"conv:b": ">"}, count=5)
+    await r.xdel("conv:b", *ids[5:])  # everything after the group deleted
+    assert await raw_lag(r, "conv:b", "g") is None
+    gateway = RedisGateway(Endpoint(url=server.url), lag_count_budget=10)
+    try:
+        for _ in range(2):  # conv:b behind conv:a's count once, then first
+            observed = await gateway.observe(["conv:a", "conv:b"])
+            assert lag_of(observed, "conv:b", "g") == Reading.exact(0)
+            assert lag_of(observed, "conv:a", "g").exactness is Exactness.LOWER_BOUND
+    finally:
+        await gateway.close()
+
+
 async def test_group_at_the_tail_after_xdel_behind_it_reads_zero(
     gateway: RedisGateway, r: aredis.Redis
 ) -> None:

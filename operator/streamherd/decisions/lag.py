@@ -19,19 +19,21 @@ def effective_lag(
     count_cap: int,
     length: int,
     at_tail: bool | None,
+    counted_bound: bool = False,
 ) -> Reading:
     """The group's lag.
 
     reported: XINFO GROUPS lag (None when Redis says null).
     counted: entries after last-delivered-id counted with XRANGE ... COUNT count_cap
-        (only when reported is None).
+        (only when reported is None); ``counted_bound``: the count stopped before the end
+        (the cap, or the script's budget): a lower bound even below the cap.
     length: XLEN. at_tail: whether no entry lies after the group's last-delivered-id,
         when Redis may report a stale lag (7.x); None when not checked.
     """
     if reported is None:
         if counted is None:
             return Reading.unknown()
-        if counted >= count_cap:
+        if counted_bound or counted >= count_cap:
             return Reading(counted, Exactness.LOWER_BOUND)
         return Reading.exact(counted)
     if reported == 0:
@@ -56,6 +58,7 @@ def group_lag(stream: StreamState, group: GroupState, count_cap: int) -> Reading
         count_cap=count_cap,
         length=length,
         at_tail=group.at_tail,
+        counted_bound=group.counted_lag_bound,
     )
 
 

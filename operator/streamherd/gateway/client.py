@@ -134,12 +134,18 @@ class RedisGateway:
         *,
         streams_per_script: int = 10,
         lag_count_cap: int = 1000,
+        lag_count_budget: int = 1000,
         connect_timeout: float = 3.0,
         command_timeout: float = 10.0,
     ) -> None:
         self.endpoint = endpoint
         self.streams_per_script = streams_per_script
         self.lag_count_cap = lag_count_cap
+        self.lag_count_budget = lag_count_budget
+        """Entries one observe script counts at most for null lags, over all its groups: what
+        bounds the time it holds the server (a null lag is counted from whole entries)."""
+        self._observe_turn = 0
+        """Rotates the order of each batch's keys, so the budget reaches every key in turn."""
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._client: Redis | RedisCluster | None = None
@@ -596,7 +602,8 @@ class RedisGateway:
         """
         started, wall = time.monotonic(), datetime.now(UTC)
         keys = list(dict.fromkeys(keys))
-        batches = self._batches(keys)
+        self._observe_turn += 1
+        batches = [_rotated(batch, self._observe_turn) for batch in self._batches(keys)]
         calls = [
             (
                 batch,
@@ -605,6 +612,7 @@ class RedisGateway:
                     [
                         self.lag_count_cap,
                         "".join("1" if ages_for is None or k in ages_for else "0" for k in batch),
+                        self.lag_count_budget,
                     ],
                 ),
             )
@@ -704,6 +712,8 @@ class RedisGateway:
                     state.oldest_pending_id = value
                 elif kind == "c":
                     state.counted_lag = value
+                elif kind == "b":
+                    state.counted_lag, state.counted_lag_bound = value, True
                 else:  # "t"
                     state.at_tail = True
             out[key] = StreamState(
@@ -713,6 +723,11 @@ class RedisGateway:
                 groups={g.name: g for g in states},
                 server_time_ms=server_time_ms,
             )
+
+
+def _rotated(batch: list[str], turn: int) -> list[str]:
+    at = turn % len(batch) if batch else 0
+    return batch[at:] + batch[:at]
 
 
 def _failed_stream(key: str, error: str) -> StreamState:
