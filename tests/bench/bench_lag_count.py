@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -101,6 +102,8 @@ async def main(version: str, rounds: int) -> dict[str, object]:
         "longest_script_before_ms": round(worst_before, 2),
         "longest_script_after_ms": round(worst_after, 2),
         "ratio": round(worst_before / worst_after, 1),
+        "median_script_before_ms": round(statistics.median(before) / 1000, 2),
+        "median_script_after_ms": round(statistics.median(after) / 1000, 2),
         "lower_bounds_after": lower_bounds,
         "rounds": rounds,
     }
@@ -108,7 +111,7 @@ async def main(version: str, rounds: int) -> dict[str, object]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     results = [asyncio.run(main(version, args.rounds)) for version in ("7.0", "8.2")]
     for result in results[:-1]:

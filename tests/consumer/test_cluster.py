@@ -322,10 +322,10 @@ async def test_a_lost_subscription_is_restarted_though_the_others_swallow_their_
 ) -> None:
     """One primary stops answering (CLIENT PAUSE): its subscription's PING goes unanswered,
     so every subscription is restarted. The others swallow their cancellation (as redis-py
-    can): they are cancelled again, not waited for with one cancellation for ever (the hang
-    of the keyspace test above, 1 in 20 runs of its connection sampler), and a slot map that
-    cannot be read once does not end the notifications either. Afterwards: every primary
-    subscribed again, one pubsub connection each, and an entry rings."""
+    can): they are cancelled again, not waited for after one cancellation for ever (what hung
+    the keyspace test above: its own connection sampler lost about one cancel in twenty), and
+    a slot map that cannot be read once does not end the notifications either. Afterwards:
+    every primary subscribed again, one pubsub connection each, and an entry rings."""
     monkeypatch.setattr(waking, "HEALTH_CHECK", 0.5)
     await cluster_client.config_set(
         "notify-keyspace-events", "Kt", target_nodes=RedisCluster.PRIMARIES
