@@ -72,7 +72,7 @@ pytest: deps
 # kills, poison), which make test runs shortened.
 e2e: deps control-plane
 	$(PY) -m pytest --e2e $(PYTEST_ARGS)
-	STREAMHERD_E2E_SCALE=full $(PY) -m pytest --e2e tests/flagship/test_scenarios.py $(PYTEST_ARGS)
+	STREAMHERD_E2E_SCALE=full $(PY) -m pytest tests/flagship/test_scenarios.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check operator tests e2e

@@ -152,11 +152,6 @@ def explain(h: Harness, kubelet: Any, group: str, missing: set[tuple[str, str]])
     return "; ".join(out)
 
 
-# Out of make test for now: it failed once in a clean-clone run ("brain: 1 of 3747 neither
-# processed nor dead-lettered" after 150 s) and passed in about 40 runs since, alone and under
-# load; the cause is not found yet. make e2e runs it (at full length). The failure message now
-# says where the missing entries are (stream, entry, PEL record, copies).
-@pytest.mark.e2e_variants
 @pytest.mark.timeout(SCALE.seconds + 2 * SCALE.deadline + 300)
 def test_calls_burst_kills_and_poison_every_id_processed_or_dead_lettered(
     harness: Harness, kubelet: Any
