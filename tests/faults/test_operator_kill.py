@@ -13,10 +13,15 @@ import signal
 import time
 from typing import Any
 
+import pytest
 from e2e.cluster.processes import wait_until
 from tests.harness import Harness
 
 from streamherd.fields import ORIGIN_ID_FIELD
+
+# 10-30 s each (operator restarts, consumer pods, a Redis restart): under make e2e, to keep
+# make test within its 15 minutes.
+pytestmark = pytest.mark.e2e_variants()
 
 
 def kill_operator(h: Harness) -> None:
