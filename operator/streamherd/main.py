@@ -3,6 +3,7 @@ controller loop; the loops hold the logic, the gateway and kube modules hold the
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -33,13 +34,27 @@ class Runtime:
     poller_options: dict[str, Any] = {}
 
 
+class BoundedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled-configuration annotation, left out for a spec too big for one:
+    the API server caps all annotations of an object at 256 KiB, so writing a spec bigger
+    than that (what a schema-less CRD lets through) fails every time, and kopf retries it
+    forever - the object could not even be deleted. Such an object is then always "new" to
+    kopf; nothing of ours needs its diff (the loops read the spec, and say it is invalid)."""
+
+    MAX_BYTES = 128 * 1024
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        if len(json.dumps(essence, separators=(",", ":"))) <= self.MAX_BYTES:
+            super().store(body=body, patch=patch, essence=essence)
+
+
 def configure(settings: kopf.OperatorSettings, *, peering: str | None = None) -> None:
     """Our own names for everything kopf stores on our objects."""
     settings.persistence.finalizer = FINALIZER
     # kopf leaves annotations under its storage prefix out of the changes it reacts to: its
     # own prefix, then, or an edit of streamherd.io/paused would never reach a handler.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = BoundedDiffBaseStorage(
         prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.enabled = False  # we post our own Events, on transitions only

@@ -67,3 +67,12 @@ def test_status_patch_carries_only_changes_and_leaves_foreign_fields_alone() -> 
     assert status_patch(current, {"pending": 4, "lag": 5}) == {"pending": 4}
     assert status_patch(current, {"lag": None}) == {"lag": None}, "None removes an owned field"
     assert status_patch(current, {"other": None}) is None, "absent and None are the same"
+
+
+def test_a_condition_message_is_bounded_by_the_schema_limit() -> None:
+    from streamherd.decisions.conditions import MAX_MESSAGE, Verdict, apply_verdicts
+
+    verdict = Verdict.not_ready(Reason.INVALID_SPEC, "y" * (1 << 20))
+    (ready,) = apply_verdicts([], [verdict], generation=1, now=datetime.now(UTC))
+    assert len(ready["message"]) == MAX_MESSAGE
+    assert ready["message"].endswith("more characters)")

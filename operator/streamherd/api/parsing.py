@@ -25,15 +25,31 @@ class SpecError(ValueError):
 
 
 def parse(model: type[M], data: Mapping[str, Any] | None, where: str = "spec") -> M:
+    """``data`` as ``model``. Anything that is not an object where one belongs (a number, a
+    string, a list: what a schema-less CRD lets through) is a SpecError too, never a crash."""
+    if data is not None and not isinstance(data, Mapping):
+        kind = type(data).__name__
+        raise SpecError([f"{where}: must be an object, not {kind}"])
     try:
         return model.model_validate(dict(data or {}))
     except ValidationError as exc:
         raise SpecError([_describe(error, where) for error in exc.errors()]) from None
 
 
+PART_LIMIT = 64
+"""Characters of one path part quoted in a problem (a key may be a megabyte long)."""
+
+
+def _short(text: str, limit: int = PART_LIMIT) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text)} characters)"
+
+
 def _describe(error: Any, where: str) -> str:
-    path = ".".join([where, *(str(part) for part in error["loc"] if not _internal(part))])
-    message = str(error["msg"]).removeprefix("Value error, ")
+    parts = (_short(repr(part) if "\n" in str(part) else str(part)) for part in error["loc"])
+    path = ".".join(
+        [where, *(p for p, raw in zip(parts, error["loc"], strict=True) if not _internal(raw))]
+    )
+    message = _short(str(error["msg"]).removeprefix("Value error, "), 512)
     if error["type"] == "extra_forbidden":
         message = "unknown field"
     return f"{path}: {message}"

@@ -71,10 +71,16 @@ class RetentionBoard:
 def index_group(namespace: str, name: str, body: Mapping[str, Any]) -> dict[Any, Any]:
     """The kopf index of ConsumerGroups by the RedisStream they reference: (namespace,
     RedisStream) -> (group, startId, creationTimestamp). Retention protects a managed group's
-    start on streams that lack it so far; Delete removes only keys carrying one of them."""
-    spec = body.get("spec") or {}
-    stream = (spec.get("streamRef") or {}).get("name")
-    if not stream:
+    start on streams that lack it so far; Delete removes only keys carrying one of them.
+    Read leniently, on purpose: a group whose spec is invalid elsewhere (its loop says so)
+    still exists in Redis and keeps retention from trimming what it has not read. Only what
+    cannot name a stream at all (a spec or streamRef that is not an object) is left out."""
+    spec = body.get("spec")
+    if not isinstance(spec, Mapping):
+        return {}
+    ref = spec.get("streamRef")
+    stream = ref.get("name") if isinstance(ref, Mapping) else None
+    if not stream or not isinstance(stream, str):
         return {}
     created = (body.get("metadata") or {}).get("creationTimestamp") or ""
     group = spec.get("groupName") or name

@@ -471,9 +471,9 @@ async def delete(ctx: Context, body: Mapping[str, Any]) -> None:
     """On deletion (the finalizer): with deletionPolicy Delete, destroy the group in Redis.
     "Already gone" is success; so is a RedisStream that no longer exists (nothing to reach)."""
     meta = body["metadata"]
-    ctx.metrics.forget_group(
-        meta["namespace"], meta["name"], (body.get("spec") or {}).get("groupName") or meta["name"]
-    )
+    raw = body.get("spec")  # any shape: a resource with a broken spec must still go away
+    named = raw.get("groupName") if isinstance(raw, Mapping) else None
+    ctx.metrics.forget_group(meta["namespace"], meta["name"], str(named or meta["name"]))
     if not is_managed(meta) or is_paused(meta):
         return
     try:

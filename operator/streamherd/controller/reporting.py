@@ -12,6 +12,7 @@ from streamherd.api.status import ConditionStatus, ConditionType
 from streamherd.decisions.conditions import (
     Verdict,
     apply_verdicts,
+    bounded,
     drop_condition,
     status_patch,
     timestamp,
@@ -116,7 +117,7 @@ class StatusWriter:
     async def event(self, type_: str, reason: str, message: str) -> None:
         try:
             await self._kube.post_event(
-                involved(self._body), type_=type_, reason=reason, message=message
+                involved(self._body), type_=type_, reason=reason, message=bounded(message)
             )
         except KubeError as exc:
             logger.warning("event %s not posted: %s", reason, exc)

@@ -31,6 +31,19 @@ class Verdict:
         return cls(ConditionType.READY, ConditionStatus.FALSE, reason, message)
 
 
+MAX_MESSAGE = 4096
+"""A condition message's limit (the CRDs' schema: api/status.Condition.message). A longer one
+- a spec error quoting a 1 MB value - would make the whole status write fail."""
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    """``message``, cut to ``limit`` characters (saying how much was left out)."""
+    if len(message) <= limit:
+        return message
+    tail = f"... ({len(message) - limit + 64} more characters)"
+    return message[: limit - len(tail)] + tail
+
+
 def timestamp(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -52,7 +65,7 @@ def apply_verdicts(
             "type": str(verdict.type),
             "status": str(verdict.status),
             "reason": str(verdict.reason),
-            "message": verdict.message,
+            "message": bounded(verdict.message),
             "lastTransitionTime": timestamp(now)
             if moved
             else old.get("lastTransitionTime", timestamp(now)),  # type: ignore[union-attr]
