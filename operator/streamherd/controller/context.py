@@ -201,5 +201,6 @@ class Context:
             event.set()
 
     async def close(self) -> None:
+        await self.scalers.close()
         await self.endpoints.close()
         await self.kube.close()
