@@ -17,12 +17,14 @@ _RULES: dict[str, list[dict[str, Any]]] = yaml.safe_load(RULES_FILE.read_text())
 OPERATOR_RULES = _RULES["operator"]  # in each namespace it watches
 CLUSTER_RULES = _RULES["cluster"]  # kopf's observers of CRDs and namespaces
 JANITOR_RULES = _RULES["janitor"]  # `streamherd janitor`, a CronJob's pod
+LEADER_RULES = _RULES["leader"]  # the Lease of leader election, in the operator's namespace
 
 
 def operator_kubeconfig(
     plane: ControlPlane, namespace: str, path: Path, name: str = "streamherd"
 ) -> Path:
-    """A ServiceAccount ``name`` in ``namespace`` bound to OPERATOR_RULES there; its kubeconfig
+    """A ServiceAccount ``name`` in ``namespace`` bound to OPERATOR_RULES and LEADER_RULES there
+    (the operator's Lease lives in the namespace it runs in); its kubeconfig
     (a TokenRequest token of an hour) written to ``path``."""
     rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
     cluster = "/apis/rbac.authorization.k8s.io/v1"
@@ -49,7 +51,10 @@ def operator_kubeconfig(
             f"/api/v1/namespaces/{namespace}/serviceaccounts",
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}},
         ),
-        (f"{rbac}/roles", {"kind": "Role", "metadata": {"name": name}, "rules": OPERATOR_RULES}),
+        (
+            f"{rbac}/roles",
+            {"kind": "Role", "metadata": {"name": name}, "rules": OPERATOR_RULES + LEADER_RULES},
+        ),
         (
             f"{rbac}/rolebindings",
             {
@@ -66,4 +71,11 @@ def operator_kubeconfig(
     return plane.service_account_kubeconfig(path, namespace, name)
 
 
-__all__ = ["CLUSTER_RULES", "JANITOR_RULES", "OPERATOR_RULES", "RULES_FILE", "operator_kubeconfig"]
+__all__ = [
+    "CLUSTER_RULES",
+    "JANITOR_RULES",
+    "LEADER_RULES",
+    "OPERATOR_RULES",
+    "RULES_FILE",
+    "operator_kubeconfig",
+]

@@ -9,6 +9,7 @@ import click
 
 from streamherd import __version__
 from streamherd.api.kinds import KINDS, crd_yaml
+from streamherd.decisions.leadership import ElectionTiming
 from streamherd.kube.budget import DEFAULT_WRITE_BURST, DEFAULT_WRITE_QPS
 
 
@@ -79,11 +80,49 @@ def crds(output_dir: Path | None) -> None:
     envvar="STREAMHERD_LOG_FORMAT",
 )
 @click.option(
-    "--peering",
+    "--leader-election/--no-leader-election",
+    default=False,
+    show_default=True,
+    envvar="STREAMHERD_LEADER_ELECTION",
+    help="Run as one of several replicas: only the holder of a coordination.k8s.io Lease is "
+    "active, the others stand by (the chart turns it on). Off: this process is the only one.",
+)
+@click.option(
+    "--leader-election-namespace",
     default=None,
-    envvar="STREAMHERD_PEERING",
-    help="Run several replicas with kopf peering under this name (one active at a time). "
-    "Default: standalone, for the single replica the chart installs.",
+    envvar="STREAMHERD_LEADER_ELECTION_NAMESPACE",
+    help="The Lease's namespace. Default: the pod's (POD_NAMESPACE, or its service account's).",
+)
+@click.option(
+    "--leader-election-id",
+    default="streamherd",
+    show_default=True,
+    envvar="STREAMHERD_LEADER_ELECTION_ID",
+    help="The Lease's name: replicas with the same one elect one leader.",
+)
+@click.option(
+    "--lease-duration",
+    type=float,
+    default=ElectionTiming.lease_duration,
+    show_default=True,
+    envvar="STREAMHERD_LEASE_DURATION",
+    help="Seconds a standby waits, after it last saw the Lease renewed, before taking it.",
+)
+@click.option(
+    "--renew-deadline",
+    type=float,
+    default=ElectionTiming.renew_deadline,
+    show_default=True,
+    envvar="STREAMHERD_RENEW_DEADLINE",
+    help="Seconds the leader tries to renew before it stops every loop (then exits).",
+)
+@click.option(
+    "--retry-period",
+    type=float,
+    default=ElectionTiming.retry_period,
+    show_default=True,
+    envvar="STREAMHERD_RETRY_PERIOD",
+    help="Seconds between renewals, and between a standby's tries.",
 )
 @click.option(
     "--discovery",
@@ -126,7 +165,12 @@ def run(
     health_port: int,
     log_level: str,
     log_format: str,
-    peering: str | None,
+    leader_election: bool,
+    leader_election_namespace: str | None,
+    leader_election_id: str,
+    lease_duration: float,
+    renew_deadline: float,
+    retry_period: float,
     discovery: str,
     api_write_qps: float,
     api_write_burst: int,
@@ -151,7 +195,7 @@ def run(
     )
     logging.getLogger().setLevel(level)
     settings = kopf.OperatorSettings()
-    operator.configure(settings, peering=peering)
+    operator.configure(settings)
     operator.Runtime.metrics_port = metrics_port or None
     operator.Runtime.limits = Limits(write_qps=api_write_qps, write_burst=api_write_burst)
     operator.Runtime.retry_for = api_retry_for
@@ -163,16 +207,36 @@ def run(
         )
     operator.Runtime.poller_options = {p: p in paths for p in ("registry", "notifications")}
     identity: Any = operator_identity()  # kopf's Identity type (a NewType of str) is private
-    asyncio.run(
-        kopf.operator(
+    liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
+
+    async def operate(stop_flag: asyncio.Event | None = None) -> None:
+        await kopf.operator(
             registry=operator.registry,
             settings=settings,
             clusterwide=not namespaces,
             namespaces=namespaces,
-            standalone=peering is None,
-            peering_name=peering,
+            standalone=True,
             identity=identity,
-            liveness_endpoint=f"http://0.0.0.0:{health_port}/healthz" if health_port else None,
+            liveness_endpoint=liveness,
+            stop_flag=stop_flag,
+        )
+
+    if not leader_election:
+        asyncio.run(operate())
+        return
+    try:
+        timing = ElectionTiming(lease_duration, renew_deadline, retry_period)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--lease-duration") from exc
+    raise SystemExit(
+        asyncio.run(
+            operator.run_elected(
+                timing,
+                namespace=leader_election_namespace,
+                name=leader_election_id,
+                operate=operate,
+                health_port=health_port or None,
+            )
         )
     )
 

@@ -3,15 +3,26 @@ controller loop; the loops hold the logic, the gateway and kube modules hold the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 
 from streamherd.api import API_GROUP, API_VERSION
-from streamherd.controller import board, consumers, groups, janitor, retention, streams
+from streamherd.controller import (
+    board,
+    consumers,
+    groups,
+    janitor,
+    leadership,
+    retention,
+    streams,
+)
 from streamherd.controller.context import Context
+from streamherd.decisions.leadership import ElectionTiming
 from streamherd.kube import Credentials, KubeClient, Limits
 from streamherd.kube.manifests import deployment_state
 
@@ -48,7 +59,7 @@ class BoundedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
             super().store(body=body, patch=patch, essence=essence)
 
 
-def configure(settings: kopf.OperatorSettings, *, peering: str | None = None) -> None:
+def configure(settings: kopf.OperatorSettings) -> None:
     """Our own names for everything kopf stores on our objects."""
     settings.persistence.finalizer = FINALIZER
     # kopf leaves annotations under its storage prefix out of the changes it reacts to: its
@@ -58,10 +69,9 @@ def configure(settings: kopf.OperatorSettings, *, peering: str | None = None) ->
         prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.enabled = False  # we post our own Events, on transitions only
-    settings.peering.standalone = peering is None
-    if peering is not None:
-        settings.peering.name = peering
-        settings.peering.mandatory = True
+    # Standalone: one active replica is ensured by our Lease (controller/leadership), not by
+    # kopf's peering (why: see there).
+    settings.peering.standalone = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
@@ -94,6 +104,27 @@ async def cleanup(**_: Any) -> None:
     if Runtime.ctx is not None:
         await Runtime.ctx.close()
         Runtime.ctx = None
+
+
+async def run_elected(
+    timing: ElectionTiming,
+    *,
+    namespace: str | None,
+    name: str,
+    operate: Callable[[asyncio.Event], Awaitable[None]],
+    health_port: int | None,
+) -> int:
+    """kopf (``operate``) only while this process holds the Lease; its exit code."""
+    # Its own client (and so its own request budget: renewals never wait behind status
+    # writes), on kopf's credentials; retried no longer than a retry period.
+    kube = KubeClient(Runtime.credentials, retry_for=timing.retry_period)
+    elector = leadership.LeaderElector(
+        kube, leadership.lease_namespace(namespace), name, leadership.candidate_identity(), timing
+    )
+    try:
+        return await leadership.run_elected(elector, operate, health_port=health_port)
+    finally:
+        await kube.close()
 
 
 def ctx() -> Context:

@@ -69,7 +69,7 @@ app.kubernetes.io/part-of: streamherd
 {{- end -}}
 {{- end -}}
 
-{{/* The rules of files/rbac.yaml: "operator", "cluster" or "janitor". */}}
+{{/* The rules of files/rbac.yaml: "operator", "cluster", "leader" or "janitor". */}}
 {{- define "streamherd.rules" -}}
 {{- $all := .context.Files.Get "files/rbac.yaml" | fromYaml -}}
 {{- toYaml (index $all .part) -}}

@@ -53,6 +53,7 @@ SCALED_OBJECTS = Resource("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject"
 REDIS_STREAMS = Resource("streamherd.io", "v1alpha1", "redisstreams", "RedisStream")
 CONSUMER_GROUPS = Resource("streamherd.io", "v1alpha1", "consumergroups", "ConsumerGroup")
 RETENTION_POLICIES = Resource("streamherd.io", "v1alpha1", "retentionpolicies", "RetentionPolicy")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,12 @@ def merge_patch(
     )
 
 
+def replace(resource: Resource, namespace: str, name: str, body: dict[str, Any]) -> Request:
+    """PUT: the whole object; its metadata.resourceVersion makes it a compare-and-swap (409
+    Conflict when someone wrote in between)."""
+    return Request("PUT", resource.path(namespace, name), body=body)
+
+
 def delete(resource: Resource, namespace: str, name: str) -> Request:
     return Request("DELETE", resource.path(namespace, name))
 
@@ -202,3 +209,38 @@ def event(
         "count": 1,
     }
     return create(EVENTS, namespace, body)
+
+
+def micro_time(at: datetime) -> str:
+    """A MicroTime as the API server writes it (RFC 3339, microseconds, Z)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def lease(
+    namespace: str,
+    name: str,
+    *,
+    holder: str,
+    duration_seconds: int,
+    acquired: datetime,
+    renewed: datetime,
+    transitions: int,
+    resource_version: str | None = None,
+) -> dict[str, Any]:
+    """A coordination.k8s.io/v1 Lease held by ``holder``, as client-go's leaderelection writes
+    it (LeaseLock). With ``resource_version``, a PUT of it is a compare-and-swap."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    return {
+        "apiVersion": LEASES.api_version,
+        "kind": LEASES.kind,
+        "metadata": metadata,
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": duration_seconds,
+            "acquireTime": micro_time(acquired),
+            "renewTime": micro_time(renewed),
+            "leaseTransitions": transitions,
+        },
+    }
