@@ -25,6 +25,16 @@ REGISTRY_KEY = "streamherd:streams"
 """The registry of new streams (a Redis stream). Its entries carry ``REGISTRY_FIELD``."""
 REGISTRY_FIELD = "key"
 REGISTRY_MAX_LENGTH = 100_000
+
+OWNERS_PREFIX = "streamherd:owners:"
+"""Who manages a consumer group of a given name on this Redis: a hash per group name
+(``owners_key``), one field per claiming ConsumerGroup (its uid). See decisions.ownership."""
+
+
+def owners_key(group: str) -> str:
+    return OWNERS_PREFIX + group
+
+
 """Approximate cap (``MAXLEN ~``) on the registry: readers keep their own position."""
 
 
@@ -52,7 +62,7 @@ def hash_slot(key: str) -> int:
 
 def is_auxiliary(key: str) -> bool:
     """A key streamherd writes beside a stream (or its registry): never a source."""
-    return key == REGISTRY_KEY or key.endswith(AUXILIARY_SUFFIXES)
+    return key == REGISTRY_KEY or key.startswith(OWNERS_PREFIX) or key.endswith(AUXILIARY_SUFFIXES)
 
 
 def glob_match(pattern: str, key: str) -> bool:

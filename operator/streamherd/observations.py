@@ -18,6 +18,7 @@ __all__ = [
     "DeadLetterRecord",
     "EndpointProblem",
     "Exactness",
+    "GroupClaim",
     "GroupState",
     "Hold",
     "HoldReason",
@@ -305,3 +306,22 @@ class StepOutcome:
     """The key was gone (deleted by someone, or a pattern key that went away)."""
     problem: str | None = None
     """Why the step could not run (wrong type, a Redis error)."""
+
+
+@dataclass(frozen=True)
+class GroupClaim:
+    """A ConsumerGroup's claim on a consumer group name, as recorded in Redis
+    (gateway/ownership): who (uid, namespace/name), on what (a key, or a key pattern), and its
+    place in line (``seq``: lower came first)."""
+
+    uid: str
+    namespace: str
+    name: str
+    kind: str
+    """"key" or "pattern"."""
+    text: str
+    seq: int
+
+    @property
+    def who(self) -> str:
+        return f"{self.namespace}/{self.name}"

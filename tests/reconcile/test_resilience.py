@@ -111,15 +111,17 @@ def test_redis_outage_flips_conditions_and_recovers(harness: Harness) -> None:
     assert "RedisUnavailable" in reasons and reasons.count("GroupCreated") >= 2
 
 
-def test_two_resources_for_one_group_the_oldest_wins(harness: Harness) -> None:
+def test_two_resources_for_one_group_the_first_recorded_manages(harness: Harness) -> None:
+    """Ownership is recorded in Redis beside the group (tests/reconcile/test_ownership.py has
+    the ways two resources can meet): the first claimant manages, the other waits, names
+    it, and takes over when it is deleted."""
     h = harness
     h.stream("orders")
     h.group("first", groupName="shared")
-    time.sleep(1.1)  # creationTimestamp has a one-second resolution
-    h.group("second", groupName="shared")
     h.start()
     h.wait_ready("ConsumerGroup", "first")
-    loser = h.wait_ready("ConsumerGroup", "second", "False", "GroupConflict")
+    h.group("second", groupName="shared")
+    loser = h.wait_ready("ConsumerGroup", "second", "False", "GroupOwnedElsewhere")
     assert f"managed by {h.namespace}/first" in loser["message"]
 
     h.delete("ConsumerGroup", "first")

@@ -60,7 +60,7 @@ class Reason(StrEnum):
     STREAM_NOT_FOUND = "StreamNotFound"
     GROUP_NOT_FOUND = "GroupNotFound"
     STREAM_NOT_READY = "StreamNotReady"
-    GROUP_CONFLICT = "GroupConflict"
+    GROUP_OWNED_ELSEWHERE = "GroupOwnedElsewhere"
     SCALER_CONFLICT = "ScalerConflict"
     DEPLOYMENT_NOT_FOUND = "DeploymentNotFound"
     CROSS_SLOT = "CrossSlot"

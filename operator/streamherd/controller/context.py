@@ -101,32 +101,31 @@ def group_id(body: Mapping[str, Any]) -> str:
 
 
 def claim_target(binding: StreamBinding, group: str) -> tuple[str, ...]:
-    """What two ConsumerGroups may not both manage: one group on one stream on one Redis."""
+    """How this process's loops name one group on one RedisStream (the janitor asks the group
+    loop's verdict by it)."""
     assert binding.poller is not None and binding.source is not None
     return (binding.poller.gateway.endpoint.display, binding.source.text, group)
 
 
 class GroupClaims:
-    """Two ConsumerGroups naming one group on one stream: the oldest wins (creation time,
-    then namespace/name), the other is told who manages it."""
+    """Which group loops of this process manage their group now, by ``claim_target``: a
+    cache of what the claims recorded in Redis decided (decisions.ownership; the group loop
+    re-reads them every OWNERSHIP_REFRESH_SECONDS). The janitor acts only for a holder.
+    Consistent across re-lists and restarts because Redis, not this map, is the record: the
+    map starts empty and each loop fills it in at its first claim."""
 
     def __init__(self) -> None:
-        self._claims: dict[tuple[str, ...], dict[str, str]] = defaultdict(dict)
+        self._holders: dict[tuple[str, ...], str] = {}
 
-    def claim(self, target: tuple[str, ...], who: str, created: str) -> str:
-        claimants = self._claims[target]
-        claimants[who] = created
-        return min(claimants, key=lambda name: (claimants[name], name))
+    def hold(self, target: tuple[str, ...], who: str) -> None:
+        self._holders[target] = who
 
     def owner(self, target: tuple[str, ...]) -> str | None:
-        claimants = self._claims.get(target)
-        if not claimants:
-            return None
-        return min(claimants, key=lambda name: (claimants[name], name))
+        return self._holders.get(target)
 
     def release(self, who: str) -> None:
-        for claimants in self._claims.values():
-            claimants.pop(who, None)
+        for target in [t for t, holder in self._holders.items() if holder == who]:
+            del self._holders[target]
 
 
 @dataclass

@@ -26,18 +26,25 @@ from streamherd.controller.streams import RETRY_SECONDS
 from streamherd.controller.waiting import Stopped, next_result, sleep
 from streamherd.decisions import recovery as recovery_decisions
 from streamherd.decisions.conditions import Verdict, transition
+from streamherd.decisions.ownership import KEY, PATTERN, owner_elsewhere
 from streamherd.decisions.recovery import RecoveryFindings, dead_letter_target
 from streamherd.decisions.retention import group_verdict
 from streamherd.decisions.streams import problem_verdict
 from streamherd.decisions.totals import GroupTotals, group_totals
-from streamherd.gateway import EnsuredGroup, GatewayError, GroupOutcome
+from streamherd.gateway import EnsuredGroup, GatewayError, GroupOutcome, RedisGateway
+from streamherd.gateway.ownership import claim_group, release_group
+from streamherd.keys import owners_key
 from streamherd.kube import KubeError
 from streamherd.kube import requests as rq
-from streamherd.observations import EndpointProblem
+from streamherd.observations import EndpointProblem, GroupClaim
 
 logger = logging.getLogger(__name__)
 
 STARTING_RETRY_SECONDS = 0.2
+OWNERSHIP_REFRESH_SECONDS = 10.0
+"""How often an owning group loop re-reads the claims on its group in Redis (one script
+call): it notices its record gone (a flushed Redis). A waiting one re-reads at each retry
+(RETRY_SECONDS), to take over soon after its owner's release."""
 STREAM_RETRY_SECONDS = 1.0  # waiting on our own RedisStream loop: an in-memory check
 
 GROUP_FIELDS = (
@@ -115,6 +122,16 @@ class GroupLoop:
         self.ensured_at: dict[str, float] = {}
         """When we last created the group on a key: a poll taken before that still shows it
         missing, and must not make us "adopt" what we just created."""
+        self.uid = str(meta.get("uid") or self.me)
+        self.claimed: tuple[RedisGateway, str, str, str] | None = None
+        """(gateway, group, kind, text) of the claim last recorded in Redis."""
+        self.claim_seen: tuple[GroupClaim, list[GroupClaim]] | None = None
+        """Ours and every claim on the group, as last read (decisions.ownership)."""
+        self.claim_read_at = 0.0
+        self.keys_seen: frozenset[str] = frozenset()
+        """A key pattern's streams at the last poll (two patterns overlap on streams)."""
+        self.owner_announced: str | None = None
+        """The uid of the owner we last posted GroupOwnedElsewhere about (one Event each)."""
 
     async def run(self, stopped: Stopped) -> None:
         wake = self.wake = self.ctx.wakeup(self.me)
@@ -152,13 +169,86 @@ class GroupLoop:
         binding = self.ctx.streams.get((self.namespace, spec.stream_ref.name))
         if binding is None or binding.in_use() is None:
             return await self.wait_for_stream(spec.stream_ref.name, binding, generation)
-        conflict = self.claim(binding, group)
+        conflict = await self.claim(binding, group)
         if conflict is not None:
             return await self.fail(conflict, generation)
         result = await self.next_poll(spec, binding)
-        if result is not None:
-            await self.reconcile(spec, group, binding, result, generation)
+        if result is None:
+            return 0
+        assert binding.source is not None
+        if binding.source.key is None:
+            keys = frozenset(result.keys_of(binding.source))
+            if keys != self.keys_seen:  # new streams of the pattern: may meet another claim
+                self.keys_seen = keys
+                conflict = await self.claim(binding, group)
+                if conflict is not None:
+                    return await self.fail(conflict, generation)
+        await self.reconcile(spec, group, binding, result, generation)
         return 0
+
+    async def claim(self, binding: StreamBinding, group: str) -> Verdict | None:
+        """Claim the group in Redis, beside it (gateway/ownership): None when this resource
+        manages it, else the verdict naming the one that does. The claims are re-read every
+        OWNERSHIP_REFRESH_SECONDS, or at once when the group, stream or Redis changed."""
+        assert binding.source is not None and binding.poller is not None
+        gateway, source = binding.poller.gateway, binding.source
+        kind, text = (KEY, source.key) if source.key is not None else (PATTERN, source.text)
+        wanted = (gateway, group, kind, text)
+        now = time.monotonic()
+        if (
+            self.claim_seen is None
+            or self.claimed is None
+            or self.claimed[0] is not gateway
+            or self.claimed[1:] != wanted[1:]
+            or self.owner_announced is not None  # waiting: re-read at every retry
+            or now - self.claim_read_at >= OWNERSHIP_REFRESH_SECONDS
+        ):
+            await self.release_claim(keep=wanted)
+            try:
+                self.claim_seen = await claim_group(
+                    gateway,
+                    group,
+                    uid=self.uid,
+                    namespace=self.namespace,
+                    name=self.name,
+                    kind=kind,
+                    text=text,
+                )
+            except GatewayError as exc:
+                self.ctx.claims.release(self.me)
+                return problem_verdict(exc.problem, exc.message)
+            self.claimed, self.claim_read_at = wanted, now
+        mine, claims = self.claim_seen
+        owner = owner_elsewhere(mine, claims, self.keys_seen)
+        if owner is None:
+            self.ctx.claims.hold(claim_target(binding, group), self.me)
+            self.owner_announced = None
+            return None
+        self.ctx.claims.release(self.me)
+        self.unsubscribe()
+        message = (
+            f"group {group!r} on {source.text!r} is managed by {owner.who} (ConsumerGroup uid "
+            f"{owner.uid}, on {owner.text!r}), recorded first in Redis ({owners_key(group)!r}); "
+            "this one takes over when that one is deleted"
+        )
+        if self.owner_announced != owner.uid:
+            self.owner_announced = owner.uid
+            await self.writer.event("Warning", str(Reason.GROUP_OWNED_ELSEWHERE), message)
+        return Verdict.not_ready(Reason.GROUP_OWNED_ELSEWHERE, message)
+
+    async def release_claim(self, keep: tuple[RedisGateway, str, str, str] | None = None) -> None:
+        """Give up the claim recorded for another group name or Redis than ``keep`` (the
+        resource now names another one); best effort: Redis may be gone."""
+        if self.claimed is None:
+            return
+        gateway, group = self.claimed[0], self.claimed[1]
+        if keep is not None and keep[0] is gateway and keep[1] == group:
+            return
+        self.claimed = self.claim_seen = None
+        try:
+            await release_group(gateway, group, self.uid)
+        except GatewayError as exc:
+            logger.warning("claim on group %r not released: %s", group, exc)
 
     async def pause(self, generation: int | None) -> float:
         """Paused: no polls, no scaling, said in the conditions."""
@@ -183,20 +273,6 @@ class GroupLoop:
             return STARTING_RETRY_SECONDS
         verdict = self.stream_not_ready(name, binding)
         return await self.fail(verdict, generation, retry=STREAM_RETRY_SECONDS)
-
-    def claim(self, binding: StreamBinding, group: str) -> Verdict | None:
-        """Claim the group on its stream; the verdict when an older ConsumerGroup manages it."""
-        assert binding.source is not None
-        created = self.body["metadata"].get("creationTimestamp") or ""
-        owner = self.ctx.claims.claim(claim_target(binding, group), self.me, created)
-        if owner == self.me:
-            return None
-        self.unsubscribe()
-        manager = owner.split(":", 1)[1]
-        return Verdict.not_ready(
-            Reason.GROUP_CONFLICT,
-            f"group {group!r} on {binding.source.text!r} is managed by {manager}",
-        )
 
     async def next_poll(self, spec: ConsumerGroupSpec, binding: StreamBinding) -> PollResult | None:
         """Subscribe to the stream's poller at the group's interval and wait for its next
@@ -467,6 +543,16 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
     await GroupLoop(ctx, body).run(stopped)
 
 
+async def release(gateway: RedisGateway, group: str, uid: str) -> None:
+    """Give up the resource's claim on its group (the next in line takes over). Best effort:
+    with Redis unreachable the claim stays, and a ConsumerGroup waiting behind it says where
+    it is recorded (an HDEL of the uid's field clears it)."""
+    try:
+        await release_group(gateway, group, uid)
+    except GatewayError as exc:
+        logger.warning("claim of %s on group %r not released: %s", uid, group, exc)
+
+
 async def delete(ctx: Context, body: Mapping[str, Any]) -> None:
     """On deletion (the finalizer): with deletionPolicy Delete, destroy the group in Redis.
     "Already gone" is success; so is a RedisStream that no longer exists (nothing to reach)."""
@@ -480,10 +566,12 @@ async def delete(ctx: Context, body: Mapping[str, Any]) -> None:
         spec = parse(ConsumerGroupSpec, body.get("spec"))
     except SpecError:
         return
-    if spec.deletion_policy is not DeletionPolicy.DELETE:
-        return
     group = spec.group_name or meta["name"]
     binding = ctx.streams.get((meta["namespace"], spec.stream_ref.name))
+    if binding is not None and binding.poller is not None:
+        await release(binding.poller.gateway, group, str(meta.get("uid") or ""))
+    if spec.deletion_policy is not DeletionPolicy.DELETE:
+        return
     if binding is None or binding.poller is None or binding.source is None:
         logger.warning(
             "group %s not destroyed: RedisStream %s is gone", group, spec.stream_ref.name

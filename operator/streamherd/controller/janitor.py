@@ -361,7 +361,7 @@ async def run_command(kube: KubeClient, namespace: str, name: str) -> tuple[int,
     if not spec.recovery.enabled:
         return 0, f"{where} has recovery disabled: nothing done"
     ready = condition(body.get("status"), ConditionType.READY)
-    if ready is not None and ready.get("reason") == Reason.GROUP_CONFLICT:
+    if ready is not None and ready.get("reason") == Reason.GROUP_OWNED_ELSEWHERE:
         return 0, f"{where} does not manage its group ({ready.get('message')}): nothing done"
     stream_name = spec.stream_ref.name
     stream = await kube.get(rq.REDIS_STREAMS, namespace, stream_name)

@@ -77,9 +77,21 @@ RECOVER = Script("recover")
 REMOVE_CONSUMERS = Script("remove_consumers")
 RETAIN = Script("retain")
 UNLINK_MANAGED = Script("unlink_managed")
+CLAIM_GROUP = Script("claim_group")
+RELEASE_GROUP = Script("release_group")
 SCRIPTS: Mapping[str, Script] = {
     s.sha: s
-    for s in (OBSERVE, ENSURE_GROUP, REPLAY, RECOVER, REMOVE_CONSUMERS, RETAIN, UNLINK_MANAGED)
+    for s in (
+        OBSERVE,
+        ENSURE_GROUP,
+        REPLAY,
+        RECOVER,
+        REMOVE_CONSUMERS,
+        RETAIN,
+        UNLINK_MANAGED,
+        CLAIM_GROUP,
+        RELEASE_GROUP,
+    )
 }
 """The one script registry, by SHA: every script the operator runs, loaded on connect and
 again (only where missing) when a server answers NOSCRIPT."""
