@@ -172,7 +172,11 @@ def test_the_values_schema_rejects_unknown_keys_throughout() -> None:
             {"podSecurityContext": {"runAsNonroot": True}},
             "at '/podSecurityContext': additional properties 'runAsNonroot' not allowed",
         ),
-        ({"replicaCount": 2}, "at '/replicaCount': maximum: got 2, want 1"),
+        (  # without leader election, two replicas would both be active
+            {"replicaCount": 2, "leaderElection": {"enabled": False}},
+            "at '/replicaCount': maximum: got 2, want 1",
+        ),
+        ({"leaderElection": {"lease": 5}}, "additional properties 'lease' not allowed"),
         ({"watchNamespaces": "team-a"}, "at '/watchNamespaces': got string, want array"),
         ({"metrics": {"port": "8080"}}, "at '/metrics/port': got string, want integer"),
         ({"logLevel": "verbose"}, "at '/logLevel'"),
@@ -198,6 +202,7 @@ def test_defaults_render_the_operator_in_all_namespaces() -> None:
         + ["ServiceAccount"] * 2  # the operator's, the janitor's
         + ["ClusterRole"] * 2  # the operator's, the janitor's
         + ["ClusterRoleBinding", "RoleBinding", "Service", "Deployment"]
+        + ["Role", "RoleBinding"]  # leader election's Lease, in the release's namespace
     )
     role = one(objects, "ClusterRole", "streamherd")
     assert role["rules"] == rbac.CLUSTER_RULES + rbac.OPERATOR_RULES
@@ -207,8 +212,17 @@ def test_defaults_render_the_operator_in_all_namespaces() -> None:
     ]
     deployment = one(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # Leader election on: the new pod stands by until the old one released the Lease.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    leader = one(objects, "Role", "streamherd-leader")
+    assert leader["metadata"]["namespace"] == "streamherd"
+    assert leader["rules"] == rbac.LEADER_RULES
     container = operator_container(objects)
+    assert env(container)["STREAMHERD_LEADER_ELECTION"] == "true"
+    assert env(container)["STREAMHERD_LEADER_ELECTION_ID"] == "streamherd"
     assert "STREAMHERD_NAMESPACES" not in env(container)
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
@@ -219,7 +233,9 @@ def test_defaults_render_the_operator_in_all_namespaces() -> None:
     # The janitor's account in the release's namespace, bound to the janitor's rules only.
     janitor = one(objects, "ClusterRole", "streamherd-janitor")
     assert janitor["rules"] == rbac.JANITOR_RULES
-    assert one(objects, "RoleBinding")["metadata"]["namespace"] == "streamherd"
+    assert (
+        one(objects, "RoleBinding", "streamherd-janitor")["metadata"]["namespace"] == "streamherd"
+    )
     assert env(container)["STREAMHERD_JANITOR_SERVICE_ACCOUNT"] == "streamherd-janitor"
     notes = chart.render_files()["streamherd/templates/NOTES.txt"]
     assert "It watches all namespaces." in notes and "keeps the CRDs" in notes
@@ -227,7 +243,9 @@ def test_defaults_render_the_operator_in_all_namespaces() -> None:
 
 def test_watched_namespaces_get_roles_and_kopf_keeps_its_cluster_reads() -> None:
     objects = chart.render(WATCHED)
-    roles = [o for o in objects if o["kind"] == "Role"]
+    roles = [
+        o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] != "streamherd-leader"
+    ]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert all(r["rules"] == rbac.OPERATOR_RULES for r in roles)
     bindings = {
@@ -239,7 +257,7 @@ def test_watched_namespaces_get_roles_and_kopf_keeps_its_cluster_reads() -> None
         (ns, kind, name)
         for ns in ("team-a", "team-b")
         for kind, name in (("Role", "streamherd"), ("ClusterRole", "streamherd-janitor"))
-    }
+    } | {("streamherd", "Role", "streamherd-leader")}
     assert one(objects, "ClusterRole", "streamherd")["rules"] == rbac.CLUSTER_RULES
     janitors = [
         o
@@ -261,7 +279,8 @@ def test_the_rules_have_one_source() -> None:
         source["operator"],
         source["cluster"],
         source["janitor"],
-    ) == (rbac.OPERATOR_RULES, rbac.CLUSTER_RULES, rbac.JANITOR_RULES)
+        source["leader"],
+    ) == (rbac.OPERATOR_RULES, rbac.CLUSTER_RULES, rbac.JANITOR_RULES, rbac.LEADER_RULES)
 
 
 def test_every_optional_object_off_by_default_and_on_when_asked() -> None:
