@@ -41,10 +41,6 @@ from streamherd.observations import EndpointProblem, GroupClaim
 logger = logging.getLogger(__name__)
 
 STARTING_RETRY_SECONDS = 0.2
-OWNERSHIP_REFRESH_SECONDS = 10.0
-"""How often an owning group loop re-reads the claims on its group in Redis (one script
-call): it notices its record gone (a flushed Redis). A waiting one re-reads at each retry
-(RETRY_SECONDS), to take over soon after its owner's release."""
 STREAM_RETRY_SECONDS = 1.0  # waiting on our own RedisStream loop: an in-memory check
 
 GROUP_FIELDS = (
@@ -128,6 +124,7 @@ class GroupLoop:
         self.claim_seen: tuple[GroupClaim, list[GroupClaim]] | None = None
         """Ours and every claim on the group, as last read (decisions.ownership)."""
         self.claim_read_at = 0.0
+        """Monotonic time of the last read of the claims."""
         self.keys_seen: frozenset[str] = frozenset()
         """A key pattern's streams at the last poll (two patterns overlap on streams)."""
         self.owner_announced: str | None = None
@@ -186,22 +183,26 @@ class GroupLoop:
         await self.reconcile(spec, group, binding, result, generation)
         return 0
 
-    async def claim(self, binding: StreamBinding, group: str) -> Verdict | None:
+    async def claim(
+        self, binding: StreamBinding, group: str, *, again: bool = False
+    ) -> Verdict | None:
         """Claim the group in Redis, beside it (gateway/ownership): None when this resource
-        manages it, else the verdict naming the one that does. The claims are re-read every
-        OWNERSHIP_REFRESH_SECONDS, or at once when the group, stream or Redis changed."""
+        manages it, else the verdict naming the one that does. Read from Redis (one script
+        call) at the first step, when the group, stream or Redis changed, at every retry
+        while waiting (to take over soon after the owner's release), and ``again`` before
+        the group is (re)created: a Redis that lost the group (restarted empty, flushed)
+        lost its record too. An owner's steady state costs nothing: a quiet neighbour."""
         assert binding.source is not None and binding.poller is not None
         gateway, source = binding.poller.gateway, binding.source
         kind, text = (KEY, source.key) if source.key is not None else (PATTERN, source.text)
         wanted = (gateway, group, kind, text)
-        now = time.monotonic()
         if (
             self.claim_seen is None
             or self.claimed is None
             or self.claimed[0] is not gateway
             or self.claimed[1:] != wanted[1:]
             or self.owner_announced is not None  # waiting: re-read at every retry
-            or now - self.claim_read_at >= OWNERSHIP_REFRESH_SECONDS
+            or again
         ):
             await self.release_claim(keep=wanted)
             try:
@@ -217,7 +218,7 @@ class GroupLoop:
             except GatewayError as exc:
                 self.ctx.claims.release(self.me)
                 return problem_verdict(exc.problem, exc.message)
-            self.claimed, self.claim_read_at = wanted, now
+            self.claimed, self.claim_read_at = wanted, time.monotonic()
         mine, claims = self.claim_seen
         owner = owner_elsewhere(mine, claims, self.keys_seen)
         if owner is None:
@@ -301,6 +302,9 @@ class GroupLoop:
         keys = result.keys_of(binding.source)
         totals = group_totals(result.observation, keys, group)
         verdict = await self.ensure(spec, group, binding, result, totals)
+        if verdict.reason == Reason.GROUP_OWNED_ELSEWHERE:  # found so before (re)creating it
+            await self.fail(verdict, generation)
+            return
         fields = self.fields(binding, group, totals)
         verdicts = [verdict]
         taken_at = result.observation.taken_at
@@ -387,6 +391,11 @@ class GroupLoop:
                 )
             missing.append(key)
         if missing:
+            # Read again unless read since this poll was taken (the first step just did).
+            again = self.claim_read_at < observation.taken_at
+            conflict = await self.claim(binding, group, again=again)
+            if conflict is not None:
+                return conflict
             start = start_position(spec.start_id, pattern=key is None, created=self.created)
             try:
                 # A pattern's key is never created by MKSTREAM: one deleted since discovery

@@ -37,8 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from streamherd.decisions.leadership import (
     JITTER_FACTOR,
     ElectionTiming,
@@ -290,21 +288,28 @@ class Watchdog:
                 os._exit(STEPPED_DOWN_EXIT_CODE)
 
 
-async def serve_standby_health(port: int | None) -> web.AppRunner | None:
+async def serve_standby_health(port: int | None) -> asyncio.Server | None:
     """/healthz of a replica that is not the leader (kopf, which serves it once we lead, is
-    not running): alive, so probes do not restart it and a rolling update can progress."""
+    not running): alive, so probes do not restart it and a rolling update can progress. Plain
+    asyncio (one fixed answer to any request): the API client library stays in kube."""
     if not port:
         return None
 
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"leader": False})
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            body = b'{"leader": false}'
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
 
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port, reuse_address=True).start()
-    return runner
+    return await asyncio.start_server(answer, "0.0.0.0", port, reuse_address=True)
 
 
 async def run_elected(
@@ -326,7 +331,8 @@ async def run_elected(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)  # kopf installs its own once it runs
         if standby is not None:
-            await standby.cleanup()
+            standby.close()
+            await standby.wait_closed()
     if not acquired:
         return 0
     stop_flag, lost = asyncio.Event(), asyncio.Event()
