@@ -139,10 +139,26 @@ def test_one_active_a_rolling_update_never_two_and_takeover_after_a_crash(
                 }
             )
         )
+
+        # The Lease taken from under the leader (as after a partition that outlasted it): C
+        # notices at its next renewal, stops every loop and exits 1, sending Redis nothing
+        # more well before even a fast lease could have expired for it.
+        h.api.patch(
+            "leases.coordination.k8s.io",
+            h.namespace,
+            LEASE,
+            {"spec": {"holderIdentity": "someone-else"}},
+        )
+        taken_at = time.time()
+        c.wait_for_log(r"lost lease", timeout=20)
+        wait_until(lambda: not c.running, 20, message=lambda: c.logs()[-3000:])
+        assert c.returncode == 1
+        assert max(writers.by("c")) - taken_at < lease_duration, (max(writers.by("c")), taken_at)
     finally:
         writers.stop()
 
 
+@pytest.mark.e2e_variants  # the suite's run of the test above ends the same way
 @pytest.mark.parametrize("kube_tier", ["emulator"], indirect=True)
 def test_a_leader_that_cannot_renew_stops_its_loops_before_the_lease_expires(
     harness: Harness,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from e2e.cluster.processes import wait_until
 from tests.harness import Harness
 
@@ -53,6 +54,7 @@ def test_a_key_and_a_pattern_that_matches_it_do_not_both_manage_the_group(
     assert not h.r.exists(owners_key("agents"))  # the last claim gone: the record too
 
 
+@pytest.mark.e2e_variants  # the suite has it at the Redis level (tests/gateway/test_ownership)
 def test_one_redis_by_two_host_names_is_one_owner(harness: Harness) -> None:
     h = harness
     port = h.redis_server.port
