@@ -162,8 +162,15 @@ def test_the_chart_installs_and_its_service_account_runs_the_operator(
         message="the chart's ServiceAccount never got its rules",
     )
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    # The downward API's fields, as the kubelet fills them in (the Lease's namespace is the pod's).
+    downward = {"metadata.namespace": ns, "metadata.name": "streamherd-0"}
     harness.operator_env.update(
-        {e["name"]: e["value"] for e in container["env"] if "value" in e},
+        {
+            e["name"]: e["value"]
+            if "value" in e
+            else downward[e["valueFrom"]["fieldRef"]["fieldPath"]]
+            for e in container["env"]
+        },
         KUBECONFIG=str(
             plane.service_account_kubeconfig(tmp_path / "chart.kubeconfig", ns, account)
         ),
@@ -175,6 +182,7 @@ def test_the_chart_installs_and_its_service_account_runs_the_operator(
     harness.start()
     harness.wait_ready("ConsumerGroup", "fulfilment", timeout=60)
     assert "fulfilment" in harness.groups_in_redis("orders")
+    assert "is the leader of lease" in harness.logs()  # leader election, with the chart's Role
     forbidden = [line for line in harness.logs().splitlines() if "forbidden" in line.lower()]
     assert not forbidden, forbidden
 
