@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -11,6 +12,8 @@ from streamherd import __version__
 from streamherd.api.kinds import KINDS, crd_yaml
 from streamherd.decisions.leadership import ElectionTiming
 from streamherd.kube.budget import DEFAULT_WRITE_BURST, DEFAULT_WRITE_QPS
+
+FC = TypeVar("FC", bound=Callable[..., Any])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,6 +41,18 @@ def crds(output_dir: Path | None) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     for kind in KINDS:
         (output_dir / f"{kind.crd_name}.yaml").write_text(crd_yaml(kind))
+
+
+def _election_timing(field: str, help: str) -> Callable[[FC], FC]:
+    """A leader-election duration flag (--lease-duration ...), its default ElectionTiming's."""
+    return click.option(
+        "--" + field.replace("_", "-"),
+        type=float,
+        default=getattr(ElectionTiming, field),
+        show_default=True,
+        envvar="STREAMHERD_" + field.upper(),
+        help=help,
+    )
 
 
 @main.command()
@@ -100,30 +115,13 @@ def crds(output_dir: Path | None) -> None:
     envvar="STREAMHERD_LEADER_ELECTION_ID",
     help="The Lease's name: replicas with the same one elect one leader.",
 )
-@click.option(
-    "--lease-duration",
-    type=float,
-    default=ElectionTiming.lease_duration,
-    show_default=True,
-    envvar="STREAMHERD_LEASE_DURATION",
-    help="Seconds a standby waits, after it last saw the Lease renewed, before taking it.",
+@_election_timing(
+    "lease_duration", "Seconds a standby waits, after it last saw the Lease renewed, to take it."
 )
-@click.option(
-    "--renew-deadline",
-    type=float,
-    default=ElectionTiming.renew_deadline,
-    show_default=True,
-    envvar="STREAMHERD_RENEW_DEADLINE",
-    help="Seconds the leader tries to renew before it stops every loop (then exits).",
+@_election_timing(
+    "renew_deadline", "Seconds the leader tries to renew before it stops every loop (then exits)."
 )
-@click.option(
-    "--retry-period",
-    type=float,
-    default=ElectionTiming.retry_period,
-    show_default=True,
-    envvar="STREAMHERD_RETRY_PERIOD",
-    help="Seconds between renewals, and between a standby's tries.",
-)
+@_election_timing("retry_period", "Seconds between renewals, and between a standby's tries.")
 @click.option(
     "--discovery",
     default="registry,notifications",

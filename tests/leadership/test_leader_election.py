@@ -2,7 +2,8 @@
 processes, one Lease, exactly one active, judged by what each process sends to Redis (MONITOR,
 attributed to processes by their sockets) and whether it holds a connection at all. A rolling
 update (a new replica started, the old one stopped gracefully) never has two active; killing
-the leader with SIGKILL hands over within the lease duration, measured (``takeover_s``)."""
+the leader with SIGKILL hands over within the lease duration, measured (``takeover_s``); a
+leader whose Lease was taken from under it stops every loop and exits."""
 
 from __future__ import annotations
 
@@ -154,39 +155,5 @@ def test_one_active_a_rolling_update_never_two_and_takeover_after_a_crash(
         wait_until(lambda: not c.running, 20, message=lambda: c.logs()[-3000:])
         assert c.returncode == 1
         assert max(writers.by("c")) - taken_at < lease_duration, (max(writers.by("c")), taken_at)
-    finally:
-        writers.stop()
-
-
-@pytest.mark.e2e_variants  # the suite's run of the test above ends the same way
-@pytest.mark.parametrize("kube_tier", ["emulator"], indirect=True)
-def test_a_leader_that_cannot_renew_stops_its_loops_before_the_lease_expires(
-    harness: Harness,
-) -> None:
-    """The Lease taken from under the leader (as after a partition that outlasted it): it
-    notices at its next renewal, stops every loop and exits 1, and sends Redis nothing more."""
-    h = harness
-    h.stream()
-    h.group("workers")
-    writers = RedisWriters(h.redis_server.host, h.redis_server.port).start()
-    try:
-        a, _ = start_replica(h, "replica-a", *FAST)
-        writers.pids["a"] = a.pid
-        a.wait_for_log(r"is the leader of lease", timeout=30)
-        h.wait_ready("ConsumerGroup", "workers", timeout=30)
-        h.api.patch(
-            "leases.coordination.k8s.io",
-            h.namespace,
-            LEASE,
-            {"spec": {"holderIdentity": "someone-else"}},
-        )
-        taken_at = time.time()
-        a.wait_for_log(r"lost lease", timeout=20)
-        wait_until(lambda: not a.running, 20, message=lambda: a.logs()[-3000:])
-        assert a.returncode == 1
-        last = max(writers.by("a"))
-        # Stopped at its next renewal (0.5 s) plus its loops' stop: its last command comes
-        # before even a fast lease (3 s) could have expired.
-        assert last - taken_at < 3, (last, taken_at)
     finally:
         writers.stop()
