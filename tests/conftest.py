@@ -13,6 +13,8 @@ side, which their emulator run in the suite checks the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 pytest_plugins = ["e2e.cluster.fixtures", "tests.harness"]
@@ -50,6 +52,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if is_long_variant(item) == wanted]
+
+
+@pytest.fixture(autouse=True)
+def _claims_cleared_on_the_shared_redis_cluster(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The Redis Cluster of a test module is shared by its tests (and both tiers): the
+    ownership records (keys.owners_key) a test's ConsumerGroups leave there would belong to
+    ConsumerGroups of another cluster for the next test, which cannot see them to tell they
+    are gone. Cleared after each test that used it."""
+    yield
+    if "redis_cluster" not in request.fixturenames:
+        return
+    from redis.cluster import RedisCluster
+
+    from streamherd.keys import OWNERS_PREFIX
+
+    client = RedisCluster.from_url(request.getfixturevalue("redis_cluster").url)
+    try:
+        for key in list(client.scan_iter(match=OWNERS_PREFIX + "*", target_nodes="primaries")):
+            client.delete(key)
+    finally:
+        client.close()
 
 
 @pytest.hookimpl(hookwrapper=True)

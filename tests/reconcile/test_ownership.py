@@ -1,6 +1,7 @@
 """Ownership of a Redis group, recorded in Redis next to it (keys.owners_key): two
 ConsumerGroups that reach one group, whether by a key and a key pattern that matches it or by
-two host names for one server, never both manage it. The second is Ready=False
+two host names for one server, never both manage it; a claim whose ConsumerGroup is gone does
+not block the group. The second is Ready=False
 GroupOwnedElsewhere naming the first, with a Warning Event; deleting the first releases its
 claim (its record is gone from Redis) and the second takes over."""
 
@@ -28,11 +29,16 @@ def test_a_key_and_a_pattern_that_matches_it_do_not_both_manage_the_group(
 ) -> None:
     h = harness
     h.r.xadd("conv:1", {"n": 1})
+    # A claim left behind by a ConsumerGroup that is gone (deleted while no operator ran):
+    # stale, so the first claimant below releases it and manages the group.
+    ghost = {"namespace": h.namespace, "name": "ghost", "kind": "key", "text": "conv:1", "seq": 1}
+    h.r.hset(owners_key("agents"), mapping={"#seq": 1, "ghost-uid": json.dumps(ghost)})
     h.stream("call-one", key="conv:1")
     h.stream("calls", key=None, keyPattern="conv:*")
     one = h.group("one", stream="call-one", groupName="agents")
     h.start()
     h.wait_ready("ConsumerGroup", "one")
+    assert "ghost-uid" not in claims(h, "agents")
     h.group("every", stream="calls", groupName="agents")
     waiting = h.wait_ready("ConsumerGroup", "every", "False", "GroupOwnedElsewhere")
     assert f"managed by {h.namespace}/one" in waiting["message"]

@@ -221,6 +221,18 @@ class GroupLoop:
             self.claimed, self.claim_read_at = wanted, time.monotonic()
         mine, claims = self.claim_seen
         owner = owner_elsewhere(mine, claims, self.keys_seen)
+        if owner is not None and await self.left_behind(owner):
+            # Its ConsumerGroup is gone without releasing it (deleted while no operator ran,
+            # its finalizer removed, its cluster rebuilt): give it up for it, read again.
+            logger.info(
+                "claim of %s (uid %s) on group %r is stale: released", owner.who, owner.uid, group
+            )
+            try:
+                await release_group(gateway, group, owner.uid)
+            except GatewayError as exc:
+                return problem_verdict(exc.problem, exc.message)
+            self.claim_seen = None
+            return await self.claim(binding, group)
         if owner is None:
             self.ctx.claims.hold(claim_target(binding, group), self.me)
             self.owner_announced = None
@@ -236,6 +248,16 @@ class GroupLoop:
             self.owner_announced = owner.uid
             await self.writer.event("Warning", str(Reason.GROUP_OWNED_ELSEWHERE), message)
         return Verdict.not_ready(Reason.GROUP_OWNED_ELSEWHERE, message)
+
+    async def left_behind(self, owner: GroupClaim) -> bool:
+        """Whether a claim's ConsumerGroup no longer exists (not found, or that name now has
+        another uid). One GET, only while waiting behind it; a claim we cannot check (no
+        access to its namespace) is taken as alive."""
+        try:
+            body = await self.ctx.kube.get(rq.CONSUMER_GROUPS, owner.namespace, owner.name)
+        except KubeError:
+            return False
+        return body is None or (body.get("metadata") or {}).get("uid") != owner.uid
 
     async def release_claim(self, keep: tuple[RedisGateway, str, str, str] | None = None) -> None:
         """Give up the claim recorded for another group name or Redis than ``keep`` (the

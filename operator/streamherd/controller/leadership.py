@@ -342,11 +342,11 @@ async def run_elected(
     lost_watch = asyncio.create_task(_relay(lost, stop_flag), name="lease lost")
     try:
         await operate(stop_flag)
-    finally:
+    finally:  # kopf has returned: every loop has stopped
+        watchdog.stop()
         keeper.cancel()
         lost_watch.cancel()
         await asyncio.gather(keeper, lost_watch, return_exceptions=True)
-    watchdog.stop()
     if lost.is_set():
         return STEPPED_DOWN_EXIT_CODE
     await elector.release()
