@@ -22,8 +22,11 @@ def documented_rules() -> dict[str, list[str]]:
 
 
 def user_directive(name: str, password: str, features: list[str], keys: list[str]) -> str:
-    """A redis-server ``user`` directive: nothing but the features' rules and ``keys``."""
+    """A redis-server ``user`` directive: nothing but the features' rules and ``keys`` (plus,
+    with groups, the ownership records: README "Ownership")."""
     rules = documented_rules()
+    if "groups" in features:
+        keys = [*keys, "streamherd:owners:*"]
     commands = list(dict.fromkeys(rule for feature in features for rule in rules[feature]))
     patterns = [key if key.startswith(("~", "%")) else f"~{key}" for key in keys]
     return " ".join(
