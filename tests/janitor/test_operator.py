@@ -95,10 +95,15 @@ def test_a_killed_consumer_pod_is_recovered_at_once_and_its_name_removed(
     status = h.wait_status(
         "ConsumerGroup", "fulfilment", lambda s: (s.get("consumersRemoved") or 0) >= 1
     )
-    assert status["recovered"] >= stranded and status["deadLettered"] == 0
+    # The consumer acknowledges one entry at a time: one XACK it sent just before the SIGKILL
+    # can reach Redis after ``stranded`` was read (seen once at load 15: 16 recovered of 17).
+    assert status["recovered"] >= stranded - 1 and status["deadLettered"] == 0
     assert status["lastJanitorRun"]
     labels = {"consumergroup": "fulfilment", "group": "fulfilment"}
-    assert metric(h, "streamherd_janitor_recovered_total", strategy="requeue", **labels) >= stranded
+    assert (
+        metric(h, "streamherd_janitor_recovered_total", strategy="requeue", **labels)
+        >= stranded - 1
+    )
     assert metric(h, "streamherd_janitor_consumers_removed_total", **labels) >= 1
     assert h.ready("ConsumerGroup", "fulfilment")["status"] == "True", "Ready is not ours"
 
