@@ -55,6 +55,10 @@ class Harness:
                 str(self.health_port),
                 "--log-level",
                 "DEBUG",
+                # Status numbers within a second, as the tests wait on them (the default,
+                # 10 s, is the write budget of a real cluster; a test may pass its own).
+                "--status-interval",
+                "1",
                 *(["--namespace", self.namespace] if self.watch_namespace else []),
                 *extra,
             ],

@@ -157,6 +157,24 @@ def _election_timing(field: str, help: str) -> Callable[[FC], FC]:
     help="Seconds a request is retried on 429/5xx/timeouts (jittered backoff, Retry-After "
     "honoured) before the resource's condition says ApiUnavailable.",
 )
+@click.option(
+    "--status-interval",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    envvar="STREAMHERD_STATUS_INTERVAL",
+    help="Seconds between writes of a resource's status numbers (lag, pending, length...): "
+    "conditions, replicas and scale actions are written at once, never waiting on this.",
+)
+@click.option(
+    "--min-poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=0.1,
+    show_default=True,
+    envvar="STREAMHERD_MIN_POLL_INTERVAL",
+    help="Seconds: the floor under every ConsumerGroup's pollInterval (a faster one is polled "
+    "at this pace). The default is the CRD's own minimum.",
+)
 def run(
     namespaces: tuple[str, ...],
     metrics_port: int,
@@ -173,6 +191,8 @@ def run(
     api_write_qps: float,
     api_write_burst: int,
     api_retry_for: float,
+    status_interval: float,
+    min_poll_interval: float,
 ) -> None:
     """Run the operator (credentials: in-cluster service account, or $KUBECONFIG)."""
     import asyncio
@@ -204,6 +224,8 @@ def run(
             f"unknown discovery path(s) {sorted(unknown)}", param_hint="--discovery"
         )
     operator.Runtime.poller_options = {p: p in paths for p in ("registry", "notifications")}
+    operator.Runtime.poller_options["min_interval"] = min_poll_interval
+    operator.Runtime.status_interval = status_interval
     identity: Any = operator_identity()  # kopf's Identity type (a NewType of str) is private
     liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
 

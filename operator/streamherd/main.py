@@ -21,7 +21,7 @@ from streamherd.controller import (
     retention,
     streams,
 )
-from streamherd.controller.context import Context
+from streamherd.controller.context import STATUS_INTERVAL, Context
 from streamherd.decisions.leadership import ElectionTiming
 from streamherd.kube import Credentials, KubeClient, Limits
 from streamherd.kube.manifests import deployment_state
@@ -47,6 +47,7 @@ class Runtime:
     """The flag kopf was started with (leader election): set once kopf's cleanup is done, so
     kopf's own waiter on it ends and kopf returns at once (not after its 5 s wait for
     leftover tasks), and the Lease is released sooner."""
+    status_interval: float = STATUS_INTERVAL
 
 
 class BoundedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -95,6 +96,7 @@ async def startup(logger: Any, **kwargs: Any) -> None:
             KubeClient(Runtime.credentials, Runtime.limits, retry_for=Runtime.retry_for),
             poller_options=Runtime.poller_options,
         )
+        Runtime.ctx.status_interval = Runtime.status_interval
     # kopf's live indexes (below): filled from the watches before any resource handler runs.
     Runtime.ctx.stream_groups = kwargs["consumer_groups_by_stream"]
     Runtime.ctx.policies = kwargs["retention_policies"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import pytest
 import redis.asyncio as aredis
@@ -19,7 +19,8 @@ class Spy(Poller):
         super().__init__(gateway, Metrics())
         self.woken = asyncio.Event()
 
-    def poll_now(self) -> None:
+    def poll_now(self, who: Iterable[str] | None = None) -> None:
+        self.woken_for = None if who is None else set(who)
         self.woken.set()
 
 
@@ -44,6 +45,7 @@ async def test_a_new_entry_wakes_at_once(setup: tuple[Spy, aredis.Redis]) -> Non
     assert not poller.woken.is_set(), "nothing new: nothing to wake"
     await client.xadd("a", {"x": "new"})
     await asyncio.wait_for(poller.woken.wait(), 5)
+    assert poller.woken_for == {"cg"}, "only the group that sleeps on the stream is polled"
 
 
 async def test_an_entry_added_before_the_watch_still_wakes(setup: tuple[Spy, aredis.Redis]) -> None:

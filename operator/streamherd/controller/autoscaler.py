@@ -131,7 +131,7 @@ class Autoscaler:
             self._watch(binding.poller, keys, group)
         else:
             self.unwatch()
-        return self._decided(current, decision)
+        return self._decided(current, decision, policy)
 
     def _fields(self, replicas: int, desired: int | None) -> dict[str, Any]:
         return {
@@ -177,12 +177,18 @@ class Autoscaler:
             ready=Verdict.not_ready(Reason.SCALER_CONFLICT, message),
         )
 
-    def _decided(self, current: int, decision: Decision) -> ScalingOutcome:
+    def _decided(self, current: int, decision: Decision, policy: Autoscaling) -> ScalingOutcome:
         """Status fields and ScalingActive after a decision (False when the metric is unknown)."""
         if decision.action is Action.UNKNOWN:
             condition = _scaling(ConditionStatus.FALSE, Reason.METRIC_UNKNOWN, decision.reason)
         else:
-            condition = _scaling(ConditionStatus.TRUE, Reason.SCALING, decision.reason)
+            # Not decision.reason: its live numbers would make a status write of every poll
+            # (it is in lastScaleReason and the Event of each scale action).
+            condition = _scaling(
+                ConditionStatus.TRUE,
+                Reason.SCALING,
+                f"{str(policy.metric).lower()} drives the replicas ({decision.desired} wanted)",
+            )
         return ScalingOutcome(self._fields(current, decision.desired), [condition])
 
     def _current(self, seen: int) -> int:

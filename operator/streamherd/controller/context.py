@@ -28,6 +28,9 @@ from streamherd.kube import KubeClient
 from streamherd.kube import requests as rq
 from streamherd.metrics import Metrics
 
+STATUS_INTERVAL = 10.0
+"""The default --status-interval."""
+
 
 @dataclass
 class StreamBinding:
@@ -157,6 +160,8 @@ class Context:
     startup_grace: float = 30.0
     retention: RetentionBoard = field(default_factory=RetentionBoard)
     """Groups holding retention back (written by RetentionPolicy loops, read by groups)."""
+    status_interval: float = STATUS_INTERVAL
+    """Seconds between writes of a resource's status numbers (--status-interval)."""
     stream_groups: Mapping[tuple[str, str], Collection[Any]] = field(default_factory=dict)
     """kopf's index of ConsumerGroups by (namespace, RedisStream): (group, startId, created)."""
     policies: Mapping[tuple[str, str], Collection[Any]] = field(default_factory=dict)

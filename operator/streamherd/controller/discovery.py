@@ -175,5 +175,5 @@ class Discoverer:
                     poller.learn(pattern, key)
         if found:
             poller.discovered(path, len(found))
-            poller.poll_now()
+            poller.poll_now(poller.pattern_subscribers())
         return found

@@ -108,7 +108,13 @@ class GroupLoop:
         self.body = body
         meta = body["metadata"]
         self.namespace, self.name, self.me = meta["namespace"], meta["name"], group_id(body)
-        self.writer = StatusWriter(ctx.kube, rq.CONSUMER_GROUPS, body)
+        self.writer = StatusWriter(
+            ctx.kube,
+            rq.CONSUMER_GROUPS,
+            body,
+            numbers_every=ctx.status_interval,
+            immediate=SCALE_FIELDS,
+        )
         self.poller: Poller | None = None
         self.seq = 0
         self.announced_pattern = False
@@ -306,7 +312,14 @@ class GroupLoop:
             self.poller, self.seq = binding.poller, 0
         interval = spec.autoscaling.poll_interval.seconds if spec.autoscaling else DEFAULT_INTERVAL
         self.poller.subscribe(self.me, binding.source, interval)
-        result = await next_result(self.poller, self.seq, interval + 15, self.stopped, self.wake)
+        result = await next_result(
+            self.poller,
+            self.seq,
+            self.poller.interval_of(self.me) + 15,
+            self.stopped,
+            self.wake,
+            self.me,
+        )
         if result is not None:
             self.seq = result.seq
         return result
@@ -454,7 +467,8 @@ class GroupLoop:
             state = observation.group(key, group)
             await self.adopted(group, key, f"with {state.pending if state else '?'} pending", spec)
         where = binding.source.text
-        return Verdict.ready(f"group {group!r} on {where!r}: backlog {totals.backlog.display()}")
+        # No live numbers in a condition (they would make a status write of every poll).
+        return Verdict.ready(f"group {group!r} on {where!r}")
 
     def isolation(
         self, spec: ConsumerGroupSpec, group: str, result: PollResult, keys: Sequence[str]

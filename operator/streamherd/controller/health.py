@@ -88,7 +88,8 @@ class HealthWatch:
                 await self.writer.event(
                     "Normal" if health.state is HealthState.OK else "Warning",
                     EVENT_REASON[health.state],
-                    f"group {group!r}: {health.message}",
+                    # The numbers here, once: the condition's message carries none.
+                    f"group {group!r}: {health.message} (backlog {totals.backlog.display()})",
                 )
             self.announced = health.state
         return Verdict(

@@ -1,8 +1,13 @@
-"""One poller per Redis endpoint: every stream and group on it in one pipelined poll.
+"""One poller per Redis endpoint: the streams and groups due on it in one pipelined poll.
 
 Resources subscribe with the stream they care about (a key or a pattern) and how often they
-want it measured; the poller polls the union of all keys at the fastest interval asked for
-and hands each result to every subscriber. 200 groups on one endpoint cost one poll.
+want it measured. Each subscription keeps its own schedule: a poll takes every subscription
+that is due (or nearly: within a tenth of its interval, so neighbours share a round trip) and
+serves only those, so one group at 100 ms makes its own stream polled ten times a second,
+not every stream on the endpoint. The due times of one interval lie on one grid (multiples of
+the interval from the poller's start), so subscriptions that joined at different moments
+still share their polls: 200 groups on one endpoint at one interval cost one poll.
+A subscriber's first result is always from a poll that began after it subscribed.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +34,9 @@ from streamherd.tasks import cancelled
 logger = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 2.0
+EARLY_FRACTION = 0.1
+"""A subscription due within this fraction of its interval joins the poll being taken now
+(at most 10 % faster than asked; one round trip instead of two)."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +51,28 @@ class Source:
         return self.key if self.key is not None else str(self.pattern)
 
 
+@dataclass
+class Subscription:
+    """One subscriber's source and schedule."""
+
+    source: Source
+    interval: float
+    due_at: float = 0.0
+    """When it is to be polled next (monotonic; 0: at once)."""
+    since: int = 0
+    """The seq of the last poll begun before it subscribed (to this source): none of its
+    results are this subscriber's."""
+    polls: int = 0
+
+
 @dataclass(frozen=True)
 class PollResult:
     seq: int
     observation: Observation
     keys: dict[Source, tuple[str, ...]] = field(default_factory=dict)
     discovery_complete: dict[Source, bool] = field(default_factory=dict)
+    served: frozenset[str] = frozenset()
+    """The subscribers this poll was taken for (due when it began)."""
 
     def keys_of(self, source: Source) -> tuple[str, ...]:
         return self.keys.get(source, ())
@@ -77,12 +102,20 @@ class Poller:
         scan_budget: int = 10_000,
         registry: bool = True,
         notifications: bool = True,
+        min_interval: float = 0.0,
     ) -> None:
         self.gateway = gateway
         self._metrics = metrics
         self._age_every = age_every
         self._scan_budget = scan_budget
-        self._subscriptions: dict[str, tuple[Source, float]] = {}
+        self.min_interval = min_interval
+        """The operator's floor under every pollInterval (--min-poll-interval)."""
+        self._subscriptions: dict[str, Subscription] = {}
+        self._started = 0
+        """The seq of the last poll begun."""
+        self._epoch = time.monotonic()
+        self._source_polls: dict[Source, int] = {}
+        """Per source, the polls it was in (spreads its age measurements over them)."""
         self._lengths: dict[str, frozenset[str]] = {}
         """Per subscriber, other keys whose length each poll reads (dead-letter streams)."""
         self._scans: dict[str, ScanState] = {}
@@ -108,18 +141,26 @@ class Poller:
     def endpoint(self) -> str:
         return self.gateway.endpoint.display
 
-    @property
-    def interval(self) -> float:
-        intervals = [interval for _, interval in self._subscriptions.values()]
-        return min(intervals) if intervals else DEFAULT_INTERVAL
+    def interval_of(self, who: str) -> float:
+        """How often ``who`` is polled (its own interval, at least the operator's floor)."""
+        subscription = self._subscriptions.get(who)
+        return subscription.interval if subscription is not None else DEFAULT_INTERVAL
 
     @property
     def latest(self) -> PollResult | None:
         return self._result
 
-    def poll_now(self) -> None:
-        """Poll at once instead of at the next tick (something just happened)."""
+    def poll_now(self, who: Iterable[str] | None = None) -> None:
+        """Poll these subscribers (None: all) at once instead of at their next tick
+        (something just happened)."""
+        for name in self._subscriptions if who is None else who:
+            subscription = self._subscriptions.get(name)
+            if subscription is not None:
+                subscription.due_at = 0.0
         self._wake.set()
+
+    def pattern_subscribers(self) -> list[str]:
+        return [w for w, s in self._subscriptions.items() if s.source.pattern is not None]
 
     def waker(self) -> Waker:
         if self._waker is None:
@@ -127,17 +168,25 @@ class Poller:
         return self._waker
 
     def subscribe(self, who: str, source: Source, interval: float = DEFAULT_INTERVAL) -> None:
+        interval = max(interval, self.min_interval)
         previous = self._subscriptions.get(who)
-        self._subscriptions[who] = (source, interval)
-        if previous is None or previous[0] != source or previous[1] > interval:
-            self._wake.set()  # something new to measure: poll now, not at the next tick
-        if source.pattern is not None and (previous is None or previous[0] != source):
-            self.discoverer.patterns_changed()
+        if previous is None or previous.source != source:
+            # Something new to measure: polled now, not at the next tick, and only by a poll
+            # that begins from now on (one already under way did not include it).
+            self._subscriptions[who] = Subscription(source, interval, 0.0, self._started)
+            self._wake.set()
+            if source.pattern is not None:
+                self.discoverer.patterns_changed()
+            return
+        if interval != previous.interval:
+            previous.due_at = min(previous.due_at, self._next_due(time.monotonic(), interval))
+            previous.interval = interval
+            self._wake.set()  # the schedule changed: the loop recomputes its sleep
 
     def unsubscribe(self, who: str) -> None:
         previous = self._subscriptions.pop(who, None)
         self._lengths.pop(who, None)
-        if previous is not None and previous[0].pattern is not None:
+        if previous is not None and previous.source.pattern is not None:
             self.discoverer.patterns_changed()
 
     def measure_lengths(self, who: str, keys: frozenset[str]) -> None:
@@ -153,7 +202,9 @@ class Poller:
 
     def patterns(self) -> list[str]:
         """The key patterns subscribed on this endpoint."""
-        return sorted({str(s.pattern) for s, _ in self._subscriptions.values() if s.pattern})
+        return sorted(
+            {str(s.source.pattern) for s in self._subscriptions.values() if s.source.pattern}
+        )
 
     def knows(self, key: str) -> bool:
         return any(key in scan.found or key in scan.seen for scan in self._scans.values())
@@ -190,12 +241,23 @@ class Poller:
         published, self._published = self._published, asyncio.Event()
         published.set()
 
-    async def next_result(self, after_seq: int, within: float) -> PollResult | None:
-        """The first result newer than ``after_seq``, waiting up to ``within`` seconds;
-        None on timeout or when the poller stops."""
+    def _is_for(self, result: PollResult, after_seq: int, who: str | None) -> bool:
+        if result.seq <= after_seq:
+            return False
+        if who is None:
+            return True
+        subscription = self._subscriptions.get(who)
+        return subscription is not None and who in result.served and result.seq > subscription.since
+
+    async def next_result(
+        self, after_seq: int, within: float, who: str | None = None
+    ) -> PollResult | None:
+        """The first result newer than ``after_seq`` (and, given ``who``, taken for that
+        subscriber: due when the poll began, which began after it subscribed), waiting up to
+        ``within`` seconds; None on timeout or when the poller stops."""
         deadline = time.monotonic() + within
         while not self.stopped:
-            if self._result is not None and self._result.seq > after_seq:
+            if self._result is not None and self._is_for(self._result, after_seq, who):
                 return self._result
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -204,22 +266,46 @@ class Poller:
                 await asyncio.wait_for(self._published.wait(), remaining)
         return None
 
+    def _next_due(self, now: float, interval: float) -> float:
+        """The first point of the interval's grid at least half an interval from now."""
+        steps = math.ceil((now + interval / 2 - self._epoch) / interval)
+        return self._epoch + steps * interval
+
+    def due(self, now: float) -> set[str]:
+        """The subscribers to poll now: due, or due within a tenth of their interval."""
+        return {
+            who
+            for who, s in self._subscriptions.items()
+            if s.due_at - now <= EARLY_FRACTION * s.interval
+        }
+
     async def _run(self) -> None:
         while True:
-            started = time.monotonic()
             self._wake.clear()
-            if self._subscriptions:
+            due = self.due(time.monotonic())
+            if due:
                 try:
-                    await self.poll_once()
+                    await self.poll_once(due)
                 except Exception:  # a poller must outlive any one bad poll
                     logger.exception("poll of %s failed", self.endpoint)
-            delay = max(0.0, self.interval - (time.monotonic() - started))
+            now = time.monotonic()
+            delay = min(
+                (s.due_at - now for s in self._subscriptions.values()), default=DEFAULT_INTERVAL
+            )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, delay))
 
-    async def poll_once(self) -> PollResult:
-        seq = (self._result.seq if self._result else 0) + 1
-        sources = {source for source, _ in self._subscriptions.values()}
+    async def poll_once(self, due: Iterable[str] | None = None) -> PollResult:
+        """One poll of the sources of ``due`` (None: every subscriber)."""
+        started = time.monotonic()
+        seq = self._started = max(self._started, self._result.seq if self._result else 0) + 1
+        served = frozenset(self._subscriptions if due is None else due) & set(self._subscriptions)
+        for who in served:
+            subscription = self._subscriptions[who]
+            subscription.due_at = self._next_due(started, subscription.interval)
+            subscription.polls += 1
+        subscribed = {s.source for s in self._subscriptions.values()}
+        sources = {self._subscriptions[who].source for who in served}
         keys: dict[Source, tuple[str, ...]] = {}
         complete: dict[Source, bool] = {}
         observation: Observation | None = None
@@ -240,29 +326,65 @@ class Poller:
                 break
             keys[source] = pattern_streams(scan.found | scan.seen)
             complete[source] = scan.complete_passes > 0
-        for pattern in [p for p in self._scans if Source(pattern=p) not in sources]:
+        for pattern in [p for p in self._scans if Source(pattern=p) not in subscribed]:
             del self._scans[pattern]
+        for source in [s for s in self._source_polls if s not in subscribed]:
+            del self._source_polls[source]
         if observation is None:
             every_key = {key for ks in keys.values() for key in ks}
-            self._measured &= every_key
-            ages_for = age_sample(every_key, seq, self._age_every)
+            self._measured &= self._known_keys()
+            ages_for: set[str] = set()
+            for source, its_keys in keys.items():
+                turn = self._source_polls[source] = self._source_polls.get(source, 0) + 1
+                ages_for |= age_sample(its_keys, turn, self._age_every)
             ages_for |= (every_key - self._measured) | (self._measure_next & every_key)
             observation = await self.gateway.observe(
                 every_key,
                 ages_for=ages_for,
                 details_for={s.key for s in sources if s.key is not None},
-                # Dead-letter streams grow slowly: their lengths every 5th poll (as ages).
-                lengths_for=frozenset().union(*self._lengths.values())
-                if seq % self._age_every == 1 or self._age_every == 1
-                else frozenset(),
+                # Dead-letter streams grow slowly: their lengths every 5th poll of their
+                # subscriber (as ages).
+                lengths_for=frozenset().union(
+                    *(
+                        self._lengths[who]
+                        for who in served
+                        if who in self._lengths
+                        and (
+                            self._age_every == 1
+                            or self._subscriptions[who].polls % self._age_every == 1
+                        )
+                    )
+                ),
             )
             if observation.problem is None:
                 self._measured |= ages_for
-                self._oldest, self._measure_next = carry_oldest(observation.streams, self._oldest)
+                carried, measure_next = carry_oldest(observation.streams, self._oldest)
+                known = self._known_keys()
+                # Keys this poll did not include keep what was last measured for them.
+                carried.update(
+                    (k, v)
+                    for k, v in self._oldest.items()
+                    if k[0] not in observation.streams and k[0] in known
+                )
+                self._oldest = carried
+                self._measure_next = (self._measure_next - every_key) | measure_next
         self._record(observation)
-        result = self._result = PollResult(seq, observation, keys, complete)
+        result = self._result = PollResult(seq, observation, keys, complete, served)
         self._publish()
         return result
+
+    def _known_keys(self) -> set[str]:
+        """Every key some subscription names (for a pattern: its key set so far)."""
+        known: set[str] = set()
+        for subscription in self._subscriptions.values():
+            source = subscription.source
+            if source.key is not None:
+                known.add(source.key)
+                continue
+            scan = self._scans.get(str(source.pattern))
+            if scan is not None:
+                known |= scan.found | scan.seen
+        return known
 
     def _record(self, observation: Observation) -> None:
         endpoint = self.endpoint
@@ -345,7 +467,9 @@ class Waker:
                 continue
             if moved:
                 positions.update(moved)
-                self._poller.poll_now()
+                self._poller.poll_now(
+                    who for who, (keys, _) in self._watching.items() if set(keys) & set(moved)
+                )
 
 
 class Endpoints:

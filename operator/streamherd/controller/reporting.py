@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,10 +35,16 @@ def involved(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class StatusWriter:
-    """Owns one resource's status. A change of conditions or observedGeneration is written
-    at once; a change of plain numbers only, at most every ``numbers_every`` seconds (a busy
-    stream changes every poll, and every write is an etcd write); ``heartbeat`` (a timestamp
-    field) is refreshed with any write, and on its own after ``heartbeat_every`` seconds."""
+    """Owns one resource's status: the write budget of one object. A change of conditions,
+    observedGeneration or an ``immediate`` field (a group's replicas and scale actions) is
+    written at once; a change of plain numbers only, at most every ``numbers_every`` seconds
+    (--status-interval: a busy stream changes every poll, and every write is an etcd write
+    that every watcher receives). Condition messages carry no live numbers (the loops keep
+    them out), so conditions change only when something happens. Numbers held back are not
+    lost: the next call (the next poll) writes them once their time has come. Each writer's
+    interval is shortened by a random tenth, so writers started together drift apart rather
+    than all writing in the same second. ``heartbeat`` (a timestamp field) is refreshed with
+    any write, and on its own after ``heartbeat_every`` seconds."""
 
     def __init__(
         self,
@@ -46,6 +53,7 @@ class StatusWriter:
         body: Mapping[str, Any],
         *,
         numbers_every: float = 1.0,
+        immediate: Collection[str] = (),
         heartbeat: str | None = None,
         heartbeat_every: float = 60.0,
     ) -> None:
@@ -54,19 +62,23 @@ class StatusWriter:
         self._body = body
         self.current: dict[str, Any] = dict(body.get("status") or {})
         self.numbers_every = numbers_every
+        self._immediate = frozenset(("conditions", "observedGeneration", *immediate))
         self._heartbeat = heartbeat
         self._heartbeat_every = heartbeat_every
         self._last_write = 0.0
         self._last_heartbeat = 0.0
+        self._next_numbers = 0.0
+        self.writes = 0
+        """Status PATCHes sent (tests, benchmarks)."""
 
     async def write(self, desired: Mapping[str, Any]) -> dict[str, Any] | None:
         """Write what differs from the current status; returns the patch written, if any.
         Posts an Event when the Ready condition changes status or reason."""
         now = time.monotonic()
         patch = status_patch(self.current, desired)
-        structural = patch is not None and ("conditions" in patch or "observedGeneration" in patch)
-        if patch is not None and not structural and now - self._last_write < self.numbers_every:
-            patch = None  # numbers only, and written very recently: wait for the next poll
+        structural = patch is not None and not self._immediate.isdisjoint(patch)
+        if patch is not None and not structural and now < self._next_numbers:
+            patch = None  # numbers only, and written recently: a later poll writes them
         if self._heartbeat and (
             patch is not None or now - self._last_heartbeat >= self._heartbeat_every
         ):
@@ -87,6 +99,8 @@ class StatusWriter:
             )
             return None
         self._last_write = now
+        self._next_numbers = now + self.numbers_every * random.uniform(0.9, 1.0)
+        self.writes += 1
         for key, value in patch.items():
             if value is None:
                 self.current.pop(key, None)

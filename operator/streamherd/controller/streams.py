@@ -46,7 +46,13 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
     """Runs while the RedisStream exists (a kopf daemon)."""
     meta = body["metadata"]
     namespace, name, me = meta["namespace"], meta["name"], who(body)
-    writer = StatusWriter(ctx.kube, rq.REDIS_STREAMS, body, heartbeat="lastPolled")
+    writer = StatusWriter(
+        ctx.kube,
+        rq.REDIS_STREAMS,
+        body,
+        numbers_every=ctx.status_interval,
+        heartbeat="lastPolled",
+    )
     binding = ctx.streams[(namespace, name)] = StreamBinding(namespace, name)
     wake = ctx.wakeup(me)
     seq = 0
@@ -91,7 +97,9 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
                 binding.source, binding.poller, binding.problem = source, poller, None
                 binding.create_if_missing = spec.create_if_missing
                 binding.spec = spec
-                result = await next_result(poller, seq, poller.interval + 15, stopped, wake)
+                result = await next_result(
+                    poller, seq, poller.interval_of(me) + 15, stopped, wake, me
+                )
                 if result is None:
                     continue
                 seq = result.seq

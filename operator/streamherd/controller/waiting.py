@@ -45,12 +45,18 @@ async def sleep(stopped: Stopped, wake: asyncio.Event, seconds: float) -> None:
 
 
 async def next_result(
-    poller: Poller, after_seq: int, within: float, stopped: Stopped, wake: asyncio.Event
+    poller: Poller,
+    after_seq: int,
+    within: float,
+    stopped: Stopped,
+    wake: asyncio.Event,
+    who: str | None = None,
 ) -> PollResult | None:
-    """The next poll result, or None if the wait was cut short."""
+    """The next poll result (taken for ``who``, given one), or None if the wait was cut
+    short."""
     if stopped:
         return None
     result: PollResult | None = await _first(
-        poller.next_result(after_seq, within), stopped, wake, within
+        poller.next_result(after_seq, within, who), stopped, wake, within
     )
     return result
