@@ -311,6 +311,7 @@ class ApiServer(kmock.KubernetesEmulator):
         self._rv = 1
         self._log: collections.deque[WatchEvent] = collections.deque()
         self._compacted = 0  # watches may resume from rv >= this
+        self._watch_breaks: dict[tuple[str, str], int] = {}  # per type: break_watches() calls
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
         self._admission: dict[tuple[str, str], list[AdmissionFn]] = collections.defaultdict(list)
@@ -1088,6 +1089,21 @@ class ApiServer(kmock.KubernetesEmulator):
         self._admission[self.resolve(resource).key].remove(fn)
 
     @_threadsafe
+    def break_watches(
+        self, resource: ResourceType | str | kmock.resource, during: Callable[[], Any] | None = None
+    ) -> None:
+        """End every open watch of ``resource`` (as a dropped connection or an API server
+        restart does), then run ``during`` in the server's loop before any watch can send
+        again: e.g. a delete and ``compact()``, so a watcher resuming from its last
+        resourceVersion gets 410 and must re-list to learn the object is gone."""
+        key = self.resolve(resource).key
+        self._watch_breaks[key] = self._watch_breaks.get(key, 0) + 1
+        if during is not None:
+            during()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    @_threadsafe
     def compact(self) -> int:
         """Forget the watch history (as etcd compaction does); older resourceVersions get 410."""
         self._log.clear()
@@ -1680,6 +1696,7 @@ class ApiServer(kmock.KubernetesEmulator):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout is not None else None
         api_version = rtype.api_version(version)
+        breaks = self._watch_breaks.get(rtype.key, 0)
 
         as_table = tables.wants_table(raw.headers.get("Accept", ""))
 
@@ -1722,6 +1739,8 @@ class ApiServer(kmock.KubernetesEmulator):
             while not self._closing.is_set():
                 changed = self._changed
                 head = self._rv
+                if self._watch_breaks.get(rtype.key, 0) != breaks:
+                    break  # break_watches(): the stream ends, sending nothing more
                 if cursor < self._compacted:  # events this watch needs are forgotten
                     await send(
                         "ERROR",

@@ -175,6 +175,15 @@ def _election_timing(field: str, help: str) -> Callable[[FC], FC]:
     help="Seconds: the floor under every ConsumerGroup's pollInterval (a faster one is polled "
     "at this pace). The default is the CRD's own minimum.",
 )
+@click.option(
+    "--deployment-relist-interval",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    envvar="STREAMHERD_DEPLOYMENT_RELIST_INTERVAL",
+    help="Seconds between LISTs of the Deployments ConsumerGroups use, per namespace: what "
+    "the watch missed while broken (a deletion) is noticed within this time.",
+)
 def run(
     namespaces: tuple[str, ...],
     metrics_port: int,
@@ -193,6 +202,7 @@ def run(
     api_retry_for: float,
     status_interval: float,
     min_poll_interval: float,
+    deployment_relist_interval: float,
 ) -> None:
     """Run the operator (credentials: in-cluster service account, or $KUBECONFIG)."""
     import asyncio
@@ -226,6 +236,7 @@ def run(
     operator.Runtime.poller_options = {p: p in paths for p in ("registry", "notifications")}
     operator.Runtime.poller_options["min_interval"] = min_poll_interval
     operator.Runtime.status_interval = status_interval
+    operator.Runtime.deployment_relist_every = deployment_relist_interval
     identity: Any = operator_identity()  # kopf's Identity type (a NewType of str) is private
     liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
 

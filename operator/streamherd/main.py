@@ -22,9 +22,9 @@ from streamherd.controller import (
     streams,
 )
 from streamherd.controller.context import STATUS_INTERVAL, Context
+from streamherd.controller.deployments import RELIST_SECONDS
 from streamherd.decisions.leadership import ElectionTiming
 from streamherd.kube import Credentials, KubeClient, Limits
-from streamherd.kube.manifests import deployment_state
 
 FINALIZER = f"{API_GROUP}/finalizer"
 KOPF_PREFIX = f"kopf.{API_GROUP}"
@@ -48,6 +48,7 @@ class Runtime:
     kopf's own waiter on it ends and kopf returns at once (not after its 5 s wait for
     leftover tasks), and the Lease is released sooner."""
     status_interval: float = STATUS_INTERVAL
+    deployment_relist_every: float = RELIST_SECONDS
 
 
 class BoundedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -97,6 +98,7 @@ async def startup(logger: Any, **kwargs: Any) -> None:
             poller_options=Runtime.poller_options,
         )
         Runtime.ctx.status_interval = Runtime.status_interval
+        Runtime.ctx.deployments.relist_every = Runtime.deployment_relist_every
     # kopf's live indexes (below): filled from the watches before any resource handler runs.
     Runtime.ctx.stream_groups = kwargs["consumer_groups_by_stream"]
     Runtime.ctx.policies = kwargs["retention_policies"]
@@ -166,14 +168,10 @@ def probe_pollers(**_: Any) -> dict[str, Any]:
 
 @kopf.on.event("apps", "v1", "deployments", registry=registry)
 def deployment_seen(body: kopf.Body, **kwargs: Any) -> None:
-    """Keep replicas of every Deployment in memory: the autoscalers read them every poll."""
-    if Runtime.ctx is None:
-        return
-    key = (str(body.metadata.namespace), str(body.metadata.name))
-    if kwargs.get("type") == "DELETED":
-        Runtime.ctx.deployments.pop(key, None)
-    else:
-        Runtime.ctx.deployments[key] = deployment_state(body)
+    """The Deployments groups reference, kept fresh between the index's own re-lists
+    (controller/deployments.DeploymentIndex)."""
+    if Runtime.ctx is not None:
+        Runtime.ctx.deployments.observe(kwargs.get("type"), body)
 
 
 # ------------------------------------------------------------------ RedisStream

@@ -71,6 +71,7 @@ class Autoscaler:
 
     def close(self) -> None:
         self.unwatch()
+        self.ctx.deployments.release(self.me)
 
     def unwatch(self) -> None:
         if self._waker is not None:
@@ -93,12 +94,17 @@ class Autoscaler:
         deployment = deployment_name(name, spec)
         assert deployment is not None and binding.poller is not None
         policy = spec.autoscaling or Autoscaling(enabled=False)
+        try:
+            state = await self.ctx.deployments.lookup(self.me, namespace, deployment)
+        except KubeError as exc:  # not known, so not "missing": hold, and say why
+            self.unwatch()
+            return _deployments_unreadable(namespace, exc)
         if spec.consumers is not None and spec.consumers.template is not None:
             refused = await self._keep_owned_deployment(spec, group, binding, deployment, policy)
             if refused is not None:
                 self.unwatch()
                 return refused
-        state = self.ctx.deployments.get((namespace, deployment))
+            state = self.ctx.deployments.get((namespace, deployment))
         if state is None:
             self.unwatch()
             return _deployment_missing(namespace, deployment)
@@ -319,7 +325,7 @@ class Autoscaler:
             return ScalingOutcome(conditions=[refused], ready=_ready(refused))
         after = deployment_state(applied)
         self._applied_generation = int(after.get("generation") or 0)
-        self.ctx.deployments[(namespace, deployment)] = after
+        self.ctx.deployments.created(applied)
         if state is None:
             await self.writer.event(
                 "Normal",
@@ -360,6 +366,16 @@ def _deployment_missing(namespace: str, deployment: str) -> ScalingOutcome:
 def _ready(scaling: Verdict) -> Verdict:
     """Ready=False for the same reason as a ScalingActive=False."""
     return Verdict.not_ready(scaling.reason, scaling.message)
+
+
+def _deployments_unreadable(namespace: str, exc: KubeError) -> ScalingOutcome:
+    """The Deployments cannot be listed: not known, so never "missing"; no scaling."""
+    refused = api_problem(
+        exc,
+        ConditionType.SCALING_ACTIVE,
+        consequence=f" (the Deployments of namespace {namespace!r}), so it does not scale",
+    )
+    return ScalingOutcome(conditions=[refused], ready=_ready(refused))
 
 
 def _scaling(status: ConditionStatus, reason: Reason, message: str) -> Verdict:

@@ -14,6 +14,7 @@ from streamherd.api import CONSUMER_GROUP
 from streamherd.api.redisstream import RedisEndpoint, RedisStreamSpec
 from streamherd.controller.board import RetentionBoard
 from streamherd.controller.consumers import PodHistory, ScalerIndex
+from streamherd.controller.deployments import DeploymentIndex
 from streamherd.controller.durability import DurabilityWatch
 from streamherd.controller.polling import Endpoints, Poller, Source
 from streamherd.decisions.conditions import Verdict
@@ -150,8 +151,8 @@ class Context:
     resource's own loop reports it (a condition, never only a log line)."""
     pod_history: PodHistory = field(default_factory=PodHistory)
     """Pods seen controlled by a ReplicaSet, kept after they are gone (dead consumers)."""
-    deployments: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    """Deployments by (namespace, name), kept by a watch: replicas without a GET per poll."""
+    deployments: DeploymentIndex = field(init=False)
+    """The Deployments groups reference (controller/deployments: what keeps it right)."""
     scalers: ScalerIndex = field(init=False)
     """Other autoscalers (HPA, KEDA) per namespace."""
     durability: DurabilityWatch = field(init=False)
@@ -186,6 +187,7 @@ class Context:
 
     def __post_init__(self) -> None:
         self.scalers = ScalerIndex(self.kube)
+        self.deployments = DeploymentIndex(self.kube)
         self.durability = DurabilityWatch(self.metrics)
         requests = self.metrics.api_requests
         self.kube.on_request = lambda r: requests.labels(r.method, r.resource).inc()
