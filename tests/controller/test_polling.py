@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aredis
@@ -96,3 +97,98 @@ async def test_the_oldest_pending_age_is_there_in_every_poll_and_is_an_age(
     totals = group_totals((await poller.poll_once()).observation, ["orders"], "g")
     assert totals.oldest_pending_age_ms is None and totals.pending == 0
     await r.aclose()
+
+
+class Counting:
+    """Which keys each poll of the gateway read (the polls per stream)."""
+
+    def __init__(self, gateway: RedisGateway, delay: float = 0.0) -> None:
+        self.polls: list[set[str]] = []
+        self.delay = delay
+        observe = gateway.observe
+
+        async def counted(keys: Any, **kwargs: Any) -> Any:
+            self.polls.append(set(keys))
+            if self.delay:
+                await asyncio.sleep(self.delay)  # a slow poll, to subscribe during it
+            return await observe(keys, **kwargs)
+
+        gateway.observe = counted  # type: ignore[method-assign]
+
+    def of(self, key: str) -> int:
+        return sum(1 for keys in self.polls if key in keys)
+
+
+async def test_a_new_subscriber_gets_a_poll_that_includes_it_first(poller: Poller) -> None:
+    """Issue 13, finding 9: a RedisStream added to an endpoint already polled waited for "the
+    next result newer than 0", which was the poll taken before it subscribed: its key not in
+    it, so Ready=False "not observed" and a Warning Event, 0.1-0.2 s before the next poll.
+    Here a poll is under way when the new subscriber comes; its first result must be a later
+    poll that includes its key - and the latest result, already there, is not it."""
+    counting = Counting(poller.gateway)
+    poller.subscribe("old", Source(key="a"), 0.3)
+    poller.start()
+    first = await poller.next_result(0, within=5, who="old")
+    assert first is not None and "a" in first.observation.streams
+    counting.delay = 0.3
+    await asyncio.sleep(0.35)  # the next poll (0.3 s later) is now under way, slowly
+    assert counting.polls[-1] == {"a"}
+    poller.subscribe("new", Source(key="b"), 0.3)
+    result = await poller.next_result(0, within=5, who="new")
+    assert result is not None
+    assert "b" in result.observation.streams, "a result taken without the new stream"
+    assert "new" in result.served
+
+
+@pytest.mark.e2e_variants("redis8")  # scheduling, not Redis: one version in the suite
+async def test_each_subscription_keeps_its_own_schedule(poller: Poller) -> None:
+    """Issue 13, finding 8: one group's pollInterval set the endpoint's (the fastest of all):
+    a tenant at 100 ms made every stream on that Redis polled ten times a second. Counted, not
+    timed: a slow machine makes both counts smaller, never the slow one larger."""
+    counting = Counting(poller.gateway)
+    poller.subscribe("fast", Source(key="fast"), 0.1)
+    poller.subscribe("slow", Source(key="slow"), 2.0)
+    poller.start()
+    window = 3.0
+    await asyncio.sleep(window)  # counting what happens in this time, on purpose
+    fast, slow = counting.of("fast"), counting.of("slow")
+    assert slow <= window / (2.0 * 0.9) + 2, f"slow polled {slow} times in {window}s"
+    assert fast >= 3 * slow, f"fast {fast}, slow {slow}"
+    assert poller.interval_of("fast") == 0.1 and poller.interval_of("slow") == 2.0
+
+
+@pytest.mark.e2e_variants("redis8")  # scheduling, not Redis: one version in the suite
+async def test_subscribers_of_one_interval_share_polls_whenever_they_joined(
+    poller: Poller,
+) -> None:
+    """Due times lie on one grid per interval: 20 subscribers that joined at different
+    moments are polled together, one poll per interval (not twenty)."""
+    counting = Counting(poller.gateway)
+    poller.start()
+    for i in range(20):
+        poller.subscribe(f"g{i}", Source(key=f"k{i}"), 0.5)
+        await asyncio.sleep(0.03)
+    await asyncio.sleep(1.0)  # everyone's first, off-grid, poll is over
+    before = len(counting.polls)
+    window = 2.0
+    await asyncio.sleep(window)  # counting what happens in this time, on purpose
+    polls = len(counting.polls) - before
+    assert polls <= window / (0.5 * 0.9) + 2, f"{polls} polls in {window}s"
+    assert all(len(keys) == 20 for keys in counting.polls[before:]), "every poll takes all"
+
+
+@pytest.mark.e2e_variants("redis8")  # scheduling, not Redis: one version in the suite
+async def test_the_operator_minimum_interval_is_a_floor(redis_server: RedisServer) -> None:
+    gateway = RedisGateway(Endpoint(url=redis_server.url))
+    floored = Poller(gateway, Metrics(), min_interval=1.0)
+    counting = Counting(gateway)
+    try:
+        floored.subscribe("eager", Source(key="a"), 0.1)
+        assert floored.interval_of("eager") == 1.0
+        floored.start()
+        window = 3.0
+        await asyncio.sleep(window)  # counting what happens in this time, on purpose
+        assert counting.of("a") <= window / 0.9 + 2, counting.polls
+    finally:
+        await floored.stop()
+        await gateway.close()

@@ -35,8 +35,9 @@ class DeploymentIndex:
       ``relist_every`` seconds and its entries replaced by what the list holds: a Deployment
       deleted while the watch was down is gone within that time, whatever the watch missed.
     - *Start-up and new references*: a lookup in a namespace not listed yet lists it first
-      and waits for that list, so no group reports a missing Deployment that exists only
-      because the first watch events had not arrived yet. A failed list leaves the answer
+      and waits for that list (a name newly referenced in a namespace listed before: a GET),
+      so no group reports a missing Deployment that exists only because the first watch
+      events had not arrived yet. A failed list leaves the answer
       unknown (``None`` with ``known`` False), never "not found".
 
     In memory only: a restart (or a second replica) starts empty and lists what it needs.
@@ -69,12 +70,19 @@ class DeploymentIndex:
         exist, or with ``known(namespace)`` False, not known yet). Lists the namespace first
         when it was never listed or its last list is older than ``relist_every``."""
         key = (namespace, name)
+        new = not self.referenced(key)
         if self._users.get(who) != key:
             self._users[who] = key
             self._forget_unreferenced()
         listed = self._listed_at.get(namespace)
         if listed is None or time.monotonic() - listed >= self.relist_every:
             await self._relist(namespace)
+        elif new and key not in self._states:
+            # Newly referenced in a namespace listed before (the list kept only what was
+            # referenced then): one GET, not a list.
+            body = await self._kube.get(rq.DEPLOYMENTS, namespace, name)
+            if body is not None and self.referenced(key) and key not in self._states:
+                self._states[key] = deployment_state(body)
         return self._states.get(key)
 
     def release(self, who: str) -> None:
