@@ -55,10 +55,13 @@ class Harness:
                 str(self.health_port),
                 "--log-level",
                 "DEBUG",
-                # Status numbers within a second, as the tests wait on them (the default,
-                # 10 s, is the write budget of a real cluster; a test may pass its own).
+                # Status numbers within a second, as the tests wait on them (the defaults,
+                # 10 s and 15 writes/s in all, are the write budget of a real cluster; a
+                # test may pass its own).
                 "--status-interval",
                 "1",
+                "--status-writes-per-second",
+                "0",
                 *(["--namespace", self.namespace] if self.watch_namespace else []),
                 *extra,
             ],

@@ -167,6 +167,16 @@ def _election_timing(field: str, help: str) -> Callable[[FC], FC]:
     "conditions, replicas and scale actions are written at once, never waiting on this.",
 )
 @click.option(
+    "--status-writes-per-second",
+    type=click.FloatRange(min=0),
+    default=15.0,
+    show_default=True,
+    envvar="STREAMHERD_STATUS_WRITES_PER_SECOND",
+    help="The budget of status writes of numbers alone, over all resources: with many "
+    "resources each one's numbers are written less often than --status-interval (0: no "
+    "budget). Conditions and scale actions never wait on it.",
+)
+@click.option(
     "--min-poll-interval",
     type=click.FloatRange(min=0.1),
     default=0.1,
@@ -201,6 +211,7 @@ def run(
     api_write_burst: int,
     api_retry_for: float,
     status_interval: float,
+    status_writes_per_second: float,
     min_poll_interval: float,
     deployment_relist_interval: float,
 ) -> None:
@@ -236,6 +247,7 @@ def run(
     operator.Runtime.poller_options = {p: p in paths for p in ("registry", "notifications")}
     operator.Runtime.poller_options["min_interval"] = min_poll_interval
     operator.Runtime.status_interval = status_interval
+    operator.Runtime.status_writes_per_second = status_writes_per_second
     operator.Runtime.deployment_relist_every = deployment_relist_interval
     identity: Any = operator_identity()  # kopf's Identity type (a NewType of str) is private
     liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None

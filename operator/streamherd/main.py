@@ -21,7 +21,7 @@ from streamherd.controller import (
     retention,
     streams,
 )
-from streamherd.controller.context import STATUS_INTERVAL, Context
+from streamherd.controller.context import STATUS_INTERVAL, STATUS_WRITES_PER_SECOND, Context
 from streamherd.controller.deployments import RELIST_SECONDS
 from streamherd.decisions.leadership import ElectionTiming
 from streamherd.kube import Credentials, KubeClient, Limits
@@ -48,6 +48,7 @@ class Runtime:
     kopf's own waiter on it ends and kopf returns at once (not after its 5 s wait for
     leftover tasks), and the Lease is released sooner."""
     status_interval: float = STATUS_INTERVAL
+    status_writes_per_second: float = STATUS_WRITES_PER_SECOND
     deployment_relist_every: float = RELIST_SECONDS
 
 
@@ -98,6 +99,7 @@ async def startup(logger: Any, **kwargs: Any) -> None:
             poller_options=Runtime.poller_options,
         )
         Runtime.ctx.status_interval = Runtime.status_interval
+        Runtime.ctx.status_budget.per_second = Runtime.status_writes_per_second
         Runtime.ctx.deployments.relist_every = Runtime.deployment_relist_every
     # kopf's live indexes (below): filled from the watches before any resource handler runs.
     Runtime.ctx.stream_groups = kwargs["consumer_groups_by_stream"]

@@ -102,6 +102,37 @@ def test_a_busy_group_writes_numbers_once_per_status_interval_and_conditions_at_
     assert took < 0.9 * interval - 0.5, f"the condition waited {took:.1f}s behind the numbers"
 
 
+def test_the_operator_wide_budget_spreads_numbers_writes_over_every_group(
+    harness: Harness, producer: None
+) -> None:
+    """--status-writes-per-second caps the numbers writes of all resources together: 20 busy
+    groups (and their stream) at a 1 s status interval would write 21 times a second; at a
+    budget of 4/s each writes every ~5 s, evenly, and none starves."""
+    h = harness
+    h.stream("orders")
+    names = [f"busy{i}" for i in range(20)]
+    for name in names:
+        h.group(
+            name,
+            groupName=name,
+            startId="0",
+            recovery={"enabled": False},
+            autoscaling={"enabled": False, "pollInterval": "500ms"},
+        )
+    h.start("--status-interval", "1", "--status-writes-per-second", "4")
+    for name in names:
+        h.wait_ready("ConsumerGroup", name, timeout=30)
+    time.sleep(6)  # every writer has made its first writes and found its phase
+    since = h.api.resource_version
+    window = 12.0
+    time.sleep(window)  # counting the writes of this time, on purpose
+    per_group = {n: len(status_writes(h.api, since, CONSUMER_GROUPS, n)) for n in names}
+    total = sum(per_group.values()) + len(status_writes(h.api, since, REDIS_STREAMS, "orders"))
+    # 21 writers at 4/s: each every 21/4 = 5.25 s (at least 4.7 s with the jitter).
+    assert total <= 4 * window / 0.9 + 21, f"{total} writes in {window}s: {per_group}"
+    assert all(n >= 1 for n in per_group.values()), f"a group starved: {per_group}"
+
+
 def test_a_new_stream_on_a_polled_endpoint_raises_no_false_alarm_and_adoption_is_announced(
     harness: Harness,
 ) -> None:

@@ -17,6 +17,7 @@ from streamherd.controller.consumers import PodHistory, ScalerIndex
 from streamherd.controller.deployments import DeploymentIndex
 from streamherd.controller.durability import DurabilityWatch
 from streamherd.controller.polling import Endpoints, Poller, Source
+from streamherd.controller.reporting import StatusBudget
 from streamherd.decisions.conditions import Verdict
 from streamherd.decisions.recovery import RecoveryFindings
 from streamherd.gateway.endpoint import (
@@ -31,6 +32,9 @@ from streamherd.metrics import Metrics
 
 STATUS_INTERVAL = 10.0
 """The default --status-interval."""
+STATUS_WRITES_PER_SECOND = 15.0
+"""The default --status-writes-per-second (of a client budget of 20 writes/s, 5 stay for
+conditions, scale actions and Events)."""
 
 
 @dataclass
@@ -163,6 +167,9 @@ class Context:
     """Groups holding retention back (written by RetentionPolicy loops, read by groups)."""
     status_interval: float = STATUS_INTERVAL
     """Seconds between writes of a resource's status numbers (--status-interval)."""
+    status_budget: StatusBudget = field(default_factory=StatusBudget)
+    """Status writes of numbers alone per second, over every group and stream
+    (--status-writes-per-second)."""
     stream_groups: Mapping[tuple[str, str], Collection[Any]] = field(default_factory=dict)
     """kopf's index of ConsumerGroups by (namespace, RedisStream): (group, startId, created)."""
     policies: Mapping[tuple[str, str], Collection[Any]] = field(default_factory=dict)

@@ -114,6 +114,7 @@ class GroupLoop:
             body,
             numbers_every=ctx.status_interval,
             immediate=SCALE_FIELDS,
+            budget=ctx.status_budget,
         )
         self.poller: Poller | None = None
         self.seq = 0

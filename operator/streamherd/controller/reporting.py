@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import weakref
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,27 @@ def involved(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+class StatusBudget:
+    """The operator's budget for status writes of numbers alone: ``per_second`` over all the
+    writers that share it (0: none). Each writer's numbers interval stretches to
+    ``writers / per_second`` when that is longer than its own: 500 busy groups at a budget of
+    15/s write their numbers every ~33 s each, evenly (each its own phase), not 50 a second
+    at the 10 s interval, and no group starves. Conditions and scale actions never take from
+    it (they are written at once). Counted by the writers alive (a weak set: a loop that
+    ends takes its writer with it)."""
+
+    def __init__(self, per_second: float = 0.0) -> None:
+        self.per_second = per_second
+        self._writers: weakref.WeakSet[StatusWriter] = weakref.WeakSet()
+
+    def join(self, writer: StatusWriter) -> None:
+        self._writers.add(writer)
+
+    def spacing(self) -> float:
+        """Seconds between one writer's numbers writes that keep the total within budget."""
+        return len(self._writers) / self.per_second if self.per_second > 0 else 0.0
+
+
 class StatusWriter:
     """Owns one resource's status: the write budget of one object. A change of conditions,
     observedGeneration or an ``immediate`` field (a group's replicas and scale actions) is
@@ -43,7 +65,8 @@ class StatusWriter:
     them out), so conditions change only when something happens. Numbers held back are not
     lost: the next call (the next poll) writes them once their time has come. Each writer's
     interval is shortened by a random tenth, so writers started together drift apart rather
-    than all writing in the same second. ``heartbeat`` (a timestamp field) is refreshed with
+    than all writing in the same second; a shared ``budget`` stretches it when many writers
+    would exceed the operator's total (StatusBudget). ``heartbeat`` (a timestamp field) is refreshed with
     any write, and on its own after ``heartbeat_every`` seconds."""
 
     def __init__(
@@ -54,6 +77,7 @@ class StatusWriter:
         *,
         numbers_every: float = 1.0,
         immediate: Collection[str] = (),
+        budget: StatusBudget | None = None,
         heartbeat: str | None = None,
         heartbeat_every: float = 60.0,
     ) -> None:
@@ -63,6 +87,9 @@ class StatusWriter:
         self.current: dict[str, Any] = dict(body.get("status") or {})
         self.numbers_every = numbers_every
         self._immediate = frozenset(("conditions", "observedGeneration", *immediate))
+        self._budget = budget
+        if budget is not None:
+            budget.join(self)
         self._heartbeat = heartbeat
         self._heartbeat_every = heartbeat_every
         self._last_write = 0.0
@@ -99,7 +126,8 @@ class StatusWriter:
             )
             return None
         self._last_write = now
-        self._next_numbers = now + self.numbers_every * random.uniform(0.9, 1.0)
+        spacing = max(self.numbers_every, self._budget.spacing() if self._budget else 0.0)
+        self._next_numbers = now + spacing * random.uniform(0.9, 1.0)
         self.writes += 1
         for key, value in patch.items():
             if value is None:

@@ -51,6 +51,7 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
         rq.REDIS_STREAMS,
         body,
         numbers_every=ctx.status_interval,
+        budget=ctx.status_budget,
         heartbeat="lastPolled",
     )
     binding = ctx.streams[(namespace, name)] = StreamBinding(namespace, name)
