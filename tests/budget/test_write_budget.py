@@ -71,13 +71,14 @@ def test_a_busy_group_writes_numbers_once_per_status_interval_and_conditions_at_
     h.wait_ready("ConsumerGroup", "busy")
     h.wait_status("ConsumerGroup", "busy", lambda s: (s.get("lag") or 0) > 0)
     since = h.api.resource_version
-    window = 10.0
+    window = 8.0
     time.sleep(window)  # counting the writes of this time, on purpose
     group = status_writes(h.api, since, CONSUMER_GROUPS, "busy")
     stream = status_writes(h.api, since, REDIS_STREAMS, "orders")
-    # Jitter shortens an interval by at most a tenth: at most ceil(10 / 4.5) = 3 writes.
-    assert 1 <= len(group) <= 3, f"{len(group)} status writes of the group in {window}s"
-    assert len(stream) <= 3, f"{len(stream)} status writes of the stream in {window}s"
+    # Jitter shortens an interval by at most a tenth: at most 2 writes 4.5 s apart in 8 s
+    # (one per poll, 32, before).
+    assert 1 <= len(group) <= 2, f"{len(group)} status writes of the group in {window}s"
+    assert len(stream) <= 2, f"{len(stream)} status writes of the stream in {window}s"
     assert len({s.get("lag") for s in group}) == len(group), "each write brought new numbers"
 
     # Right after a numbers write, a condition change: it must not wait for the next one.
@@ -102,6 +103,7 @@ def test_a_busy_group_writes_numbers_once_per_status_interval_and_conditions_at_
     assert took < 0.9 * interval - 0.5, f"the condition waited {took:.1f}s behind the numbers"
 
 
+@pytest.mark.e2e_variants  # about 40 s: under make e2e
 def test_the_operator_wide_budget_spreads_numbers_writes_over_every_group(
     harness: Harness, producer: None
 ) -> None:

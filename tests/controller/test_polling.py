@@ -155,6 +155,9 @@ async def test_each_subscription_keeps_its_own_schedule(poller: Poller) -> None:
     assert slow <= window / (2.0 * 0.9) + 2, f"slow polled {slow} times in {window}s"
     assert fast >= 3 * slow, f"fast {fast}, slow {slow}"
     assert poller.interval_of("fast") == 0.1 and poller.interval_of("slow") == 2.0
+    # The janitor and retention read the last poll of their source, not the last poll.
+    slow_latest = poller.latest_for(Source(key="slow"))
+    assert slow_latest is not None and "slow" in slow_latest.observation.streams
 
 
 @pytest.mark.e2e_variants("redis8")  # scheduling, not Redis: one version in the suite

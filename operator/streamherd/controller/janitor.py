@@ -262,7 +262,7 @@ class JanitorLoop:
         owner = self.ctx.claims.owner(claim_target(binding, group))
         if owner != self.me:
             return WAIT_SECONDS if owner is None else interval  # not claimed yet / not ours
-        latest = stream.poller.latest
+        latest = stream.poller.latest_for(stream.source)
         if stream.source.key is not None:
             keys: Sequence[str] = [stream.source.key]
         else:

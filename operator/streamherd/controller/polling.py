@@ -114,6 +114,7 @@ class Poller:
         self._started = 0
         """The seq of the last poll begun."""
         self._epoch = time.monotonic()
+        self._latest_by_source: dict[Source, PollResult] = {}
         self._source_polls: dict[Source, int] = {}
         """Per source, the polls it was in (spreads its age measurements over them)."""
         self._lengths: dict[str, frozenset[str]] = {}
@@ -148,7 +149,12 @@ class Poller:
 
     @property
     def latest(self) -> PollResult | None:
+        """The last poll, whoever it was for (it may not include a given source)."""
         return self._result
+
+    def latest_for(self, source: Source) -> PollResult | None:
+        """The last poll that included ``source`` (polls serve only who is due)."""
+        return self._latest_by_source.get(source)
 
     def poll_now(self, who: Iterable[str] | None = None) -> None:
         """Poll these subscribers (None: all) at once instead of at their next tick
@@ -370,6 +376,10 @@ class Poller:
                 self._measure_next = (self._measure_next - every_key) | measure_next
         self._record(observation)
         result = self._result = PollResult(seq, observation, keys, complete, served)
+        for source in [s for s in self._latest_by_source if s not in subscribed]:
+            del self._latest_by_source[source]
+        for source in sources:
+            self._latest_by_source[source] = result
         self._publish()
         return result
 

@@ -153,7 +153,7 @@ def plan_pass(
             continue
         pattern = stream.source.key is None
         if pattern:
-            latest = stream.poller.latest
+            latest = stream.poller.latest_for(stream.source)
             keys: Sequence[str] = latest.keys_of(stream.source) if latest is not None else ()
         else:
             keys = [str(stream.source.key)]
