@@ -53,7 +53,10 @@ class Source:
 
 @dataclass
 class Subscription:
-    """One subscriber's source and schedule."""
+    """One subscriber's source and schedule. In this process's memory only, and nothing else
+    needs it: every loop subscribes again with each step (a changed source or interval takes
+    effect at once), unsubscribes when it ends, and a restarted operator starts with none,
+    its loops' first results coming from polls begun after they subscribed."""
 
     source: Source
     interval: float
