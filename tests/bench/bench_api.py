@@ -47,6 +47,7 @@ from e2e.cluster.processes import OperatorProcess, wait_until
 from e2e.cluster.redis import RedisServer, free_port
 from e2e.controlplane.controlplane import ControlPlane
 from e2e.controlplane.rbac import operator_kubeconfig
+from tests.budget.test_write_budget import worker
 
 NS = "bench"
 GROUPS, STREAMS, SCALED = 500, 50, 5
@@ -125,23 +126,6 @@ def custom(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "kind": kind,
         "metadata": {"name": name, "namespace": NS},
         "spec": spec,
-    }
-
-
-def worker(name: str) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "c", "image": "consumer", "command": ["true"]}]},
-            },
-        },
     }
 
 
@@ -231,7 +215,7 @@ def run(plane: ControlPlane, workdir: Path, server: RedisServer) -> dict[str, An
             ),
         )
     for name in scaled:
-        create(plane, f"/apis/apps/v1/namespaces/{NS}/deployments", worker(name))
+        create(plane, f"/apis/apps/v1/namespaces/{NS}/deployments", worker(name, NS))
         create(
             plane,
             f"{BASE}/consumergroups",
