@@ -169,7 +169,7 @@ def _election_timing(field: str, help: str) -> Callable[[FC], FC]:
 @click.option(
     "--status-writes-per-second",
     type=click.FloatRange(min=0),
-    default=15.0,
+    default=10.0,
     show_default=True,
     envvar="STREAMHERD_STATUS_WRITES_PER_SECOND",
     help="The budget of status writes of numbers alone, over all resources: with many "

@@ -32,9 +32,10 @@ from streamherd.metrics import Metrics
 
 STATUS_INTERVAL = 10.0
 """The default --status-interval."""
-STATUS_WRITES_PER_SECOND = 15.0
-"""The default --status-writes-per-second (of a client budget of 20 writes/s, 5 stay for
-conditions, scale actions and Events)."""
+STATUS_WRITES_PER_SECOND = 10.0
+"""The default --status-writes-per-second: below the client's write budget (--api-write-qps,
+15), so that 5 a second stay for conditions, scale actions and Events, which then never
+queue behind numbers."""
 
 
 @dataclass

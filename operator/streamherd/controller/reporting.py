@@ -39,7 +39,7 @@ class StatusBudget:
     """The operator's budget for status writes of numbers alone: ``per_second`` over all the
     writers that share it (0: none). Each writer's numbers interval stretches to
     ``writers / per_second`` when that is longer than its own: 500 busy groups at a budget of
-    15/s write their numbers every ~33 s each, evenly (each its own phase), not 50 a second
+    10/s write their numbers every ~50 s each, evenly (each its own phase), not 50 a second
     at the 10 s interval, and no group starves. Conditions and scale actions never take from
     it (they are written at once). Counted by the writers alive (a weak set: a loop that
     ends takes its writer with it)."""
