@@ -56,7 +56,7 @@ class Harness:
                 "--log-level",
                 "DEBUG",
                 # Status numbers within a second, as the tests wait on them (the defaults,
-                # 10 s and 15 writes/s in all, are the write budget of a real cluster; a
+                # 10 s and 10 writes/s in all, are the write budget of a real cluster; a
                 # test may pass its own).
                 "--status-interval",
                 "1",
