@@ -20,13 +20,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 PREFIX = "streamherd-"
-"""Every field streamherd writes starts with this; consumers ignore such fields."""
+"""Every field streamherd writes starts with this; consumers ignore such fields, and the SDK's
+``publish`` refuses them: an entry carrying a copy's header is taken for a copy (README,
+"What one entry may carry")."""
 
 ORIGIN_ID_FIELD = "streamherd-origin-id"
 """On a re-queued copy and a dead-letter record: the id the message first had (deduplicate
 on it: a copy has a new id)."""
 DELIVERIES_FIELD = "streamherd-deliveries"
-"""On a re-queued copy: deliveries to its group so far; on a dead-letter record: in total."""
+"""On a re-queued copy: deliveries to its group so far; on a dead-letter record: in total.
+Counted only on an entry that also has ``ORIGIN_ID_FIELD`` (a copy), and only when it is
+digits: a producer's own field of that name counts for nothing (recover.lua, the SDK)."""
 GROUP_FIELD = "streamherd-group"
 """On a re-queued copy: the group it is work for; on a dead-letter record: the group it was
 poison for."""

@@ -40,8 +40,17 @@ from streamherd.consumer.entries import (
     entry,
     foreign,
 )
-from streamherd.consumer.settings import STANDALONE, AnyRedis, Settings, client_name, connect
+from streamherd.consumer.settings import (
+    STANDALONE,
+    TEXT,
+    AnyRedis,
+    Settings,
+    client_name,
+    connect,
+    require_text,
+)
 from streamherd.consumer.topology import is_cluster, read_streams
+from streamherd.fields import PREFIX
 from streamherd.keys import REGISTRY_FIELD, REGISTRY_KEY, REGISTRY_MAX_LENGTH
 
 logger = logging.getLogger("streamherd.consumer")
@@ -130,7 +139,8 @@ class StreamClient:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> StreamClient:
-        """A client for ``url`` (a producer needs nothing else); ``mode="Cluster"`` for a
+        """A client for ``url`` (a producer needs nothing else), decoding as ``TEXT`` (binary
+        fields arrive as ``str`` with surrogate escapes); ``mode="Cluster"`` for a
         Redis Cluster (``url`` names any of its nodes); ``group``/``consumer`` and the other
         options of the constructor may be given too, the rest go to redis-py."""
         own = {k: options.pop(k) for k in list(options) if k in _OPTIONS}
@@ -138,7 +148,7 @@ class StreamClient:
         if own.get("consumer"):
             options.setdefault("client_name", client_name(own["consumer"]))
         # No CLIENT SETINFO at connect: one command fewer for the ACL (README, "Redis permissions").
-        connection = {"decode_responses": True, "driver_info": None, **options}
+        connection = {**TEXT, "driver_info": None, **options}
         return cls(connect(url, mode, **connection), **own)
 
     async def close(self) -> None:
@@ -161,9 +171,14 @@ class StreamClient:
         approximate: bool | None = None,
         id: str = "*",
     ) -> str:
-        """``XADD`` an entry; returns its id. ``maxlen`` caps the stream (``~`` unless
+        """``XADD`` an entry; returns its id (field names starting with ``streamherd-`` are
+        refused: ValueError). ``maxlen`` caps the stream (``~`` unless
         ``approximate=False``), once the stream has a consumer group: until then nothing is
         trimmed (the group the operator creates later starts before these entries)."""
+        reserved = [k for k in fields if _name(k).startswith(PREFIX)]
+        if reserved:
+            # Such a field makes an entry pass for a copy (README: "What one entry may carry").
+            raise ValueError(f"field names starting with {PREFIX!r} are streamherd's: {reserved}")
         cap = self.maxlen if maxlen is ... else maxlen
         approx = self.approximate if approximate is None else approximate
         grouped = self._keys.get(stream)
@@ -254,6 +269,7 @@ class StreamClient:
         """``read_group`` with the details a consumer loop needs (``Read``); streams Redis
         refused are in ``Read.missing`` rather than raised."""
         group, consumer = self._who(group, consumer)
+        require_text(self.redis)
         reply = await read_streams(
             self.redis, ("XREADGROUP", "GROUP", group, consumer), ids, count=count, block=block
         )
@@ -348,6 +364,7 @@ class StreamClient:
         group, consumer = self._who(group, consumer)
         if not ids:
             return []
+        require_text(self.redis)
         claimed: Any = await self.redis.xclaim(stream, group, consumer, min_idle, list(ids))
         items = [(i, raw) for i, raw in claimed if raw]
         if not items:
@@ -453,6 +470,10 @@ _OPTIONS = frozenset(
 def _any(mapping: Mapping[str, Any]) -> Any:
     """A dict for redis-py, whose annotations do not know ``decode_responses``."""
     return dict(mapping)
+
+
+def _name(key: object) -> str:
+    return key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else str(key)
 
 
 def _cap(maxlen: int | None, approximate: bool) -> dict[str, Any]:

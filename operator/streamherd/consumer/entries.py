@@ -20,7 +20,9 @@ class Entry:
     """One stream entry, delivered to this consumer.
 
     ``fields`` are the producer's fields only: those streamherd adds (``streamherd-*``) are
-    stripped. For idempotent processing use ``origin_id``: the id the message first had
+    stripped. Fields are text: names and values that are not UTF-8 (binary) arrive with
+    their undecodable bytes as lone surrogates (``bytes(name)`` gives the exact bytes back).
+    For idempotent processing use ``origin_id``: the id the message first had
     (a copy the janitor re-queued has a new ``id`` but the same ``origin_id``)."""
 
     stream: str
@@ -34,6 +36,13 @@ class Entry:
     @property
     def redelivered(self) -> bool:
         return self.deliveries > 1
+
+    def bytes(self, name: str) -> bytes:
+        """Field ``name``'s value as the producer wrote it: a value that is not UTF-8 reaches
+        ``fields`` with its undecodable bytes as lone surrogates (``settings.TEXT``); this
+        gives the exact bytes back. ``name`` is as in ``fields`` (a binary name decodes the
+        same way). KeyError if absent."""
+        return self.fields[name].encode("utf-8", "surrogateescape")
 
 
 def entry(stream: str, entry_id: str, raw: Mapping[str, str], delivered: int, group: str) -> Entry:
@@ -58,10 +67,8 @@ def foreign(raw: Mapping[str, str], group: str) -> bool:
 
 
 def _int(text: str | None) -> int:
-    try:
-        return max(int(text or 0), 0)
-    except ValueError:
-        return 0
+    """A count only if it is digits, as recover.lua reads it (a producer may write anything)."""
+    return int(text) if text and text.isascii() and text.isdigit() else 0
 
 
 @dataclass(frozen=True, slots=True)

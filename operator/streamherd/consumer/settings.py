@@ -58,6 +58,27 @@ MODES = (STANDALONE, CLUSTER, SENTINEL)
 AnyRedis = aredis.Redis | RedisCluster
 """The clients ``connect`` makes, one per mode."""
 
+TEXT: dict[str, Any] = {"decode_responses": True, "encoding_errors": "surrogateescape"}
+"""How the SDK's connections decode replies: text, and bytes that are not UTF-8 (a binary
+field name or value) as lone surrogates (Python's ``surrogateescape``, PEP 383) instead of a
+``UnicodeDecodeError`` that fails the whole read, every time it is retried.
+``value.encode("utf-8", "surrogateescape")`` gives back the exact bytes (``Entry.bytes``);
+what is sent is encoded the same way, so such a value published again is the same bytes."""
+
+
+def require_text(redis: AnyRedis) -> None:
+    """A client that reads entries must decode as ``TEXT``: one that does not decode hands
+    out bytes the SDK cannot match, and one that decodes strictly fails a whole read on one
+    binary entry (and on every retry: its consumer is stuck). Raises ValueError."""
+    encoder = redis.get_encoder()
+    if not encoder.decode_responses or encoder.encoding_errors != TEXT["encoding_errors"]:
+        raise ValueError(
+            "the SDK reads entries with a client that decodes text with "
+            'decode_responses=True, encoding_errors="surrogateescape" (what '
+            "StreamClient.from_url and Settings.connect make): a binary entry would fail "
+            "every read of a strict client"
+        )
+
 
 class SettingsError(ValueError):
     """The environment (or the arguments) do not say what to read: a message saying what to set."""
@@ -166,14 +187,14 @@ class Settings:
         return self.mode == CLUSTER
 
     def connect(self, **redis_options: Any) -> AnyRedis:
-        """An asyncio client for these settings (text replies: fields are ``str``): a
+        """An asyncio client for these settings (text replies, ``TEXT``: fields are ``str``): a
         ``RedisCluster`` in mode Cluster (it learns the other nodes from the one named); with
         Sentinel a client of the primary the sentinels name, which reconnects to the new
         primary after a failover. Its connections carry the consumer's name (``CLIENT LIST``
         shows which pod holds which) and send no ``CLIENT SETINFO`` (one command fewer for the
         ACL, README "Redis permissions")."""
         options: dict[str, Any] = {
-            "decode_responses": True,
+            **TEXT,
             "client_name": client_name(self.consumer),
             "driver_info": None,
             **redis_options,

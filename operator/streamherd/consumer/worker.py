@@ -40,7 +40,7 @@ from redis import exceptions as rx
 from streamherd.consumer.client import HISTORY, NEW, Read, StreamClient
 from streamherd.consumer.entries import Entry
 from streamherd.consumer.following import Following, StreamSet
-from streamherd.consumer.settings import Settings
+from streamherd.consumer.settings import Settings, require_text
 from streamherd.consumer.topology import TRANSIENT, is_cluster, read_streams
 from streamherd.consumer.waking import POLL_MIN, ClusterWaker
 from streamherd.keys import REGISTRY_KEY
@@ -110,6 +110,7 @@ class Consumer:
             raise ValueError("the client needs a group and a consumer name")
         if batch < 1:
             raise ValueError("batch must be at least 1")
+        require_text(client.redis)
         self.client, self.group, self.name = client, client.group, client.consumer
         self.streams = StreamSet(key=stream, pattern=pattern, active_window=active_window)
         self.following = Following(

@@ -368,8 +368,15 @@ async def run(where: Where, kube: KubeClient | None, command: Any) -> tuple[int,
 
 
 def _fields(fields: Any, width: int = 60) -> str:
-    text = " ".join(f"{k}={v}" for k, v in fields.items())
+    text = " ".join(f"{_printable(k)}={_printable(v)}" for k, v in fields.items())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _printable(text: str) -> str:
+    """A field as one line of a table: bytes that are not UTF-8 (surrogate escapes, as the
+    gateway decodes them) and control characters as backslash escapes."""
+    decoded = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in decoded)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

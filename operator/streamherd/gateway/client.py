@@ -229,6 +229,10 @@ class RedisGateway:
             "username": endpoint.username,
             "password": endpoint.password,
             "decode_responses": True,
+            # A binary field (a dead-letter record `streamherd dlq` reads) is text with its
+            # undecodable bytes as lone surrogates, not a UnicodeDecodeError that fails the
+            # whole reply; sent back (a replay's arguments), it encodes to the same bytes.
+            "encoding_errors": "surrogateescape",
             "client_name": CLIENT_NAME,
             # No CLIENT SETINFO at connect: one command fewer for the ACL (README, "Redis
             # permissions"); CLIENT SETNAME already names us.

@@ -174,21 +174,26 @@ for i = 1, #pel do
         if name == 'streamherd-deliveries' or name == 'streamherd-origin-id'
             or name == 'streamherd-group' then
           own = {}
-          local deliveries = 0
+          local deliveries, copy = 0, false
           for k = 1, #fields, 2 do
             local f = fields[k]
             if f == 'streamherd-deliveries' then
-              deliveries = tonumber(fields[k + 1]) or 0
+              -- A count only if it is digits (as the SDK reads it): never negative,
+              -- fractional or infinite, whatever a producer wrote there.
+              local text = fields[k + 1]
+              deliveries = string.match(text, '^%d+$') and tonumber(text) or 0
             elseif f == 'streamherd-origin-id' then
-              origin = fields[k + 1]
+              origin, copy = fields[k + 1], true
             elseif f == 'streamherd-group' then
               tag = fields[k + 1]
             else
               own[#own + 1] = f; own[#own + 1] = fields[k + 1]
             end
           end
-          -- A copy without a group tag predates tagging: it was made for this group.
-          if tag == nil or tag == group then carried = deliveries end
+          -- Only a copy (it names its origin) carries deliveries, as the SDK counts them: a
+          -- producer's own "streamherd-deliveries" counts for nothing. A copy without a
+          -- group tag predates tagging: it was made for this group.
+          if copy and (tag == nil or tag == group) then carried = deliveries end
           break
         end
       end
