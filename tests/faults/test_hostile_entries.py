@@ -36,6 +36,9 @@ WIDE = 5_000
 
 Fields = dict[bytes, bytes]
 
+client_side = pytest.mark.e2e_variants("redis-8.2", "valkey-9.1")
+"""What the SDK does with an entry is the client's: one server in the suite, all under e2e."""
+
 
 def hostile_entries() -> dict[str, Fields]:
     """The kinds of entry, by name. (The 10 MB one is built once per test that needs it.)"""
@@ -185,6 +188,7 @@ async def test_retention_trims_exactly_around_odd_entries_and_the_poll_reports_l
 # ---------------------------------------------------------------------- the SDK
 
 
+@client_side
 @pytest.mark.parametrize("via", ["from_url", "settings"])
 async def test_the_sdk_hands_odd_entries_to_the_handler_and_their_bytes_survive(
     server: RedisServer, raw: aredis.Redis, via: str
@@ -228,6 +232,7 @@ async def test_the_sdk_hands_odd_entries_to_the_handler_and_their_bytes_survive(
     assert await raw.xpending(KEY, "g") == {"pending": 0, "min": None, "max": None, "consumers": []}
 
 
+@client_side
 async def test_the_sdk_reads_a_10_mb_value(server: RedisServer, raw: aredis.Redis) -> None:
     value = bytes(range(256)) * (HUGE // 256)
     await raw.xgroup_create(KEY, "g", "0", mkstream=True)
@@ -239,6 +244,7 @@ async def test_the_sdk_reads_a_10_mb_value(server: RedisServer, raw: aredis.Redi
         assert await client.ack(KEY, entry.id) == 1
 
 
+@client_side
 async def test_a_client_that_cannot_decode_every_entry_is_refused_at_once(
     server: RedisServer, r: aredis.Redis
 ) -> None:
@@ -304,6 +310,7 @@ async def test_a_forged_header_affects_only_the_entry_that_carries_it_in_the_jan
     assert await raw.xpending(KEY, "g") == {"pending": 0, "min": None, "max": None, "consumers": []}
 
 
+@client_side
 async def test_a_forged_header_affects_only_the_entry_that_carries_it_in_the_sdk(
     server: RedisServer, raw: aredis.Redis
 ) -> None:
@@ -333,6 +340,7 @@ async def test_a_forged_header_affects_only_the_entry_that_carries_it_in_the_sdk
     assert await raw.xpending(KEY, "g") == {"pending": 0, "min": None, "max": None, "consumers": []}
 
 
+@client_side
 async def test_publish_refuses_field_names_of_ours(server: RedisServer, r: aredis.Redis) -> None:
     async with StreamClient.from_url(server.url) as client:
         for name in (GROUP_FIELD, ORIGIN_ID_FIELD.encode()):
