@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -24,9 +25,9 @@ from streamherd.controller import deadletters as dlc
 from streamherd.decisions.deadletter import Selection
 from streamherd.fields import DELIVERIES_FIELD, ENTRY_FIELDS_MAX, GROUP_FIELD, ORIGIN_ID_FIELD
 from streamherd.gateway import RedisGateway
-from streamherd.gateway.recovery import recover
-from streamherd.gateway.retention import retain
-from streamherd.observations import Reading, RetentionRules
+from streamherd.gateway.recovery import Strategy, recover
+from streamherd.gateway.retention import acked_available, retain
+from streamherd.observations import ManagedGroup, Reading, RetentionRules
 
 __all__ = ["gateway", "r", "server"]  # the gateway suite's fixtures: Redis 7.0, 8.2, Valkey 9.1
 
@@ -183,6 +184,55 @@ async def test_retention_trims_exactly_around_odd_entries_and_the_poll_reports_l
     remaining = [i for i, _ in await stream_entries(raw, KEY)]
     assert remaining == order[-1 - kept : -1]
     assert await raw.xlen(KEY) == kept
+
+
+async def test_retention_holds_at_an_odd_pending_entry_then_deletes_the_ended_call(
+    gateway: RedisGateway, raw: aredis.Redis
+) -> None:
+    """A group's oldest pending entry (the 5,000-field one) is what maxAge keeps; once
+    it is acknowledged, the ended call (idle two minutes) is deleted."""
+    start_ms = int(time.time() * 1000) - 120_000
+    key = "conv:odd"
+    ids = []
+    for n, fields in enumerate(hostile_entries().values()):
+        added = await raw.xadd(key, fields, id=f"{start_ms + n}-0")  # type: ignore[arg-type]
+        ids.append(added.decode())
+    await raw.xgroup_create(key, "g", "0")
+    await raw.xreadgroup("g", "c1", {key: ">"}, count=100)
+    wide = ids[list(hostile_entries()).index("wide")]
+    await raw.xack(key, "g", *(i for i in ids if i != wide))
+    rules = RetentionRules(max_age_ms=60_000, approximate=False, delete_idle_after_ms=60_000)
+    managed = [ManagedGroup("g", "$")]
+    (step,) = await retain(gateway, [key], rules, managed)
+    assert step.problem is None and not step.deleted
+    # 8.2's ACKED trims every acknowledged entry the policy would trim; 7.x stops at the floor.
+    kept = [wide] if acked_available(gateway) else ids[ids.index(wide) :]
+    assert [i for i, _ in await stream_entries(raw, key)] == kept
+    await raw.xack(key, "g", wide)
+    (step,) = await retain(gateway, [key], rules, managed)
+    assert step.deleted and await raw.exists(key) == 0
+
+
+async def test_claim_moves_odd_entries_by_id_the_wide_one_too(
+    gateway: RedisGateway, raw: aredis.Redis
+) -> None:
+    ids = await produce(raw, hostile_entries())
+    await raw.xgroup_create(KEY, "g", "0")
+    await raw.xreadgroup("g", "dead", {KEY: ">"}, count=1000)
+    batch = await recover(
+        gateway,
+        KEY,
+        "g",
+        settings(Strategy.CLAIM),
+        dead_letter=DLQ,
+        consumer="dead",
+        targets=["live"],
+    )
+    assert (batch.claimed, batch.dead_lettered, batch.acked) == (len(ids), 0, 0)
+    rows = await raw.xpending_range(KEY, "g", "-", "+", 1000)
+    assert sorted(r["message_id"].decode() for r in rows) == sorted(ids.values())
+    assert {r["consumer"] for r in rows} == {b"live"}
+    assert await raw.xlen(KEY) == len(ids) and await raw.exists(DLQ) == 0
 
 
 # ---------------------------------------------------------------------- the SDK
