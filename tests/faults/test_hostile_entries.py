@@ -27,7 +27,7 @@ from streamherd.fields import DELIVERIES_FIELD, ENTRY_FIELDS_MAX, GROUP_FIELD, O
 from streamherd.gateway import RedisGateway
 from streamherd.gateway.recovery import Strategy, recover
 from streamherd.gateway.retention import acked_available, retain
-from streamherd.observations import ManagedGroup, Reading, RetentionRules
+from streamherd.observations import Exactness, ManagedGroup, Reading, RetentionRules
 
 __all__ = ["gateway", "r", "server"]  # the gateway suite's fixtures: Redis 7.0, 8.2, Valkey 9.1
 
@@ -233,6 +233,25 @@ async def test_claim_moves_odd_entries_by_id_the_wide_one_too(
     assert sorted(r["message_id"].decode() for r in rows) == sorted(ids.values())
     assert {r["consumer"] for r in rows} == {b"live"}
     assert await raw.xlen(KEY) == len(ids) and await raw.exists(DLQ) == 0
+
+
+async def test_the_polls_count_of_a_null_lag_stops_at_a_byte_budget_over_huge_entries(
+    gateway: RedisGateway, raw: aredis.Redis
+) -> None:
+    """Counting a null lag copies whole entries into the script (XRANGE has no ids-only
+    form), while Redis serves no one else: 100 entries of 1 MB held it for ~1 s and 100 MB
+    per poll. The count stops at a byte budget (a lower bound: unknown is not zero); entries
+    of 1 KB are still counted exactly as far as the entry budget goes."""
+    for key, size in (("big", 1024 * 1024), ("small", 1024)):
+        await raw.xgroup_create(key, "g", "0", mkstream=True)
+        pipe = raw.pipeline(transaction=False)
+        for _ in range(101):
+            pipe.xadd(key, {b"v": b"\xab" * size})
+        last = (await pipe.execute())[-1]
+        await raw.xdel(key, last)  # a tombstone after the group: XINFO's lag is null
+    big = lag_of(await gateway.observe(["big"]), "big", "g")
+    assert big.exactness is Exactness.LOWER_BOUND and 1 <= big.value < 100, big
+    assert lag_of(await gateway.observe(["small"]), "small", "g") == Reading.exact(100)
 
 
 # ---------------------------------------------------------------------- the SDK

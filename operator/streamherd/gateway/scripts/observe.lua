@@ -27,11 +27,24 @@
 -- which also tells a stale lag from a real one. A null lag (an XDEL tombstone after the
 -- group) is counted in reads of CHUNK entries, whole entries (XRANGE has no ids-only form),
 -- within the call's budget: one XRANGE ... COUNT 1000 of 1 KB entries holds the server for
--- tens of ms, ten reads of 100 for a few (tests/bench/bench_lag_count.py).
+-- tens of ms, ten reads of 100 for a few (tests/bench/bench_lag_count.py). Entries may be
+-- huge (100 of 1 MB held the server ~1 s): the count also stops once BYTES of entries were
+-- copied in this call (a lower bound), and a read asks for about READ_BYTES, judged by the
+-- entries read so far (its first read of a key asks for one).
 local CHUNK = 100
+local BYTES, READ_BYTES = 4 * 1024 * 1024, 256 * 1024
 local cap = tonumber(ARGV[1])
 local ages = ARGV[2]
 local budget = tonumber(ARGV[3] or cap)
+local bytes_left = BYTES
+local function size_of(entries)
+  local size = 0
+  for _, e in ipairs(entries) do
+    size = size + #e[1]
+    for _, v in ipairs(e[2]) do size = size + #v end
+  end
+  return size
+end
 local time = redis.call('TIME')
 local out, n = {tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)}, 1
 
@@ -56,9 +69,9 @@ for i, key in ipairs(KEYS) do
       local name, pending = g[2], g[6]
       local lag = (g[11] == 'lag' and g[12]) or -1
       if lag == -1 then
-        local counted, from, first, ended = 0, '(' .. g[8], nil, false
+        local counted, from, first, ended, per_read, seen = 0, '(' .. g[8], nil, false, 1, 0
         while not ended do
-          local ask = math.min(CHUNK, cap - counted, budget)
+          local ask = math.min(CHUNK, cap - counted, budget, per_read)
           if ask <= 0 then
             if counted == 0 then  -- the budget is spent: is anything there at all?
               local one = redis.call('XRANGE', key, from, '+', 'COUNT', 1)
@@ -69,6 +82,10 @@ for i, key in ipairs(KEYS) do
           local unread = redis.call('XRANGE', key, from, '+', 'COUNT', ask)
           budget = budget - #unread
           counted = counted + #unread
+          local size = size_of(unread)
+          seen, bytes_left = seen + size, bytes_left - size
+          if bytes_left <= 0 then budget = 0 end  -- spent for every key of this call
+          per_read = math.max(1, math.floor(READ_BYTES * counted / math.max(seen, 1)))
           if unread[1] and not first then first = unread[1][1] end
           if #unread < ask then ended = true else from = '(' .. unread[#unread][1] end
         end
