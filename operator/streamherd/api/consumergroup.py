@@ -264,3 +264,7 @@ class ConsumerGroupStatus(StatusModel):
     """Consumers removed from the group (total)."""
     last_janitor_run: datetime | None = None
     """When the janitor last ran."""
+    janitor_cron_job: Annotated[str | None, Field(max_length=253)] = None
+    """The janitor's CronJob the operator keeps (mode CronJob). Recorded so that a switch to
+    mode Operator deletes it, and so that a group never in mode CronJob touches no CronJob
+    (and needs no permission on them)."""

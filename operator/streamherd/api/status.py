@@ -38,6 +38,10 @@ class ConditionType(StrEnum):
     back; on a RedisStream, False (PolicyNotFound) when its policy does not exist."""
     UNCONSUMED_DROPPED = "UnconsumedDropped"
     """True when hardMaxLength dropped entries some group had not consumed."""
+    API_ACCESS = "ApiAccess"
+    """Present (False, PermissionDenied) only while a request the resource can do without is
+    refused: pod-deletion-cost before a scale-in, posting an Event. The message names the
+    verb and resource and what is not done without them."""
     TLS_VERIFIED = "TLSVerified"
     """Present (False) only when spec.redis.tls.insecureSkipVerify turns off the check of the
     server's certificate and name."""

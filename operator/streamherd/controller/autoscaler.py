@@ -4,7 +4,6 @@ with the least unfinished work go first, and a group at zero wakes on its first 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -63,6 +62,8 @@ class Autoscaler:
         self._progress: Progress | None = None  # at the last poll
         self._requested: tuple[int, float] | None = None  # (replicas, when) we asked for
         self._waker: Waker | None = None
+        self.deletion_cost_refused: Verdict | None = None
+        """ApiAccess=False since pod-deletion-cost was last forbidden (until it is set again)."""
         self._applied_generation: int | None = None
         """The owned Deployment's generation after our last apply (None: not yet applied)."""
         status = body.get("status") or {}
@@ -89,6 +90,20 @@ class Autoscaler:
     ) -> ScalingOutcome:
         """One poll's autoscaling: keep an owned Deployment, then decide and act unless
         something stops us (no Deployment, disabled, another autoscaler)."""
+        outcome = await self._step(spec, group, binding, keys, totals, taken_at)
+        if self.deletion_cost_refused is not None:
+            outcome.conditions.append(self.deletion_cost_refused)
+        return outcome
+
+    async def _step(
+        self,
+        spec: ConsumerGroupSpec,
+        group: str,
+        binding: StreamBinding,
+        keys: Sequence[str],
+        totals: GroupTotals,
+        taken_at: float,
+    ) -> ScalingOutcome:
         meta = self.body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         deployment = deployment_name(name, spec)
@@ -267,13 +282,30 @@ class Autoscaler:
             pending = await binding.poller.gateway.consumer_pending(keys, group)
         except (KubeError, GatewayError) as exc:
             logger.warning("no pod-deletion-cost for %s/%s: %s", namespace, deployment, exc)
+            if isinstance(exc, Forbidden):
+                self._deletion_cost_forbidden(exc)
             return
         for pod, cost in deletion_costs(pods, pending).items():
             annotations = pods[pod]["metadata"].get("annotations") or {}
             if annotations.get(DELETION_COST) == str(cost):
                 continue
-            with contextlib.suppress(KubeError):  # a pod gone meanwhile needs no cost
+            try:
                 await self.ctx.kube.merge_patch(rq.PODS, namespace, pod, deletion_cost_patch(cost))
+            except Forbidden as exc:  # a condition says it, not only a log line
+                logger.warning("no pod-deletion-cost for %s/%s: %s", namespace, deployment, exc)
+                self._deletion_cost_forbidden(exc)
+                return
+            except KubeError:  # a pod gone meanwhile needs no cost
+                continue
+        self.deletion_cost_refused = None
+
+    def _deletion_cost_forbidden(self, exc: Forbidden) -> None:
+        self.deletion_cost_refused = api_problem(
+            exc,
+            ConditionType.API_ACCESS,
+            consequence=", so scale-in does not remove the pods holding the fewest pending "
+            "entries first (the ReplicaSet picks)",
+        )
 
     async def _keep_owned_deployment(
         self,

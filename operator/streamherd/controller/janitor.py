@@ -67,6 +67,7 @@ IDLE_SECONDS = 60.0
 or as soon as the spec or the paused annotation changes."""
 STATUS_FIELDS = ("recovered", "deadLettered", "consumersRemoved")
 HEARTBEAT_FIELD = "lastJanitorRun"
+CRON_JOB_FIELD = "janitorCronJob"
 HEARTBEAT_SECONDS = 60.0
 DEFAULT_IMAGE = f"ghcr.io/streamherd/streamherd:{__version__}"
 DEFAULT_SERVICE_ACCOUNT = "streamherd-janitor"
@@ -207,8 +208,8 @@ class JanitorLoop:
         self.pods = pods
         self.tracker: PodTracker | None = None
         """Of the Deployment the spec names now (a new one when it names another)."""
-        self.cron_job_wanted: bool | None = None
-        """Whether a CronJob was wanted at the last step (None: not looked yet)."""
+        self.cron_status = StatusWriter(ctx.kube, rq.CONSUMER_GROUPS, body, numbers_every=0)
+        """Owns ``status.janitorCronJob`` (no heartbeat: that is the janitor runs' field)."""
 
     async def run(self, stopped: Stopped) -> None:
         wake = self.ctx.wakeup(self.me, "janitor")
@@ -241,16 +242,14 @@ class JanitorLoop:
             return IDLE_SECONDS  # the group loop reports it
         recovery = spec.recovery
         wanted = recovery.enabled and recovery.mode is JanitorMode.CRON_JOB
-        if wanted or self.cron_job_wanted is not False:
-            try:
-                await keep_cron_job(self.ctx.kube, self.body, recovery, wanted=wanted)
-            except KubeError as exc:
-                if wanted:  # CronJob mode without the permissions it needs: run() says so
-                    raise
-                # Operator mode touches CronJobs once, at start-up, for one left from an
-                # earlier CronJob mode; without permissions on CronJobs none can be ours.
-                logger.debug("no CronJob clean-up for %s/%s: %s", self.namespace, self.name, exc)
-        self.cron_job_wanted = wanted
+        # CronJobs are touched only in mode CronJob, or to delete the one status says we
+        # made (a switch to mode Operator): kept in the object's status, that survives a
+        # restart, a re-list and a second replica, and a group never in mode CronJob needs
+        # no permission on CronJobs. A refusal raises: run() makes it the group's condition.
+        recorded = self.cron_status.current.get(CRON_JOB_FIELD)
+        if wanted or recorded:
+            ours = await keep_cron_job(self.ctx.kube, self.body, recovery, wanted=wanted)
+            await self.cron_status.write({CRON_JOB_FIELD: ours})
         interval = recovery.interval.seconds
         if not recovery.enabled or wanted:
             return IDLE_SECONDS
@@ -313,9 +312,10 @@ def cron_job_for(body: Mapping[str, Any], recovery: Recovery) -> dict[str, Any]:
 
 async def keep_cron_job(
     kube: KubeClient, body: Mapping[str, Any], recovery: Recovery, *, wanted: bool
-) -> None:
+) -> str | None:
     """Create or correct the janitor's CronJob when ``wanted``; otherwise delete ours if
-    there is one. A CronJob of that name that we do not own is left alone (and said so)."""
+    there is one. A CronJob of that name that we do not own is left alone (and said so).
+    Returns the name of our CronJob that exists now (None: none)."""
     desired = cron_job_for(body, recovery)
     meta = desired["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -328,18 +328,19 @@ async def keep_cron_job(
                 name,
                 body["metadata"]["name"],
             )
-        return
+        return None
     if not wanted:
         if current is not None:
             with contextlib.suppress(NotFound):  # gone already: fine
                 await kube.send(rq.delete(rq.CRONJOBS, namespace, name))
-        return
+        return None
     if current is None:
         await kube.send(rq.create(rq.CRONJOBS, namespace, desired))
-        return
+        return str(name)
     patch = cron_job_patch(current, desired)
     if patch is not None:
         await kube.send(rq.merge_patch(rq.CRONJOBS, namespace, name, patch))
+    return str(name)
 
 
 # ------------------------------------------------------------------ `streamherd janitor`

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streamherd.api.status import ConditionStatus, ConditionType
+from streamherd.controller.apifailures import api_problem
 from streamherd.decisions.conditions import (
     Verdict,
     apply_verdicts,
@@ -20,7 +21,7 @@ from streamherd.decisions.conditions import (
     timestamp,
     transition,
 )
-from streamherd.kube import KubeClient, KubeError
+from streamherd.kube import Forbidden, KubeClient, KubeError
 from streamherd.kube import requests as rq
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ class StatusWriter:
         self._next_numbers = 0.0
         self.writes = 0
         """Status PATCHes sent (tests, benchmarks)."""
+        self.event_refused: Verdict | None = None
+        """ApiAccess=False while Events are forbidden (until one is posted again)."""
 
     async def write(self, desired: Mapping[str, Any]) -> dict[str, Any] | None:
         """Write what differs from the current status; returns the patch written, if any.
@@ -161,8 +164,15 @@ class StatusWriter:
             await self._kube.post_event(
                 involved(self._body), type_=type_, reason=reason, message=bounded(message)
             )
+        except Forbidden as exc:  # a condition says it (report()), not only this line
+            logger.warning("event %s not posted: %s", reason, exc)
+            self.event_refused = api_problem(
+                exc, ConditionType.API_ACCESS, consequence=", so Events about it are not posted"
+            )
         except KubeError as exc:
             logger.warning("event %s not posted: %s", reason, exc)
+        else:
+            self.event_refused = None
 
 
 OWNED_CONDITIONS = (
@@ -176,6 +186,7 @@ OWNED_CONDITIONS = (
     ConditionType.RETENTION,
     ConditionType.UNCONSUMED_DROPPED,
     ConditionType.TLS_VERIFIED,
+    ConditionType.API_ACCESS,
 )
 
 
@@ -187,6 +198,10 @@ async def report(
 ) -> None:
     """Write verdicts (and observed fields) as status. A condition type the loops own lasts
     only while a verdict says it; other types (another writer's) are left alone."""
+    if writer.event_refused is not None and not any(
+        v.type is ConditionType.API_ACCESS for v in verdicts
+    ):
+        verdicts = [*verdicts, writer.event_refused]
     conditions = list(writer.current.get("conditions") or [])
     for owned in OWNED_CONDITIONS:
         if not any(v.type is owned for v in verdicts):
