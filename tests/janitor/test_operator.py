@@ -239,10 +239,14 @@ def test_cron_job_mode_keeps_a_cron_job_that_does_the_same_work(
     assert (status["recovered"], status["deadLettered"]) == (19, 1)
     assert status["lastJanitorRun"]
     assert any(e[:2] == ("Warning", "DeadLettered") for e in h.events("billing"))
+    # Recorded where every process sees it: what a switch to mode Operator deletes (a group
+    # never in mode CronJob touches no CronJob: tests/security/test_rbac.py).
+    assert status["janitorCronJob"] == "billing-janitor"
 
     # Back to mode Operator: the CronJob goes, the operator's own timer takes over.
     h.patch("ConsumerGroup", "billing", {"spec": {"recovery": {"mode": "Operator"}}})
     wait_until(lambda: h.api.get("cronjobs.batch", h.namespace, "billing-janitor") is None, 10)
+    h.wait_status("ConsumerGroup", "billing", lambda s: "janitorCronJob" not in s, timeout=10)
     h.r.xreadgroup("billing", "gone-worker", {"orders": ">"}, count=5)  # 5 copies, 2nd try
     h.wait_status("ConsumerGroup", "billing", lambda s: s.get("recovered") == 24, timeout=15)
     assert h.status("ConsumerGroup", "billing")["deadLettered"] == 1
