@@ -208,7 +208,9 @@ class JanitorLoop:
         self.pods = pods
         self.tracker: PodTracker | None = None
         """Of the Deployment the spec names now (a new one when it names another)."""
-        self.cron_status = StatusWriter(ctx.kube, rq.CONSUMER_GROUPS, body, numbers_every=0)
+        self.cron_status = StatusWriter(
+            ctx.kube, rq.CONSUMER_GROUPS, body, numbers_every=0, immediate=(CRON_JOB_FIELD,)
+        )
         """Owns ``status.janitorCronJob`` (no heartbeat: that is the janitor runs' field)."""
 
     async def run(self, stopped: Stopped) -> None:
