@@ -29,6 +29,12 @@ def replicas(h: Harness, name: str = "workers") -> int:
     return int((h.get("Deployment", name) or {}).get("spec", {}).get("replicas", -1))
 
 
+def scaling(h: Harness, reason: str) -> dict[str, Any] | None:
+    """The group's ScalingActive condition when its reason is ``reason``."""
+    condition = h.condition("ConsumerGroup", "workers", "ScalingActive")
+    return condition if condition.get("reason") == reason else None
+
+
 def test_a_429_storm_on_scale_is_said_and_scaling_resumes_after_it(
     harness: Harness, kube_api: Any
 ) -> None:
@@ -42,12 +48,8 @@ def test_a_429_storm_on_scale_is_said_and_scaling_resumes_after_it(
     h.group("workers", consumers={"deploymentRef": {"name": "workers"}}, autoscaling=SCALING)
     h.start("--api-retry-for", "2")
 
-    def scaling(reason: str) -> dict[str, Any] | None:
-        condition = h.condition("ConsumerGroup", "workers", "ScalingActive")
-        return condition if condition.get("reason") == reason else None
-
     unavailable = wait_until(
-        lambda: scaling("ApiUnavailable"),
+        lambda: scaling(h, "ApiUnavailable"),
         30,
         message=lambda: f"never ApiUnavailable: {h.status('ConsumerGroup', 'workers')}",
     )
@@ -59,7 +61,7 @@ def test_a_429_storm_on_scale_is_said_and_scaling_resumes_after_it(
 
     storm.stop()
     wait_until(lambda: replicas(h) == 2, 30, message="scaling did not resume after the storm")
-    wait_until(lambda: scaling("Scaling"), 20, message="ScalingActive stayed ApiUnavailable")
+    wait_until(lambda: scaling(h, "Scaling"), 20, message="ScalingActive stayed ApiUnavailable")
 
 
 @pytest.mark.e2e_variants  # about a minute: the token must outlive start-up, then expire
@@ -215,12 +217,8 @@ def test_a_real_apf_429_storm_is_backed_off_said_and_outlived(
         with seat_held(plane, scale, token):
             h.start("--api-retry-for", "3")
 
-            def scaling(reason: str) -> dict[str, Any] | None:
-                condition = h.condition("ConsumerGroup", "workers", "ScalingActive")
-                return condition if condition.get("reason") == reason else None
-
             unavailable = wait_until(
-                lambda: scaling("ApiUnavailable"),
+                lambda: scaling(h, "ApiUnavailable"),
                 30,
                 message=lambda: (
                     f"never ApiUnavailable: {h.condition('ConsumerGroup', 'workers', 'ScalingActive')}"
@@ -246,7 +244,7 @@ def test_a_real_apf_429_storm_is_backed_off_said_and_outlived(
             sent = h.metric(sent_metric[0], **sent_metric[1]) - sent_before
             assert 2 <= rejected <= 3 * window, f"{rejected} rejected in {window} s"
             assert abs(sent - rejected) <= 2, f"sent {sent}, rejected {rejected}"
-            assert scaling("ApiUnavailable"), h.status("ConsumerGroup", "workers")
+            assert scaling(h, "ApiUnavailable"), h.status("ConsumerGroup", "workers")
             assert replicas(h) == 1
             assert time.monotonic() - storm_started < 55, "the held seat may have timed out"
     finally:
@@ -254,6 +252,6 @@ def test_a_real_apf_429_storm_is_backed_off_said_and_outlived(
             plane.request("DELETE", f"{FLOWCONTROL}/{kind}/{name}")
 
     wait_until(lambda: replicas(h) == 2, 60, message="scaling did not resume after the storm")
-    wait_until(lambda: scaling("Scaling"), 30, message="ScalingActive stayed ApiUnavailable")
+    wait_until(lambda: scaling(h, "Scaling"), 30, message="ScalingActive stayed ApiUnavailable")
     h.wait_status("ConsumerGroup", "workers", lambda s: s.get("replicas") == 2, timeout=30)
     print(f"APF storm: {rejected:.0f} requests rejected in {window:.0f} s, {sent:.0f} sent")

@@ -90,20 +90,6 @@ class Autoscaler:
     ) -> ScalingOutcome:
         """One poll's autoscaling: keep an owned Deployment, then decide and act unless
         something stops us (no Deployment, disabled, another autoscaler)."""
-        outcome = await self._step(spec, group, binding, keys, totals, taken_at)
-        if self.deletion_cost_refused is not None:
-            outcome.conditions.append(self.deletion_cost_refused)
-        return outcome
-
-    async def _step(
-        self,
-        spec: ConsumerGroupSpec,
-        group: str,
-        binding: StreamBinding,
-        keys: Sequence[str],
-        totals: GroupTotals,
-        taken_at: float,
-    ) -> ScalingOutcome:
         meta = self.body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         deployment = deployment_name(name, spec)
@@ -210,7 +196,10 @@ class Autoscaler:
                 Reason.SCALING,
                 f"{str(policy.metric).lower()} drives the replicas ({decision.desired} wanted)",
             )
-        return ScalingOutcome(self._fields(current, decision.desired), [condition])
+        conditions = [condition]
+        if self.deletion_cost_refused is not None:  # until a scale-in sets the costs again
+            conditions.append(self.deletion_cost_refused)
+        return ScalingOutcome(self._fields(current, decision.desired), conditions)
 
     def _current(self, seen: int) -> int:
         """The replicas the Deployment has, or is about to have after our own recent write."""
