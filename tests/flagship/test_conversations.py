@@ -109,7 +109,7 @@ def example(h: Harness, strategy: str, where: Redis) -> list[dict[str, Any]]:
     [("Claim", "standalone"), ("Requeue", "standalone"), ("Claim", "cluster")],
     indirect=["where"],
 )
-@pytest.mark.e2e_variants("control-plane-Requeue-standalone", "control-plane-Claim-standalone")
+@pytest.mark.e2e_variants("control-plane")
 def test_three_groups_on_every_call_survive_kills_and_poison(
     harness: Harness, kubelet: Any, strategy: str, where: Redis
 ) -> None:

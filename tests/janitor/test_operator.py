@@ -371,6 +371,7 @@ def ref(owner: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_dead_by_identity_through_the_operators_watches(harness: Harness, kubelet: Any) -> None:
     """Through kopf's indexes of pods and ReplicaSets: a Job's pod named like the Deployment's,
     a canary ReplicaSet's pod of another Deployment, and a pod relabelled out of its

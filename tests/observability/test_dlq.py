@@ -284,6 +284,7 @@ async def test_the_command_line_with_a_url(
     assert refused.returncode == 1 and "add --yes" in refused.stderr
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_the_command_line_through_a_redisstream_and_its_secret(
     harness: Harness, redis_server_factory: Any, kubeconfig: Any
 ) -> None:

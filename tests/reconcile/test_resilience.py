@@ -55,6 +55,7 @@ def test_unmanaged_resource_is_deleted_without_touching_redis(harness: Harness) 
     assert "fulfilment" in h.groups_in_redis("orders"), "managed=false: Redis left as it was"
 
 
+@pytest.mark.e2e_variants("control-plane")
 def test_missing_secret_is_reported_then_picked_up_when_created(
     harness: Harness, redis_server_factory
 ) -> None:  # type: ignore[no-untyped-def]

@@ -37,9 +37,9 @@ def test_the_readme_documents_every_feature() -> None:
     assert set(documented_rules()) >= {*OPERATOR, *JANITOR, *DLQ, "pattern"}
 
 
-# 8.2 and Valkey in the suite, 7.0 under make e2e (the same commands as on 8.2; the rules on
+# 8.2 in the suite, 7.0 and Valkey under make e2e (the same commands as on 8.2; the rules on
 # 7.0 are run in the suite by the retention and discovery test below)
-@pytest.mark.e2e_variants("7.0")
+@pytest.mark.e2e_variants("7.0", "valkey-9.1")
 @pytest.mark.parametrize("version", SERVERS)
 def test_the_operator_runs_under_exactly_the_documented_acl(
     harness: Harness, kubelet: Any, redis_server_factory: Callable[..., RedisServer], version: str
