@@ -43,8 +43,9 @@ async def start_calls(
     return ids
 
 
-# Valkey's run under make e2e (the SDK's Valkey runs in the suite are the small tests)
-@pytest.mark.e2e_variants("valkey-9.1")
+# 7.0 in the suite; 8.2's and Valkey's runs under make e2e (the SDK's runs on those in the
+# suite are the small tests)
+@pytest.mark.e2e_variants("redis-8.2", "valkey-9.1")
 async def test_thousands_of_pattern_streams(server: RedisServer, r: aredis.Redis) -> None:
     publisher = StreamClient(r)
     expected = await start_calls(publisher, r, range(CALLS))

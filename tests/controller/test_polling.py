@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -158,6 +159,27 @@ async def test_each_subscription_keeps_its_own_schedule(poller: Poller) -> None:
     # The janitor and retention read the last poll of their source, not the last poll.
     slow_latest = poller.latest_for(Source(key="slow"))
     assert slow_latest is not None and "slow" in slow_latest.observation.streams
+
+
+@pytest.mark.e2e_variants("redis8")  # scheduling, not Redis: one version in the suite
+async def test_poll_at_brings_one_subscribers_next_poll_forward_and_no_further(
+    poller: Poller,
+) -> None:
+    """A decision due between two ticks (scale to zero once idleBeforeZero has passed, with a
+    60 s pollInterval) asks for a poll then: it comes at that time (alone on the endpoint,
+    nobody else's poll to join earlier), and nothing more until the next tick."""
+    poller.subscribe("slow", Source(key="slow"), 60.0)
+    poller.start()
+    first = await poller.next_result(0, 10, "slow")
+    assert first is not None
+    while (more := await poller.next_result(first.seq, 1.0, "slow")) is not None:
+        first = more  # the start-up polls: settled on its 60 s schedule from here
+    asked = time.monotonic() + 1.0
+    poller.poll_at("slow", asked)
+    second = await poller.next_result(first.seq, 10, "slow")
+    assert second is not None, "the poll asked for came (not at the 60 s tick)"
+    assert time.monotonic() >= asked, "not early"
+    assert await poller.next_result(second.seq, 2, "slow") is None, "and only that one"
 
 
 @pytest.mark.e2e_variants("redis8")  # scheduling, not Redis: one version in the suite

@@ -231,7 +231,9 @@ def test_brain_wakes_from_zero_on_a_cluster_of_many_calls(
         autoscaling={
             "minReplicas": 0,
             "maxReplicas": 2,
-            "pollInterval": "60s",
+            # Polls of its own every 5 s (per-group schedules): its sleep is shown by the
+            # connection count below, not by a long interval.
+            "pollInterval": "5s",
             "idleBeforeZero": "2s",
         },
     )

@@ -124,6 +124,13 @@ class Autoscaler:
         )
         decision = decide(policy, observed, self.memory, time.monotonic())
         self.memory = decision.memory
+        idle_since = decision.memory.idle_since
+        if policy.min_replicas == 0 and decision.desired > 0 and idle_since is not None:
+            # Going to zero is decided at a poll: have one when idleBeforeZero has passed
+            # (once: a zero that time already allows goes by the group's own schedule).
+            zero_at = idle_since + policy.idle_before_zero.seconds
+            if zero_at > time.monotonic():
+                binding.poller.poll_at(self.me, zero_at)
         if decision.desired != current:
             failed = await self._apply(
                 decision, current, namespace, deployment, group, binding, keys

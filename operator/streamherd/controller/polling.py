@@ -66,6 +66,8 @@ class Subscription:
     """The seq of the last poll begun before it subscribed (to this source): none of its
     results are this subscriber's."""
     polls: int = 0
+    exact: bool = False
+    """Its next poll was asked for a time (poll_at): not taken a tenth of an interval early."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,17 @@ class Poller:
             self._waker = Waker(self)
         return self._waker
 
+    def poll_at(self, who: str, when: float) -> None:
+        """Poll for ``who`` by ``when`` (monotonic) if its schedule would be later: a decision
+        due between two of its ticks (scale to zero once idleBeforeZero has passed) is not
+        put off to the next one (a 60 s pollInterval would make a 2 s idleBeforeZero 60 s)."""
+        subscription = self._subscriptions.get(who)
+        if subscription is None:
+            return
+        if when < subscription.due_at:
+            subscription.due_at, subscription.exact = when, True
+            self._wake.set()  # the loop recomputes its sleep
+
     def subscribe(self, who: str, source: Source, interval: float = DEFAULT_INTERVAL) -> None:
         interval = max(interval, self.min_interval)
         previous = self._subscriptions.get(who)
@@ -285,7 +298,7 @@ class Poller:
         return {
             who
             for who, s in self._subscriptions.items()
-            if s.due_at - now <= EARLY_FRACTION * s.interval
+            if s.due_at - now <= (0.0 if s.exact else EARLY_FRACTION * s.interval)
         }
 
     async def _run(self) -> None:
@@ -312,6 +325,7 @@ class Poller:
         for who in served:
             subscription = self._subscriptions[who]
             subscription.due_at = self._next_due(started, subscription.interval)
+            subscription.exact = False
             subscription.polls += 1
         subscribed = {s.source for s in self._subscriptions.values()}
         sources = {self._subscriptions[who].source for who in served}
