@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from e2e.cluster.client import JSON_PATCH, KubeHTTP, Reply
 from e2e.cluster.processes import wait_until
 from e2e.controlplane.controlplane import ControlPlane
@@ -84,6 +85,9 @@ def test_rbac_denies_what_a_role_does_not_grant(
     assert elsewhere.status == 403, "a Role grants nothing outside its namespace"
 
 
+# Under make e2e: tests/kube/test_client.py lets a real token expire in the suite, and the
+# operator's client renews it.
+@pytest.mark.e2e_variants
 def test_a_short_lived_token_expires_and_a_refreshed_one_works(
     control_plane: ControlPlane, kube_namespace: str
 ) -> None:

@@ -109,7 +109,9 @@ def example(h: Harness, strategy: str, where: Redis) -> list[dict[str, Any]]:
     [("Claim", "standalone"), ("Requeue", "standalone"), ("Claim", "cluster")],
     indirect=["where"],
 )
-@pytest.mark.e2e_variants("control-plane")
+# In the suite: Claim on a cluster; Requeue has the seed-loop test below, Claim on one server
+# the flagship scenario (tests/flagship/test_scenarios.py).
+@pytest.mark.e2e_variants("control-plane", "Requeue", "Claim-standalone")
 def test_three_groups_on_every_call_survive_kills_and_poison(
     harness: Harness, kubelet: Any, strategy: str, where: Redis
 ) -> None:

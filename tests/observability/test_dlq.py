@@ -255,8 +255,9 @@ async def test_a_pattern_finds_dead_letters_of_streams_already_gone(
     assert found == {"conv:1:dlq": 1, "conv:2:dlq": 1}
 
 
-# Valkey's run under make e2e (the dlq's gateway tests run on it in the suite)
-@pytest.mark.e2e_variants("valkey-9.1")
+# 8.2 in the suite; 7.0's and Valkey's runs under make e2e (the dlq's gateway tests run on
+# them in the suite)
+@pytest.mark.e2e_variants("redis-7.0", "valkey-9.1")
 async def test_the_command_line_with_a_url(
     server: Any, gateway: RedisGateway, r: aredis.Redis
 ) -> None:

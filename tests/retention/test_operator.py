@@ -39,7 +39,7 @@ def groups_exist(h: Harness, key: str, *names: str) -> bool:
 
 
 # Valkey's runs under make e2e: retain.lua runs on it in tests/retention/test_script.py
-@pytest.mark.e2e_variants("valkey-9.1", "redis8.2-control-plane")
+@pytest.mark.e2e_variants("valkey-9.1", "-control-plane")
 def test_a_lagging_group_holds_retention_back_and_is_told_so(harness_any_redis: Harness) -> None:
     h = harness_any_redis
     ids = produce(h, "orders", 100)
