@@ -25,6 +25,11 @@ REGISTRY_KEY = "streamherd:streams"
 """The registry of new streams (a Redis stream). Its entries carry ``REGISTRY_FIELD``."""
 REGISTRY_FIELD = "key"
 REGISTRY_MAX_LENGTH = 100_000
+ANNOUNCED_KEY_GRACE = 30.0
+"""Seconds a key announced in the registry (or matched by a pattern) but holding no stream yet
+is still checked before it is forgotten, by the SDK's consumers and the operator's discovery
+alike: long enough for a publisher that announces a key before writing to it, short enough
+that the keys of deleted calls cost memory only for a while."""
 
 OWNERS_PREFIX = "streamherd:owners:"
 """Who manages a consumer group of a given name on this Redis: a hash per group name

@@ -213,3 +213,24 @@ def test_keyspace_events_make_streams_active_checked_or_learned() -> None:
     s.heard(["conv:1", "conv:2", "conv:3", "other:1"], 20)
     assert s.active(20) == ["conv:1"], "an entry: read in the next round"
     assert s.due(20) == ["conv:2", "conv:3"], "a group created: checked now; a new stream: learned"
+
+
+def test_waiting_keys_come_due_earliest_first_and_stay_waiting_until_checked() -> None:
+    """The schedule is a heap with stale entries left behind by each reschedule: what is due
+    must still be exactly the waiting keys whose check time has come, earliest first."""
+    s = StreamSet(pattern="conv:*")
+    s.offer([f"conv:{i}" for i in range(6)], 0)
+    for i in range(6):
+        s.without_group(f"conv:{i}", float(i))  # next checks at i + FIRST_BACKOFF
+    s.heard(["conv:4"], 1)  # a group appeared: checked now, its old slot is stale
+    s.forget("conv:0")
+    assert s.due(1) == ["conv:4"]
+    assert s.due(1) == ["conv:4"], "not checked yet: still due"
+    s.follow("conv:4", 1)
+    assert s.next_check() == 1 + FIRST_BACKOFF
+    later = 5 + FIRST_BACKOFF
+    assert s.due(later) == ["conv:1", "conv:2", "conv:3", "conv:5"]
+    assert s.due(later, limit=2) == ["conv:1", "conv:2"]
+    s.absent("conv:1", later)
+    assert s.due(later) == ["conv:2", "conv:3", "conv:5"]
+    assert sorted(s.waiting) == ["conv:1", "conv:2", "conv:3", "conv:5"]

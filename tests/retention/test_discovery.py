@@ -82,6 +82,28 @@ async def test_the_registry_teaches_new_streams_at_once(
         await stop(poller)
 
 
+async def test_a_key_announced_before_its_stream_exists_is_learned_once_it_does(
+    redis_server: RedisServer, r: aredis.Redis
+) -> None:
+    """A publisher may register a key before its first XADD: discovery must not drop the key
+    for good (only SCAN would find it then) but check it again within its grace. A key that
+    never appears is forgotten after the grace; a key of another type at once."""
+    poller = await poller_on(redis_server.url, notifications=False)
+    poller.discoverer.absent_grace = 3.0
+    try:
+        await r.set("conv:string", "not a stream")
+        for key in ("conv:ahead", "conv:never", "conv:string"):
+            await r.xadd(REGISTRY_KEY, {REGISTRY_FIELD: key})
+        await async_wait_until(lambda: "conv:ahead" in poller.discoverer.absent, 30)
+        assert "conv:string" not in poller.discoverer.absent
+        await r.xadd("conv:ahead", {"turn": 0})
+        await async_wait_until(lambda: poller.knows("conv:ahead"), 30)  # no poll, so no SCAN
+        await async_wait_until(lambda: poller.discoverer.absent == [], 30)
+        assert not poller.knows("conv:never") and not poller.knows("conv:string")
+    finally:
+        await stop(poller)
+
+
 @pytest.mark.parametrize("flags", ["Kn", "En", "KEt"])
 async def test_keyspace_notifications_teach_new_streams_when_enabled(
     redis_server: RedisServer, r: aredis.Redis, flags: str

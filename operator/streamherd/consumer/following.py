@@ -22,6 +22,8 @@ seconds (``Consumer``), so thousands of finished calls cost little.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,17 +33,22 @@ from redis import exceptions as rx
 
 from streamherd.consumer.settings import AnyRedis
 from streamherd.consumer.topology import read_streams
-from streamherd.keys import REGISTRY_FIELD, REGISTRY_KEY, glob_match, is_auxiliary
+from streamherd.keys import (
+    ANNOUNCED_KEY_GRACE,
+    REGISTRY_FIELD,
+    REGISTRY_KEY,
+    glob_match,
+    is_auxiliary,
+)
 
 logger = logging.getLogger("streamherd.consumer")
 
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
-ABSENT_GRACE = 30.0
-"""Seconds a pattern's key with no stream is still checked before it is forgotten: long
-enough for a publisher that announces a key before writing to it, short enough that the
-keys of deleted calls cost memory only for a while."""
-"""Seconds between checks of a learned stream that has no group yet."""
+"""Seconds between checks of a learned stream that has no group yet: from the first to the
+most, doubling."""
+ABSENT_GRACE = ANNOUNCED_KEY_GRACE
+"""Seconds a pattern's key with no stream is still checked before it is forgotten."""
 REGISTRY_READ = 1000
 """Registry entries read per call (a few calls per refresh catch up on a burst)."""
 CHECKS_PER_CALL = 500
@@ -78,6 +85,13 @@ class StreamSet:
         """Followed streams (they have the group), in the order learned: when each last had
         entries (or was learned). Insertion order keeps round-robin reads fair."""
         self._waiting: dict[str, _Waiting] = {}
+        self._schedule: list[tuple[float, int, str, _Waiting]] = []
+        """The waiting keys by next check (a heap): ``due`` and ``next_check`` cost O(log n)
+        per key, not a scan of every waiting key each step (the absent grace keeps deleted
+        calls' keys waiting for a while). What keeps it right: every change of ``_waiting``
+        goes through ``_wait`` (which pushes) or removes the key; an entry whose ``_Waiting``
+        is no longer the key's current one is stale and dropped when it reaches the top."""
+        self._order = itertools.count()
         self._active: list[str] = []
         self._active_set: set[str] = set()
         self._active_until = -1.0
@@ -100,21 +114,40 @@ class StreamSet:
     def waiting(self) -> list[str]:
         return list(self._waiting)
 
+    def _wait(self, key: str, waiting: _Waiting) -> None:
+        self._waiting[key] = waiting
+        heapq.heappush(self._schedule, (waiting.next_check, next(self._order), key, waiting))
+
+    def _drop_stale(self) -> None:
+        while (
+            self._schedule and self._waiting.get(self._schedule[0][2]) is not self._schedule[0][3]
+        ):
+            heapq.heappop(self._schedule)
+
     def offer(self, keys: Iterable[str], now: float) -> int:
         """Candidates (from the scan or the registry): unknown matching ones are checked next."""
         added = 0
         for key in keys:
             if key not in self._last_data and key not in self._waiting and self.matches(key):
-                self._waiting[key] = _Waiting(now, 0.0)
+                self._wait(key, _Waiting(now, 0.0))
                 added += 1
         return added
 
     def due(self, now: float, limit: int = CHECKS_PER_CALL) -> list[str]:
-        due = [k for k, w in self._waiting.items() if w.next_check <= now]
-        return due[:limit]
+        """The keys whose check is due, earliest first (at most ``limit``). They stay waiting
+        until the caller says what the check found."""
+        taken: list[tuple[float, int, str, _Waiting]] = []
+        self._drop_stale()
+        while self._schedule and len(taken) < limit and self._schedule[0][0] <= now:
+            taken.append(heapq.heappop(self._schedule))
+            self._drop_stale()
+        for entry in taken:
+            heapq.heappush(self._schedule, entry)
+        return [key for _, _, key, _ in taken]
 
     def next_check(self) -> float | None:
-        return min((w.next_check for w in self._waiting.values()), default=None)
+        self._drop_stale()
+        return self._schedule[0][0] if self._schedule else None
 
     def follow(self, key: str, now: float) -> None:
         """The stream has the group: read it (it counts as active: a new call talks)."""
@@ -131,7 +164,7 @@ class StreamSet:
         backoff = (
             min(waiting.backoff * 2, MAX_BACKOFF) if waiting and waiting.backoff else FIRST_BACKOFF
         )
-        self._waiting[key] = _Waiting(now + backoff, backoff)
+        self._wait(key, _Waiting(now + backoff, backoff))
 
     def absent(self, key: str, now: float) -> None:
         """A check found no stream under the key: a pattern's key is checked again (backing
@@ -143,14 +176,14 @@ class StreamSet:
             self.forget(key)
             return
         self.without_group(key, now)
-        self._waiting[key].absent_since = now if since is None else since
+        self._waiting[key].absent_since = now if since is None else since  # same entry: no push
 
     def recheck(self, key: str, now: float) -> None:
         """A read said NOGROUP for this stream: check it before reading it again."""
         if key in self._last_data:
             del self._last_data[key]
             self._drop_active(key)
-        self._waiting[key] = _Waiting(now, 0.0)
+        self._wait(key, _Waiting(now, 0.0))
 
     def forget(self, key: str) -> None:
         """The stream is gone (or not a stream)."""
@@ -165,7 +198,7 @@ class StreamSet:
             if key in self._last_data:
                 self.touch([key], now)
             elif key in self._waiting:
-                self._waiting[key] = _Waiting(now, 0.0)
+                self._wait(key, _Waiting(now, 0.0))
             else:
                 self.offer([key], now)
 

@@ -7,6 +7,11 @@ began while it was down are found too); and keyspace notifications of new keys w
 server enables them. A key matching a subscribed pattern joins that pattern's key set at once
 and the endpoint is polled at once, so its groups are created within a poll's time. SCAN goes
 on in the polls as the slow reconcile (the only path that notices keys going away).
+
+A candidate that holds no stream yet (a publisher may announce a key before its first XADD) is
+not dropped: it is checked again every ``ABSENT_RECHECK_SECONDS`` for ``ANNOUNCED_KEY_GRACE``,
+the rule the SDK's consumers follow too (``consumer/following.py``), so its groups are created
+within a second of its first entry rather than when SCAN comes round to it.
 """
 
 from __future__ import annotations
@@ -21,13 +26,13 @@ from typing import TYPE_CHECKING
 from streamherd.gateway import GatewayError
 from streamherd.gateway.discovery import (
     NotificationMode,
-    existing_streams,
+    key_types,
     notification_flags,
     notification_mode,
     read_registry,
     subscribe,
 )
-from streamherd.keys import REGISTRY_KEY, glob_match, is_auxiliary
+from streamherd.keys import ANNOUNCED_KEY_GRACE, REGISTRY_KEY, glob_match, is_auxiliary
 from streamherd.tasks import cancelled
 
 if TYPE_CHECKING:
@@ -38,11 +43,18 @@ logger = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0
 CONFIG_RECHECK_SECONDS = 60.0
 """Notifications off (or unknown): look at notify-keyspace-events again this often."""
+ABSENT_RECHECK_SECONDS = 0.5
+"""How often announced keys that hold no stream yet are checked again (one round trip for all)."""
+ABSENT_CHECKS_PER_ROUND = 1000
 
 
 class Discoverer:
     """The event-driven discovery of one endpoint's poller: a task per path, started when
-    the poller first has a key pattern to follow."""
+    the poller first has a key pattern to follow.
+
+    ``_absent`` (candidate key → when it was first found holding no stream) is this object's
+    alone: written by ``offer`` and the recheck task, both on the event loop; a key leaves it
+    when it is found, learned by another path, or its grace has passed."""
 
     def __init__(
         self,
@@ -51,6 +63,7 @@ class Discoverer:
         registry: bool = True,
         notifications: bool = True,
         block_ms: int = 1000,
+        absent_grace: float = ANNOUNCED_KEY_GRACE,
     ) -> None:
         self._poller = poller
         self._paths = {"registry": registry, "notifications": notifications}
@@ -60,6 +73,9 @@ class Discoverer:
         self.mode: NotificationMode | None = None
         """What the server's notify-keyspace-events allows (None: not looked yet)."""
         self.flags: str | None = None
+        self.absent_grace = absent_grace
+        self._absent: dict[str, float] = {}
+        self._absent_changed = asyncio.Event()
 
     def patterns_changed(self) -> None:
         for event in self._changed.values():
@@ -72,6 +88,7 @@ class Discoverer:
                 self._tasks.append(
                     asyncio.create_task(self._notifications(), name=f"notifications {name}")
                 )
+            self._tasks.append(asyncio.create_task(self._recheck_absent(), name=f"absent {name}"))
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -153,9 +170,32 @@ class Discoverer:
                 with contextlib.suppress(Exception):
                     await subscription.close()
 
+    @property
+    def absent(self) -> list[str]:
+        """Candidates that held no stream when checked, still within their grace."""
+        return list(self._absent)
+
+    async def _recheck_absent(self) -> None:
+        while True:
+            if not self._absent:
+                self._absent_changed.clear()
+                await self._absent_changed.wait()
+            await asyncio.sleep(ABSENT_RECHECK_SECONDS)
+            now = time.monotonic()
+            for key, since in list(self._absent.items()):
+                if now - since >= self.absent_grace or self._poller.knows(key):
+                    del self._absent[key]  # learned meanwhile, or never written (SCAN remains)
+            keys = list(self._absent)[:ABSENT_CHECKS_PER_ROUND]
+            if keys:
+                try:
+                    await self.offer(keys, "registry")
+                except GatewayError as exc:  # the polls report Redis trouble
+                    logger.debug("absent keys of %s: %s", self._poller.endpoint, exc.message)
+
     async def offer(self, keys: Iterable[str], path: str) -> list[str]:
         """Candidate keys from one path: those matching a pattern, not known yet and existing
-        as streams join the key sets, and the endpoint is polled at once. Returns them."""
+        as streams join the key sets, and the endpoint is polled at once. Returns them. The
+        others are kept for a recheck within their grace."""
         poller = self._poller
         patterns = poller.patterns()
         candidates = [
@@ -168,7 +208,15 @@ class Discoverer:
         ]
         if not candidates:
             return []
-        found = await existing_streams(poller.gateway, candidates)
+        types = await key_types(poller.gateway, candidates)
+        found = [key for key, kind in types.items() if kind == "stream"]
+        now = time.monotonic()
+        for key, kind in types.items():
+            if kind != "none":  # a stream, or a key of another type: nothing to wait for
+                self._absent.pop(key, None)
+            elif key not in self._absent:
+                self._absent[key] = now
+                self._absent_changed.set()
         for key in found:
             for pattern in patterns:
                 if glob_match(pattern, key):

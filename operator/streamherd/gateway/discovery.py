@@ -14,7 +14,7 @@
 - SCAN (``RedisGateway.scan_streams``) stays as the slow reconcile: it alone notices keys
   that went away.
 
-A key learnt here is only a candidate: ``existing_streams`` checks its type first.
+A key learnt here is only a candidate: ``key_types`` checks its type first.
 """
 
 from __future__ import annotations
@@ -183,19 +183,19 @@ async def read_registry(
     return position, keys
 
 
-async def existing_streams(gateway: RedisGateway, keys: Iterable[str]) -> list[str]:
-    """The keys that exist and are streams (TYPE, one pipeline)."""
+async def key_types(gateway: RedisGateway, keys: Iterable[str]) -> dict[str, str]:
+    """Each key's TYPE (``"none"``: no such key), in one pipeline."""
     candidates = list(dict.fromkeys(keys))
     if not candidates:
-        return []
+        return {}
     replies = await gateway.pipeline([("TYPE", key) for key in candidates])
-    return [key for key, kind in zip(candidates, replies, strict=True) if kind == "stream"]
+    return dict(zip(candidates, (str(kind) for kind in replies), strict=True))
 
 
 __all__ = [
     "NotificationMode",
     "Subscription",
-    "existing_streams",
+    "key_types",
     "notification_flags",
     "notification_mode",
     "read_registry",
