@@ -193,6 +193,34 @@ class Harness:
             "ConsumerGroup", name, {"streamRef": {"name": stream}, **spec}, metadata=metadata or {}
         )
 
+    def autoscaled_workers(
+        self,
+        replicas: int,
+        *,
+        start_id: str = "0",
+        env: dict[str, str] | None = None,
+        **scaling: Any,
+    ) -> None:
+        """The scaling tests' common set-up: a RedisStream ``orders``, a Deployment ``workers``
+        of real consumers (``replicas`` at first, with ``env``) and a ConsumerGroup
+        ``workers`` that autoscales it: 0-4 replicas at 100 entries each, scaling down
+        without a window and to zero after 1 s idle, unless ``scaling`` says otherwise."""
+        self.consumer_deployment("workers", replicas, "workers", **(env or {}))
+        self.stream("orders")
+        self.group(
+            "workers",
+            startId=start_id,
+            consumers={"deploymentRef": {"name": "workers"}},
+            autoscaling={
+                "minReplicas": 0,
+                "maxReplicas": 4,
+                "targetPerReplica": 100,
+                "scaleDown": {"stabilizationWindow": "0s"},
+                "idleBeforeZero": "1s",
+                **scaling,
+            },
+        )
+
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
         return self.api.get(KINDS[kind], self.namespace, name)  # type: ignore[no-any-return]
 

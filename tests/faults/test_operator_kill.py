@@ -65,20 +65,7 @@ def test_killed_while_scaling_up_it_restarts_without_scaling_down_or_resetting_t
 ) -> None:
     h = harness
     poll = 2.0  # the default
-    h.consumer_deployment("workers", 1, "workers", WORK_MS="40", BATCH="5", PROCESSED_LOG="1")
-    h.stream("orders")
-    h.group(
-        "workers",
-        startId="0",
-        consumers={"deploymentRef": {"name": "workers"}},
-        autoscaling={
-            "minReplicas": 0,
-            "maxReplicas": 4,
-            "targetPerReplica": 100,
-            "scaleDown": {"stabilizationWindow": "0s"},
-            "idleBeforeZero": "1s",
-        },
-    )
+    h.autoscaled_workers(1, env={"WORK_MS": "40", "BATCH": "5", "PROCESSED_LOG": "1"})
     # Far more than 4 replicas finish in this test (~100 entries/s): the backlog stays high.
     produce(h, "orders", 20_000)
     h.start()

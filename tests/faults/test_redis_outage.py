@@ -40,21 +40,8 @@ def test_redis_stops_and_returns_replicas_held_nothing_crashes_recovered_at_the_
     h.redis_server = redis_server_factory(
         "7.0", extra=[("appendonly", "yes"), ("appendfsync", "always")]
     )
-    h.consumer_deployment("workers", 1, "workers", WORK_MS="60", BATCH="5")
     produce(h, "orders", 3000)  # ~80 entries/s at 4 replicas: a backlog for the whole test
-    h.stream("orders")
-    h.group(
-        "workers",
-        startId="0",
-        consumers={"deploymentRef": {"name": "workers"}},
-        autoscaling={
-            "minReplicas": 0,
-            "maxReplicas": 4,
-            "targetPerReplica": 100,
-            "scaleDown": {"stabilizationWindow": "0s"},
-            "idleBeforeZero": "1s",
-        },
-    )
+    h.autoscaled_workers(1, env={"WORK_MS": "60", "BATCH": "5"})
     h.start()
     wait_until(lambda: len(kubelet.processes(h.namespace)) == 4, 30, message="never at 4 pods")
     h.wait_status("ConsumerGroup", "workers", lambda s: s.get("replicas") == 4)
