@@ -168,6 +168,20 @@ def _write_pair(directory: Path, name: str, key: Any, cert: Any) -> tuple[Path, 
     return cert_path, key_path
 
 
+# What the audit log records: the requests of ServiceAccounts (the operator's and the
+# janitor's), not the controllers' (kube-system) nor the certificate users'.
+AUDIT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "userGroups": ["system:serviceaccounts:kube-system"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
+
+
 @dataclass
 class ControlPlane:
     """Start with :meth:`start`, stop with :meth:`stop` (or use it as a context manager)."""
@@ -177,6 +191,9 @@ class ControlPlane:
     max_mutating_requests_inflight: int = 20
     max_token_expiration: str = "1h"
     extra_apiserver_flags: Sequence[str] = ()
+    # The audit log (``audit_events()``): every request of a ServiceAccount outside
+    # kube-system, at Metadata level. Off by default: the session's plane serves every test.
+    audit: bool = False
     base_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="control-plane-")))
     host: str = "127.0.0.1"
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -340,6 +357,7 @@ class ControlPlane:
                 f"--max-requests-inflight={self.max_requests_inflight}",
                 f"--max-mutating-requests-inflight={self.max_mutating_requests_inflight}",
                 "--profiling=false",
+                *self._audit_flags(),
                 *self.extra_apiserver_flags,
             ],
         )
@@ -399,6 +417,33 @@ class ControlPlane:
                 f"{self.logs('kube-controller-manager')[-4000:]}"
             ),
         )
+
+    # ------------------------------------------------------------------ the audit log
+
+    @property
+    def audit_log(self) -> Path:
+        return self.base_dir / "audit.log"
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.base_dir / "audit-policy.yaml"
+        policy.write_text(json.dumps(AUDIT_POLICY))  # JSON is YAML
+        # The blocking log backend writes each event before the request's handler returns.
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
+            "--audit-log-maxsize=0",  # never rotated: the test reads it whole
+        ]
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The audit log's events (``audit=True``): one per request and stage (ResponseStarted
+        for a watch when it begins, ResponseComplete when any request ends)."""
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line]
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM every process (controllers first, etcd last), SIGKILL after ``grace``."""

@@ -1,7 +1,7 @@
 """The RBAC the operator runs with on the control-plane tier. The rules have one source,
 ``helm/streamherd/files/rbac.yaml``, which the chart's Roles and ClusterRoles are rendered from
-too: OPERATOR_RULES (a Role in each watched namespace), CLUSTER_RULES (kopf's observers of CRDs
-and namespaces, a ClusterRole), JANITOR_RULES (what `streamherd janitor` does)."""
+too: OPERATOR_RULES (a Role in each watched namespace), CLUSTER_RULES and NAMESPACES_RULES (kopf's
+observers of CRDs and, watching fixed namespaces, of namespaces: a ClusterRole), JANITOR_RULES (what `streamherd janitor` does)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from e2e.controlplane.controlplane import ControlPlane
 RULES_FILE = Path(__file__).resolve().parents[2] / "helm" / "streamherd" / "files" / "rbac.yaml"
 _RULES: dict[str, list[dict[str, Any]]] = yaml.safe_load(RULES_FILE.read_text())
 OPERATOR_RULES = _RULES["operator"]  # in each namespace it watches
-CLUSTER_RULES = _RULES["cluster"]  # kopf's observers of CRDs and namespaces
+CLUSTER_RULES = _RULES["cluster"]  # kopf's observer of CRDs
+NAMESPACES_RULES = _RULES["namespaces"]  # kopf's observer of namespaces, given fixed ones
 JANITOR_RULES = _RULES["janitor"]  # `streamherd janitor`, a CronJob's pod
 LEADER_RULES = _RULES["leader"]  # the Lease of leader election, in the operator's namespace
 
@@ -32,7 +33,11 @@ def operator_kubeconfig(
     for path_, body in (
         (
             f"{cluster}/clusterroles",
-            {"kind": "ClusterRole", "metadata": {"name": name}, "rules": CLUSTER_RULES},
+            {
+                "kind": "ClusterRole",
+                "metadata": {"name": name},
+                "rules": CLUSTER_RULES + NAMESPACES_RULES,
+            },
         ),
         (
             f"{cluster}/clusterrolebindings",
@@ -75,6 +80,7 @@ __all__ = [
     "CLUSTER_RULES",
     "JANITOR_RULES",
     "LEADER_RULES",
+    "NAMESPACES_RULES",
     "OPERATOR_RULES",
     "RULES_FILE",
     "operator_kubeconfig",

@@ -258,7 +258,8 @@ def test_watched_namespaces_get_roles_and_kopf_keeps_its_cluster_reads() -> None
         for ns in ("team-a", "team-b")
         for kind, name in (("Role", "streamherd"), ("ClusterRole", "streamherd-janitor"))
     } | {("streamherd", "Role", "streamherd-leader")}
-    assert one(objects, "ClusterRole", "streamherd")["rules"] == rbac.CLUSTER_RULES
+    cluster_role = one(objects, "ClusterRole", "streamherd")
+    assert cluster_role["rules"] == rbac.CLUSTER_RULES + rbac.NAMESPACES_RULES
     janitors = [
         o
         for o in objects
@@ -280,7 +281,14 @@ def test_the_rules_have_one_source() -> None:
         source["cluster"],
         source["janitor"],
         source["leader"],
-    ) == (rbac.OPERATOR_RULES, rbac.CLUSTER_RULES, rbac.JANITOR_RULES, rbac.LEADER_RULES)
+        source["namespaces"],
+    ) == (
+        rbac.OPERATOR_RULES,
+        rbac.CLUSTER_RULES,
+        rbac.JANITOR_RULES,
+        rbac.LEADER_RULES,
+        rbac.NAMESPACES_RULES,
+    )
 
 
 def test_every_optional_object_off_by_default_and_on_when_asked() -> None:
