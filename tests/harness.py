@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis
 from e2e import consumer
-from e2e.cluster.fixtures import CONTROL_PLANE
+from e2e.cluster.fixtures import CONTROL_PLANE, real_cluster_kubeconfig
 from e2e.cluster.processes import OperatorProcess, wait_until
 from e2e.cluster.redis import SERVERS, RedisServer, free_port
 
@@ -310,6 +310,8 @@ def make_harness(
         start_operator=run_as_operator,
         namespace=kube_namespace,
     )
+    if real_cluster_kubeconfig() is not None:
+        h.watch_namespace = True  # the cluster's other tests' namespaces are not its own
     if kube_tier == CONTROL_PLANE:
         from e2e.controlplane.rbac import operator_kubeconfig
 

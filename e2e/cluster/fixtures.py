@@ -18,7 +18,8 @@ fixtures: ``kube_namespace``, ``kubeconfig``, ``cluster_objects``, ``kubelet``,
 ``STREAMHERD_TIERS=emulator`` leaves the second tier out (for a machine without Go).
 
 With ``STREAMHERD_E2E_KUBECONFIG=/path`` set, ``kubeconfig``, ``kube_client``, ``kubelet`` and
-``run_as_operator`` use that real cluster instead; ``kubelet`` is then a stand-in whose
+``run_as_operator`` use that real cluster instead (a namespace per test, as on the control
+plane); ``kubelet`` is then a stand-in whose
 ``kill(pod)`` deletes the pod through the API. Tests needing the emulator itself
 (``kube_api``/``local_cluster``) fail there: they test the emulator, not streamherd.
 """
@@ -186,10 +187,21 @@ def node_agent(control_plane: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def kube_namespace(request: pytest.FixtureRequest, kube_tier: str) -> Iterator[str]:
-    """The namespace a test works in: "default" on the emulator (a cluster per test) and on
-    $STREAMHERD_E2E_KUBECONFIG; a fresh one per test on the control plane (the tier, or a test
-    that uses the ``control_plane`` fixture), deleted afterwards
-    (after the finalizers of our resources are dropped: their operator is gone by then)."""
+    """The namespace a test works in: "default" on the emulator (a cluster per test); a fresh
+    one per test on the control plane (the tier, or a test that uses the ``control_plane``
+    fixture) and on $STREAMHERD_E2E_KUBECONFIG (the tests there share one cluster too), deleted
+    afterwards (after the finalizers of our resources are dropped: their operator is gone by
+    then)."""
+    real = real_cluster_kubeconfig()
+    if real is not None:
+        from e2e.cluster.objects import ClusterObjects
+
+        objects = ClusterObjects(real)
+        name = f"t-{secrets.token_hex(4)}"
+        objects.create_namespace(name)
+        yield name
+        objects.release_namespace(name)
+        return
     if kube_tier != CONTROL_PLANE and "control_plane" not in request.fixturenames:
         yield "default"
         return

@@ -96,3 +96,26 @@ class ClusterObjects:
             .delete(name=name, namespace=namespace, body=options or None)
             .to_dict()
         )  # type: ignore[no-any-return]
+
+    def create_namespace(self, name: str) -> None:
+        """A namespace, once its "default" ServiceAccount exists (pods are refused before)."""
+        from e2e.cluster.processes import wait_until
+
+        self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        wait_until(
+            lambda: self.get("serviceaccounts", name, "default") is not None,
+            60,
+            message=f"no default ServiceAccount in namespace {name}",
+        )
+
+    def release_namespace(self, name: str) -> None:
+        """Delete a test's namespace without waiting, first dropping the finalizers of our
+        resources there (the operator that would remove them has stopped)."""
+        for plural in ("redisstreams", "consumergroups", "retentionpolicies"):
+            resource = f"{plural}.streamherd.io"
+            for item in self.list(resource, name):
+                if item["metadata"].get("finalizers"):
+                    self.patch(
+                        resource, name, item["metadata"]["name"], {"metadata": {"finalizers": None}}
+                    )
+        self.delete("namespaces", None, name)
