@@ -85,21 +85,68 @@ ports (+10000: 20000-23999) stay clear of the others too: a bus port is bound on
 node starts, after its number was picked."""
 
 
+PORT_RESERVATIONS = Path(tempfile.gettempdir()) / "streamherd-ports"
+RESERVED_FOR = 120.0
+"""Seconds a port handed out stays reserved for whoever took it. A port is free when picked
+but bound only later (an operator's health port once the process has started, an API
+server's after its build is loaded): without a reservation, a second pick in between, in
+this process or in a test session running beside it, could return the same port ("Address
+already in use", seen once in a helper's run). A file per port under ``PORT_RESERVATIONS``
+(created exclusively, holding the taker's pid) is the reservation; one older than
+``RESERVED_FOR`` or of a dead process is stale, and by then the port is bound or unused, so
+``_bindable`` tells the rest."""
+
+
+def _reserve(port: int) -> bool:
+    PORT_RESERVATIONS.mkdir(exist_ok=True)
+    path = PORT_RESERVATIONS / str(port)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _stale(path):
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        with os.fdopen(fd, "w") as reservation:
+            reservation.write(str(os.getpid()))
+        return True
+    return False
+
+
+def _stale(reservation: Path) -> bool:
+    try:
+        age = time.time() - reservation.stat().st_mtime
+        pid = int(reservation.read_text() or "0")
+    except (FileNotFoundError, ValueError):
+        return True
+    if age > RESERVED_FOR:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def free_port() -> int:
-    """A port that is free now, outside the ephemeral range (picked at random, so sessions
-    running side by side rarely try the same one)."""
-    for _ in range(200):
+    """A port that is free now, outside the ephemeral range, and reserved for the caller
+    (picked at random, then reserved: see ``RESERVED_FOR``)."""
+    for _ in range(400):
         port = random.choice(LISTEN_PORTS)
-        if _bindable(port):
+        if _bindable(port) and _reserve(port):
             return port
     raise RuntimeError("no free port for a test server")
 
 
 def free_cluster_port() -> int:
-    """A free port whose cluster-bus twin (port + 10000) is free too."""
-    for _ in range(200):
+    """A free port whose cluster-bus twin (port + 10000) is free too, reserved."""
+    for _ in range(400):
         port = random.choice(CLUSTER_PORTS)
-        if _bindable(port) and _bindable(port + 10000):
+        if _bindable(port) and _bindable(port + 10000) and _reserve(port):
             return port
     raise RuntimeError("no free port pair for a cluster node")
 
