@@ -308,7 +308,8 @@ def operator_identity() -> str:
 def janitor(namespace: str, name: str, log_level: str) -> None:
     """Run one janitor pass for a ConsumerGroup (what its CronJob runs in mode CronJob):
     recover stranded work, dead-letter poison messages, remove dead consumers, and write
-    the status counters. Credentials: in-cluster service account, or $KUBECONFIG."""
+    the status counters. Credentials: in-cluster service account, or $KUBECONFIG. Exits 0;
+    1 when nothing could be done; 2 when the pass ran but a permission was refused."""
     import asyncio
     import logging
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from e2e.cluster.processes import wait_until
 from e2e.controlplane.controlplane import ControlPlane, release_namespace
-from e2e.controlplane.rbac import OPERATOR_RULES
+from e2e.controlplane.rbac import JANITOR_RULES, OPERATOR_RULES
 from tests.harness import Harness
 
 pytestmark = pytest.mark.parametrize("kube_tier", ["control-plane"], indirect=True)
@@ -48,21 +48,23 @@ def without(rules: list[dict[str, Any]], group: str, resource: str, verbs: set[s
     return out
 
 
-def bind(plane: ControlPlane, namespace: str, rules: list[Any], account: tuple[str, str]) -> None:
+def bind(
+    plane: ControlPlane,
+    namespace: str,
+    rules: list[Any],
+    account: tuple[str, str],
+    role: str = "streamherd",
+) -> None:
     rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
     home, name = account
     for path, body in (
-        (f"{rbac}/roles", {"kind": "Role", "metadata": {"name": "streamherd"}, "rules": rules}),
+        (f"{rbac}/roles", {"kind": "Role", "metadata": {"name": role}, "rules": rules}),
         (
             f"{rbac}/rolebindings",
             {
                 "kind": "RoleBinding",
-                "metadata": {"name": "streamherd"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "Role",
-                    "name": "streamherd",
-                },
+                "metadata": {"name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
                 "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": home}],
             },
         ),
@@ -324,3 +326,49 @@ def test_each_missing_permission_gives_its_condition(
     finally:
         for view in views.values():
             release_namespace(plane, view.namespace)
+
+
+def test_the_janitor_command_without_get_deployments_says_so_and_fails_its_job(
+    harness: Harness, control_plane: ControlPlane, tmp_path: Any
+) -> None:
+    """`streamherd janitor` (mode CronJob's pod) under the janitor's rules less `get
+    deployments`: the pass still recovers by minIdle, but the run says what it may not do, a
+    Warning Event says it on the group, and the exit code fails the Job: not a warning line
+    and exit 0 (helper-25's audit found the rule missing that way)."""
+    h, plane = harness, control_plane
+    sa = "janitor-denied"
+    reply = plane.request(
+        "POST", f"/api/v1/namespaces/{h.namespace}/serviceaccounts", {"metadata": {"name": sa}}
+    )
+    assert reply.status == 201, reply.body
+    rules = without(JANITOR_RULES, "apps", "deployments", {"get"})
+    bind(plane, h.namespace, rules, (h.namespace, sa), role=sa)
+    config = plane.service_account_kubeconfig(tmp_path / "janitor.kubeconfig", h.namespace, sa)
+    h.stream("orders")
+    h.group(
+        "billing",
+        startId="0",
+        consumers={"deploymentRef": {"name": "workers"}},
+        recovery={"mode": "CronJob", "schedule": "*/5 * * * *", "minIdle": "1s"},
+    )
+    h.r.xgroup_create("orders", "billing", id="0", mkstream=True)
+    h.r.xadd("orders", {"n": "1"})
+    h.r.xreadgroup("billing", "gone-worker", {"orders": ">"}, count=1)
+    wait_until(lambda: h.r.xpending("orders", "billing")["pending"] == 1, 10)
+    wait_until(
+        lambda: (
+            h.r.xpending_range("orders", "billing", "-", "+", 1)[0]["time_since_delivered"] > 1100
+        ),
+        10,
+    )
+    command = ["streamherd", "janitor", "--namespace", h.namespace, "--group", "billing"]
+    job = h.start_operator(command, env={"KUBECONFIG": str(config)})
+    wait_until(lambda: not job.running, 30, message=lambda: job.logs())
+    assert job.returncode == 2, job.logs()
+    said = f"the janitor may not get deployments in namespace '{h.namespace}'"
+    assert said in job.logs() and "recovered 1" in job.logs(), job.logs()
+    wait_until(
+        lambda: any(e[:2] == ("Warning", "PermissionDenied") for e in h.events("billing")),
+        10,
+        message=lambda: f"no Warning Event: {h.events('billing')}",
+    )

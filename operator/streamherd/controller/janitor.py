@@ -49,7 +49,7 @@ from streamherd.decisions.recovery import (
     Pods,
 )
 from streamherd.gateway import GatewayError, RedisGateway, SecretMissing
-from streamherd.kube import KubeClient, KubeError, NotFound
+from streamherd.kube import Forbidden, KubeClient, KubeError, NotFound
 from streamherd.kube import requests as rq
 from streamherd.kube.manifests import cron_job_patch, desired_cron_job, owned_by
 from streamherd.metrics import Metrics
@@ -84,20 +84,31 @@ def tracked_pods(tracker: PodTracker | None) -> PodsReader:
 
 async def listed_pods(
     kube: KubeClient, namespace: str, name: str, spec: ConsumerGroupSpec
-) -> PodsReader:
+) -> tuple[PodsReader, Forbidden | None]:
     """For a one-shot run (`streamherd janitor`): the pods as one LIST shows them. Nothing was
-    seen before, so no consumer is dead: stale entries wait for minIdle."""
+    seen before, so no consumer is dead: stale entries wait for minIdle. A 403 on the way is
+    returned (the pass still runs, by minIdle alone) so that the run can say it."""
     deployment = deployment_name(name, spec)
-    index = None
+    index, denied = None, None
     if deployment is not None:
         try:
             index = await listed_pod_index(kube, namespace, deployment)
+        except Forbidden as exc:
+            denied = exc
         except KubeError as exc:
             logger.warning("pods of Deployment %s/%s not read: %s", namespace, deployment, exc)
     tracker = None
     if deployment is not None and index is not None:
         tracker = PodTracker(index, PodHistory(), namespace, deployment)
-    return tracked_pods(tracker)
+    return tracked_pods(tracker), denied
+
+
+def janitor_denied(exc: Forbidden) -> str:
+    return (
+        f"PermissionDenied: the janitor may not {exc.action}, so it cannot tell which consumers "
+        "are gone and recovered only entries idle for minIdle: grant it to the janitor's "
+        "ServiceAccount (README: RBAC per feature)"
+    )
 
 
 class Janitor:
@@ -387,7 +398,7 @@ async def run_command(kube: KubeClient, namespace: str, name: str) -> tuple[int,
         else:  # the pattern's streams, as the poller names them (no dead-letter streams)
             keys = sorted(await scan_pattern(gateway, str(stream_spec.key_pattern)))
         janitor = Janitor(kube, Metrics(), body)
-        pods = await listed_pods(kube, namespace, name, spec)
+        pods, denied = await listed_pods(kube, namespace, name, spec)
         observed = observed_states(await gateway.observe(keys), keys, group)
         outcome = await janitor.run(gateway, keys, group, spec.recovery, pods, observed)
     except GatewayError as exc:
@@ -400,4 +411,9 @@ async def run_command(kube: KubeClient, namespace: str, name: str) -> tuple[int,
             f"{where}: group {group!r} not found on {stream_spec.key or stream_spec.key_pattern!r}",
         )
     refused = "".join(f"; {problem}" for problem in outcome.refused.values())
-    return 0, f"janitor of {where}: {outcome.summary()}{refused}"
+    line = f"janitor of {where}: {outcome.summary()}{refused}"
+    if denied is not None:
+        # Not only a log line: an Event on the group, and the Job fails (kubectl get jobs).
+        await janitor.writer.event("Warning", str(Reason.PERMISSION_DENIED), janitor_denied(denied))
+        return 2, f"{line}; {janitor_denied(denied)}"
+    return 0, line
