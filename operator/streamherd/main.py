@@ -100,6 +100,7 @@ async def startup(logger: Any, **kwargs: Any) -> None:
         )
         Runtime.ctx.status_interval = Runtime.status_interval
         Runtime.ctx.status_budget.per_second = Runtime.status_writes_per_second
+        Runtime.ctx.status_budget.interval = Runtime.status_interval
         Runtime.ctx.deployments.relist_every = Runtime.deployment_relist_every
     # kopf's live indexes (below): filled from the watches before any resource handler runs.
     Runtime.ctx.stream_groups = kwargs["consumer_groups_by_stream"]
@@ -168,12 +169,8 @@ def probe_pollers(**_: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------ Deployments (autoscaling)
 
 
-@kopf.on.event("apps", "v1", "deployments", registry=registry)
-def deployment_seen(body: kopf.Body, **kwargs: Any) -> None:
-    """The Deployments groups reference, kept fresh between the index's own re-lists
-    (controller/deployments.DeploymentIndex)."""
-    if Runtime.ctx is not None:
-        Runtime.ctx.deployments.observe(kwargs.get("type"), body)
+# The Deployments groups reference are watched by the Deployment index itself, one watch per
+# namespace in use (controller/deployments), not by a kopf watch of every Deployment.
 
 
 # ------------------------------------------------------------------ RedisStream

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -76,6 +77,18 @@ class Metrics:
             ("verb", "resource"),
             registry=r,
         )
+        self.status_interval = Gauge(
+            "streamherd_status_interval_seconds",
+            "How often each resource's status numbers are refreshed: --status-interval, or longer when --status-writes-per-second cannot write every resource's numbers that often (numbers older than twice this are late).",
+            registry=r,
+        )
+        self.write_queue = Gauge(
+            "streamherd_api_write_queue_seconds",
+            "How long the longest-waiting queued status write or Event has waited for the write budget.",
+            registry=r,
+        )
+        self._write_queue_age: Callable[[], float] = lambda: 0.0
+        self.write_queue.set_function(lambda: self._write_queue_age())
         self.info = Gauge(
             "streamherd_operator_info",
             "1 while the operator runs (its version as a label): absent means it is down or not scraped.",
@@ -253,6 +266,10 @@ class Metrics:
             registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
         )
+
+    def watch_write_queue(self, age: Callable[[], float]) -> None:
+        """Where ``streamherd_api_write_queue_seconds`` reads its value (the client's queue)."""
+        self._write_queue_age = age
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)

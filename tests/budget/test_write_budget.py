@@ -250,3 +250,67 @@ def test_a_deployment_deleted_while_the_watch_is_broken_is_noticed(harness: Harn
 
     h.api.break_watches("deployments.apps", during=delete_unseen)
     h.wait_ready("ConsumerGroup", "workers", "False", "DeploymentNotFound", timeout=30)
+
+
+@pytest.mark.e2e_variants  # about 60 s: under make e2e (tests/kube's queue tests are the suite's)
+def test_a_scale_action_is_not_delayed_behind_a_burst_of_other_objects_writes(
+    harness: Harness,
+) -> None:
+    """The write budget was one FIFO: when 100 groups changed their conditions at once (here:
+    all paused together), each loop awaited its condition write and its Event in that queue,
+    and a scale action of another group waited behind ~200 writes (20 s at 10 writes/s).
+    Now scale actions go first, and no loop waits for its own writes."""
+    h = harness
+    h.stream("orders")
+    h.stream("work", key="work")
+    names = [f"g{i}" for i in range(100)]
+    for name in names:
+        h.group(
+            name,
+            groupName=name,
+            recovery={"enabled": False},
+            autoscaling={"enabled": False, "pollInterval": "1s"},
+        )
+    h.api.create(worker("workers", h.namespace))
+    h.group(
+        "workers",
+        stream="work",
+        consumers={"deploymentRef": {"name": "workers"}},
+        autoscaling={
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "targetPerReplica": 100,
+            "pollInterval": "500ms",
+        },
+        recovery={"enabled": False},
+    )
+    h.start("--api-write-qps", "10", "--api-write-burst", "10")
+    for name in [*names, "workers"]:
+        h.wait_ready("ConsumerGroup", name, timeout=90)
+    time.sleep(3)  # the start-up's writes drain (the bucket refills)
+    for name in names:  # in-process: 100 changes in well under a second
+        h.patch(
+            "ConsumerGroup", name, {"metadata": {"annotations": {"streamherd.io/paused": "true"}}}
+        )
+    h.r.xadd("work", {"n": 0})
+    pipe = h.r.pipeline(transaction=False)
+    for _ in range(250):
+        pipe.xadd("work", {"n": 1})
+    pipe.execute()
+    burst_at = time.monotonic()
+    wait_until(
+        lambda: (h.get("Deployment", "workers") or {}).get("spec", {}).get("replicas") == 3,
+        60,
+        interval=0.05,
+        message=lambda: f"never scaled: {h.get('Deployment', 'workers')}",
+    )
+    took = time.monotonic() - burst_at
+    # pollInterval 0.5 s + a poll + the request: well under the ~20 s of the queue before.
+    assert took < 3.0, f"the scale action waited {took:.1f}s behind the others' writes"
+    for name in names:  # and the burst itself is written, fairly, within the budget
+        h.wait_status(
+            "ConsumerGroup",
+            name,
+            lambda s: any(c["type"] == "Paused" for c in s.get("conditions") or []),
+            timeout=60,
+        )

@@ -24,7 +24,7 @@ from streamherd.decisions.scaling import Action, Decision, Memory, Observed, dec
 from streamherd.decisions.totals import GroupTotals
 from streamherd.decisions.workload import deletion_costs
 from streamherd.gateway import GatewayError
-from streamherd.kube import Forbidden, KubeError
+from streamherd.kube import Forbidden, KubeError, Priority
 from streamherd.kube import requests as rq
 from streamherd.kube.manifests import (
     DELETION_COST,
@@ -344,7 +344,7 @@ class Autoscaler:
         if state is not None and not changed and not drifted:
             return None
         try:
-            applied = await self.ctx.kube.apply(rq.DEPLOYMENTS, wanted)
+            applied = await self.ctx.kube.apply(rq.DEPLOYMENTS, wanted, priority=Priority.SCALE)
         except KubeError as exc:
             logger.warning("keeping Deployment %s/%s failed: %s", namespace, deployment, exc)
             refused = api_problem(

@@ -198,6 +198,8 @@ class Context:
         self.deployments = DeploymentIndex(self.kube)
         self.durability = DurabilityWatch(self.metrics)
         requests = self.metrics.api_requests
+        self.status_budget.on_interval = self.metrics.status_interval.set
+        self.metrics.watch_write_queue(self.kube.queue.oldest)
         self.kube.on_request = lambda r: requests.labels(r.method, r.resource).inc()
 
     def young(self) -> bool:
@@ -215,6 +217,7 @@ class Context:
             event.set()
 
     async def close(self) -> None:
+        await self.deployments.close()
         await self.scalers.close()
         await self.endpoints.close()
         await self.kube.close()

@@ -4,11 +4,14 @@ asked and ready, and the template hash of one streamherd owns, without a GET per
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import random
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from streamherd.kube import KubeClient
+from streamherd.kube import Gone, KubeClient, KubeError
 from streamherd.kube import requests as rq
 from streamherd.kube.manifests import deployment_state
 
@@ -17,6 +20,9 @@ RELIST_SECONDS = 30.0
 --deployment-relist-interval)."""
 
 Key = tuple[str, str]
+logger = logging.getLogger(__name__)
+WATCH_SECONDS = 300
+"""How long one watch request lasts before the server ends it (and we resume)."""
 
 
 class DeploymentIndex:
@@ -26,14 +32,18 @@ class DeploymentIndex:
 
     - *Which*: a group loop names the Deployment it uses with every lookup (``lookup(who,
       ...)``) and lets go when it stops (``release``); an entry lives while some group
-      references it. Watch events of other Deployments are dropped, not stored.
-    - *Fresh*: kopf's Deployment watch hands every event to ``observe`` (ADDED, MODIFIED,
-      DELETED) and our own create to ``created``.
-    - *Nothing stale after a broken watch*: a watch that resumes too late gets 410 and kopf
-      re-lists, but a re-list tells no one which objects vanished meanwhile (kopf's own
-      indexes keep them too). So each namespace in use is LISTed again every
-      ``relist_every`` seconds and its entries replaced by what the list holds: a Deployment
-      deleted while the watch was down is gone within that time, whatever the watch missed.
+      references it. Only the namespaces some group uses are watched (one watch each, our
+      own client's, not kopf's cluster-wide one): a Deployment elsewhere is never received;
+      watch events of unreferenced Deployments in a watched namespace are dropped.
+    - *Fresh*: each namespace's watch starts from its LIST's resourceVersion and resumes
+      from the last one it saw (BOOKMARKs included) and hands every event to ``observe``;
+      our own create goes to ``created``. The watch of a namespace no group uses any more
+      is stopped.
+    - *Nothing stale after a broken watch*: a watch that resumes too late gets 410 and
+      lists the namespace again, replacing its entries by what the list holds (so a
+      Deployment deleted while the watch was down is gone, not kept as a re-list by kopf
+      kept it). As a belt, each namespace in use is also LISTed again every
+      ``relist_every`` seconds (a watch silently stuck on a dead connection).
     - *Start-up and new references*: a lookup in a namespace not listed yet lists it first
       and waits for that list (a name newly referenced in a namespace listed before: a GET),
       so no group reports a missing Deployment that exists only because the first watch
@@ -53,6 +63,12 @@ class DeploymentIndex:
         self._touched: dict[str, set[Key]] = {}
         """Per namespace being listed, what watch events changed meanwhile (newer than the
         list may be: the list does not overwrite them)."""
+        self._versions: dict[str, str] = {}
+        """Per namespace, the resourceVersion its watch resumes from (its last list's, or
+        the last event's)."""
+        self._watches: dict[str, asyncio.Task[None]] = {}
+        self.received: int = 0
+        """Watch events received (tests: none of a namespace no group uses)."""
 
     def referenced(self, key: Key) -> bool:
         return key in self._users.values()
@@ -77,6 +93,7 @@ class DeploymentIndex:
         listed = self._listed_at.get(namespace)
         if listed is None or time.monotonic() - listed >= self.relist_every:
             await self._relist(namespace)
+            self._watch(namespace)
         elif new and key not in self._states:
             # Newly referenced in a namespace listed before (the list kept only what was
             # referenced then): one GET, not a list.
@@ -90,7 +107,7 @@ class DeploymentIndex:
             self._forget_unreferenced()
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A watch event (kopf's ``on.event``)."""
+        """A watch event of a watched namespace."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if not self.referenced(key):
@@ -115,9 +132,11 @@ class DeploymentIndex:
                 return  # listed by another loop while this one waited for the lock
             touched = self._touched[namespace] = set()
             try:
-                items = await self._kube.list(rq.DEPLOYMENTS, namespace)
+                items, version = await self._kube.list_versioned(rq.DEPLOYMENTS, namespace)
             finally:
                 del self._touched[namespace]
+            if version:
+                self._versions[namespace] = version
             present = {
                 (namespace, str(item["metadata"]["name"])): deployment_state(item) for item in items
             }
@@ -136,3 +155,53 @@ class DeploymentIndex:
         namespaces = {ns for ns, _ in used}
         for namespace in [ns for ns in self._listed_at if ns not in namespaces]:
             del self._listed_at[namespace]  # listed afresh when a group uses it again
+            self._versions.pop(namespace, None)
+        for namespace in [ns for ns in self._watches if ns not in namespaces]:
+            self._watches.pop(namespace).cancel()
+
+    def _watch(self, namespace: str) -> None:
+        """Watch ``namespace`` (once listed) while some group uses it."""
+        task = self._watches.get(namespace)
+        if task is None or task.done():
+            self._watches[namespace] = asyncio.get_running_loop().create_task(
+                self._follow(namespace), name=f"deployments-watch-{namespace}"
+            )
+
+    async def _follow(self, namespace: str) -> None:
+        failures = 0
+        while True:
+            version = self._versions.get(namespace)
+            try:
+                if version is None:
+                    await self._relist(namespace)
+                    continue
+                async for event_type, body in self._kube.watch(
+                    rq.DEPLOYMENTS, namespace, version, timeout_seconds=WATCH_SECONDS
+                ):
+                    failures = 0
+                    self.received += 1
+                    seen = (body.get("metadata") or {}).get("resourceVersion")
+                    if seen:
+                        self._versions[namespace] = str(seen)
+                    if event_type != "BOOKMARK":
+                        self.observe(event_type, body)
+                failures = 0  # the server ended the watch: resume where it stopped
+            except Gone:
+                logger.debug("deployments in %s: version %s gone, listing", namespace, version)
+                self._versions.pop(namespace, None)
+            except KubeError as exc:
+                failures += 1
+                delay = random.uniform(0, min(30.0, 0.5 * 2**failures))
+                logger.warning(
+                    "watching deployments in %s: %s (again in %.1fs)", namespace, exc, delay
+                )
+                await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        tasks = list(self._watches.values())
+        self._watches.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

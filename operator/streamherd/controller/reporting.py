@@ -1,12 +1,14 @@
-"""Writing what a loop decided: status (only when changed), Events (only on transitions)."""
+"""Writing what a loop decided: status (only when changed), Events (only on transitions),
+handed to the client's write queue (never awaited behind other objects' writes)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
 import weakref
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +23,7 @@ from streamherd.decisions.conditions import (
     timestamp,
     transition,
 )
-from streamherd.kube import Forbidden, KubeClient, KubeError
+from streamherd.kube import Forbidden, KubeClient, KubeError, Priority
 from streamherd.kube import requests as rq
 
 logger = logging.getLogger(__name__)
@@ -41,34 +43,74 @@ class StatusBudget:
     writers that share it (0: none). Each writer's numbers interval stretches to
     ``writers / per_second`` when that is longer than its own: 500 busy groups at a budget of
     10/s write their numbers every ~50 s each, evenly (each its own phase), not 50 a second
-    at the 10 s interval, and no group starves. Conditions and scale actions never take from
-    it (they are written at once). Counted by the writers alive (a weak set: a loop that
-    ends takes its writer with it)."""
+    at the 10 s interval, and no group starves (the queue sends the longest-waiting first).
+    Conditions and scale actions never take from it (they are written at once). Counted by
+    the writers alive (a weak set: a loop that ends takes its writer with it).
 
-    def __init__(self, per_second: float = 0.0) -> None:
+    The effective interval is said, not hidden: ``on_interval`` (the operator's metric
+    ``streamherd_status_interval_seconds``) is told it, and a log line when it changes by
+    more than a tenth, so that numbers older than --status-interval are expected, and
+    numbers older than twice the effective interval mean something is wrong."""
+
+    def __init__(self, per_second: float = 0.0, interval: float = 0.0) -> None:
         self.per_second = per_second
+        self.interval = interval
+        """The --status-interval, for the effective interval reported."""
         self._writers: weakref.WeakSet[StatusWriter] = weakref.WeakSet()
+        self.on_interval: Callable[[float], None] | None = None
+        self._said = 0.0
 
     def join(self, writer: StatusWriter) -> None:
         self._writers.add(writer)
+        self.effective(writer.numbers_every)
 
     def spacing(self) -> float:
         """Seconds between one writer's numbers writes that keep the total within budget."""
         return len(self._writers) / self.per_second if self.per_second > 0 else 0.0
 
+    def effective(self, own: float) -> float:
+        """A writer's numbers interval: its own, or longer to stay within the budget."""
+        interval = max(own, self.spacing())
+        said = max(self.interval, self.spacing())
+        if self.on_interval is not None:
+            self.on_interval(said)
+        if abs(said - self._said) > 0.1 * max(self._said, 1e-9):
+            self._said = said
+            if said > self.interval > 0:
+                logger.info(
+                    "status numbers of %d resources are refreshed every %.1fs, not every "
+                    "%.1fs (--status-interval): --status-writes-per-second is %g",
+                    len(self._writers),
+                    said,
+                    self.interval,
+                    self.per_second,
+                )
+        return interval
+
 
 class StatusWriter:
     """Owns one resource's status: the write budget of one object. A change of conditions,
     observedGeneration or an ``immediate`` field (a group's replicas and scale actions) is
-    written at once; a change of plain numbers only, at most every ``numbers_every`` seconds
-    (--status-interval: a busy stream changes every poll, and every write is an etcd write
-    that every watcher receives). Condition messages carry no live numbers (the loops keep
-    them out), so conditions change only when something happens. Numbers held back are not
-    lost: the next call (the next poll) writes them once their time has come. Each writer's
-    interval is shortened by a random tenth, so writers started together drift apart rather
-    than all writing in the same second; a shared ``budget`` stretches it when many writers
-    would exceed the operator's total (StatusBudget). ``heartbeat`` (a timestamp field) is refreshed with
-    any write, and on its own after ``heartbeat_every`` seconds."""
+    queued at once (Priority.STATUS); a change of plain numbers only, at most every
+    ``numbers_every`` seconds (--status-interval: a busy stream changes every poll, and every
+    write is an etcd write that every watcher receives), at Priority.NUMBERS. Condition
+    messages carry no live numbers (the loops keep them out), so conditions change only when
+    something happens. Numbers held back are not lost: the next call (the next poll) queues
+    them once their time has come. Each writer's interval is shortened by a random tenth, so
+    writers started together drift apart rather than all writing in the same second; a
+    shared ``budget`` stretches it when many writers would exceed the operator's total
+    (StatusBudget). ``heartbeat`` (a timestamp field) is refreshed with any write, and on
+    its own after ``heartbeat_every`` seconds.
+
+    No loop waits for its writes: ``write`` and ``event`` hand them to the client's queue
+    (``kube.queue``), one slot per writer, and return. What keeps it consistent: ``current``
+    is what the loops decided (what ``report`` builds the next conditions on), ``written``
+    what the API server acknowledged; a send writes the difference between them as it is
+    when the sender gets to it, so a newer status replaces an unsent one. A failed send
+    (409, 5xx given up, 403) leaves ``written`` as it was and the next ``write`` queues the
+    difference again; a 404 (the object deleted meanwhile) gives up until the object's loop
+    writes again (it ends, or the object was re-created). The Ready Event of a transition is
+    posted once the transition is written."""
 
     def __init__(
         self,
@@ -86,6 +128,7 @@ class StatusWriter:
         self._resource = resource
         self._body = body
         self.current: dict[str, Any] = dict(body.get("status") or {})
+        self.written: dict[str, Any] = dict(self.current)
         self.numbers_every = numbers_every
         self._immediate = frozenset(("conditions", "observedGeneration", *immediate))
         self._budget = budget
@@ -93,58 +136,88 @@ class StatusWriter:
             budget.join(self)
         self._heartbeat = heartbeat
         self._heartbeat_every = heartbeat_every
-        self._last_write = 0.0
         self._last_heartbeat = 0.0
         self._next_numbers = 0.0
+        self._heartbeat_due = False
+        self._events = itertools.count()
         self.writes = 0
         """Status PATCHes sent (tests, benchmarks)."""
         self.event_refused: Verdict | None = None
         """ApiAccess=False while Events are forbidden (until one is posted again)."""
 
+    def _structural(self, patch: Mapping[str, Any] | None) -> bool:
+        return patch is not None and not self._immediate.isdisjoint(patch)
+
+    def _interval(self) -> float:
+        if self._budget is None:
+            return self.numbers_every
+        return self._budget.effective(self.numbers_every)
+
     async def write(self, desired: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Write what differs from the current status; returns the patch written, if any.
-        Posts an Event when the Ready condition changes status or reason."""
+        """Queue what differs from the current status; returns that patch, if any (written
+        soon, by the queue). Posts an Event when the Ready condition changes status or
+        reason (once written)."""
         now = time.monotonic()
         patch = status_patch(self.current, desired)
-        structural = patch is not None and not self._immediate.isdisjoint(patch)
+        structural = self._structural(patch)
         if patch is not None and not structural and now < self._next_numbers:
             patch = None  # numbers only, and written recently: a later poll writes them
-        if self._heartbeat and (
-            patch is not None or now - self._last_heartbeat >= self._heartbeat_every
-        ):
-            patch = dict(patch or {})
+        if patch is not None:
+            for key, value in patch.items():
+                if value is None:
+                    self.current.pop(key, None)
+                else:
+                    self.current[key] = value
+        if self._heartbeat and now - self._last_heartbeat >= self._heartbeat_every:
+            self._heartbeat_due = True
+        outstanding = status_patch(self.written, self.current)
+        if outstanding is not None or self._heartbeat_due:
+            priority = Priority.STATUS if self._structural(outstanding) else Priority.NUMBERS
+            self._kube.queue.put(self, priority, self._flush)
+        return patch
+
+    async def _flush(self) -> None:
+        """Send what ``written`` lacks of ``current`` (called by the queue's sender)."""
+        patch = status_patch(self.written, self.current)
+        if patch is None and not self._heartbeat_due:
+            return
+        now = time.monotonic()
+        patch = dict(patch or {})
+        if self._heartbeat:
             patch[self._heartbeat] = timestamp(datetime.now(UTC))
-            self._last_heartbeat = now
-        if patch is None:
-            return None
+        structural = self._structural(patch)
         meta = self._body.get("metadata", {})
-        before = dict(self.current)
         try:
             await self._kube.patch_status(
-                self._resource, meta.get("namespace"), meta.get("name"), patch
+                self._resource,
+                meta.get("namespace"),
+                meta.get("name"),
+                patch,
+                priority=Priority.STATUS if structural else Priority.NUMBERS,
             )
         except KubeError as exc:  # gone or racing a deletion: the next loop will see it
             logger.warning(
                 "status of %s/%s not written: %s", meta.get("namespace"), meta.get("name"), exc
             )
-            return None
-        self._last_write = now
-        spacing = max(self.numbers_every, self._budget.spacing() if self._budget else 0.0)
-        self._next_numbers = now + spacing * random.uniform(0.9, 1.0)
+            return
+        self._heartbeat_due = False
+        if self._heartbeat:
+            self._last_heartbeat = now
+        self._next_numbers = now + self._interval() * random.uniform(0.9, 1.0)
         self.writes += 1
+        before = dict(self.written)
         for key, value in patch.items():
             if value is None:
-                self.current.pop(key, None)
+                self.written.pop(key, None)
             else:
-                self.current[key] = value
-        changed = transition(before, self.current, ConditionType.READY)
+                self.written[key] = value
+        changed = transition(before, self.written, ConditionType.READY)
         if changed is not None:
             await self.event(
                 "Normal" if changed.get("status") == ConditionStatus.TRUE else "Warning",
                 str(changed.get("reason")),
                 str(changed.get("message") or changed.get("reason")),
             )
-        return patch
 
     def resume_counters(self, totals: dict[str, int], names: Sequence[str]) -> dict[str, int]:
         """Cumulative counters to go on from, in ``totals``: for each name the largest of what
@@ -160,6 +233,14 @@ class StatusWriter:
         return totals
 
     async def event(self, type_: str, reason: str, message: str) -> None:
+        """Queue an Event (Priority.EVENT); each its own slot, in order of queueing."""
+
+        async def post() -> None:
+            await self._post_event(type_, reason, message)
+
+        self._kube.queue.put(("event", id(self), next(self._events)), Priority.EVENT, post)
+
+    async def _post_event(self, type_: str, reason: str, message: str) -> None:
         try:
             await self._kube.post_event(
                 involved(self._body), type_=type_, reason=reason, message=bounded(message)

@@ -6,8 +6,12 @@
   8 s), honouring ``Retry-After``, for up to ``retry_for`` seconds (30 by default); then
   :class:`Unavailable`. Other errors are raised at once, typed (``kube.errors``), naming the
   request as RBAC sees it.
-- **Budget** (``kube.budget``): every write takes a token of the write bucket, every read of
-  the read bucket; a deferrable write is never queued (:class:`WriteDeferred`).
+- **Budget** (``kube.budget``): every write takes a token of the write bucket, by
+  :class:`Priority` (scale actions, then status conditions/replicas, then Events, then
+  status numbers), every read of the read bucket; a deferrable write is never queued
+  (:class:`WriteDeferred`).
+- **Queue** (``kube.queue``): status writes and Events are handed to ``queue`` (one
+  coalescing slot per object) rather than awaited, so no loop waits behind other objects.
 - **Events** (``kube.events``): aggregated per object and reason.
 """
 
@@ -18,14 +22,14 @@ import builtins
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 
 from streamherd.kube import requests as rq
 from streamherd.kube.auth import Credentials
-from streamherd.kube.budget import Limits
+from streamherd.kube.budget import Limits, Priority
 from streamherd.kube.errors import (
     KubeError,
     NotFound,
@@ -34,6 +38,7 @@ from streamherd.kube.errors import (
     error_for,
 )
 from streamherd.kube.events import EventRecorder
+from streamherd.kube.queue import WriteQueue
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +90,8 @@ class KubeClient:
         self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self.events = EventRecorder(self)
+        self.queue = WriteQueue()
+        """Writes the loops hand off (status, Events): see ``kube.queue``."""
         self.on_request: Callable[[rq.Request], None] | None = None
         """Told of every request sent (the operator counts them as a metric)."""
         self.on_retry: Callable[[rq.Request, str], None] | None = None
@@ -127,6 +134,7 @@ class KubeClient:
         task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
+        await self.queue.close()
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
@@ -138,7 +146,11 @@ class KubeClient:
         """Write tokens there are now (for a writer deciding whether to send numbers)."""
         return self._writes.tokens
 
-    async def _take(self, request: rq.Request, deferrable: bool) -> None:
+    def writes_waiting(self) -> int:
+        """Writes waiting for a token now."""
+        return self._writes.waiting
+
+    async def _take(self, request: rq.Request, deferrable: bool, priority: Priority) -> None:
         if not request.write:
             await self._reads.take()
             return
@@ -146,15 +158,21 @@ class KubeClient:
             if not self._writes.try_take(keep=self.limits.reserve):
                 raise WriteDeferred(request)
             return
-        waited = await self._writes.take()
+        waited = await self._writes.take(priority)
         if waited > 0.01 and self.on_throttle is not None:
             self.on_throttle(request, waited)
 
     async def send(
-        self, request: rq.Request, *, deferrable: bool = False, retry_for: float | None = None
+        self,
+        request: rq.Request,
+        *,
+        deferrable: bool = False,
+        retry_for: float | None = None,
+        priority: Priority = Priority.STATUS,
     ) -> Any:
-        """Send ``request``; its reply as JSON (or None). Raises a typed KubeError."""
-        await self._take(request, deferrable)
+        """Send ``request``; its reply as JSON (or None). Raises a typed KubeError. A write
+        waits for its token by ``priority`` (retries do not take another)."""
+        await self._take(request, deferrable, priority)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.retry_for if retry_for is None else retry_for)
         attempt = 0
@@ -229,6 +247,67 @@ class KubeClient:
         result = await self.send(rq.list_(resource, namespace, label_selector))
         return list(result.get("items", []))
 
+    async def list_versioned(
+        self, resource: rq.Resource, namespace: str
+    ) -> tuple[builtins.list[dict[str, Any]], str]:
+        """list(), and the list's resourceVersion (where a watch of it starts)."""
+        result = await self.send(rq.list_(resource, namespace))
+        version = str((result.get("metadata") or {}).get("resourceVersion") or "")
+        return list(result.get("items", [])), version
+
+    async def watch(
+        self,
+        resource: rq.Resource,
+        namespace: str,
+        resource_version: str,
+        *,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """One watch request: (type, object) as the server sends them (ADDED, MODIFIED,
+        DELETED, BOOKMARK) until it ends the watch (``timeout_seconds``). A resourceVersion
+        too old raises Gone (list again); a broken connection raises Unavailable (resume
+        from the last resourceVersion seen). Takes a read token; not retried here (the
+        caller resumes)."""
+        request = rq.watch(resource, namespace, resource_version, timeout_seconds)
+        await self._take(request, False, Priority.STATUS)
+        session = await self._get_session()
+        if self.on_request is not None:
+            self.on_request(request)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout, sock_read=timeout_seconds + 30
+        )
+        try:
+            async with session.get(
+                self.credentials.server + request.path, params=request.params, timeout=timeout
+            ) as response:
+                if response.status >= 400:
+                    raw = await response.text()
+                    try:
+                        data = json.loads(raw)
+                    except ValueError:
+                        data = {"message": raw}
+                    raise error_for(
+                        response.status,
+                        str(data.get("reason") or response.reason or response.status),
+                        str(data.get("message") or ""),
+                        request,
+                    )
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        raise error_for(
+                            int(obj.get("code") or 0),
+                            str(obj.get("reason") or "Error"),
+                            str(obj.get("message") or ""),
+                            request,
+                        )
+                    yield str(event.get("type")), obj
+        except TRANSIENT as exc:
+            raise Unavailable(0, type(exc).__name__, str(exc), request) from exc
+
     async def list_if_served(
         self, resource: rq.Resource, namespace: str
     ) -> builtins.list[dict[str, Any]]:
@@ -250,16 +329,19 @@ class KubeClient:
         result: dict[str, Any] = await self.send(rq.merge_patch(resource, namespace, name, patch))
         return result
 
-    async def apply(self, resource: rq.Resource, body: dict[str, Any]) -> dict[str, Any]:
+    async def apply(
+        self, resource: rq.Resource, body: dict[str, Any], *, priority: Priority = Priority.STATUS
+    ) -> dict[str, Any]:
         """Server-side apply of a whole object we own (see ``requests.apply``)."""
         meta = body["metadata"]
         result: dict[str, Any] = await self.send(
-            rq.apply(resource, meta["namespace"], meta["name"], body)
+            rq.apply(resource, meta["namespace"], meta["name"], body), priority=priority
         )
         return result
 
     async def scale(self, namespace: str, deployment: str, replicas: int) -> None:
-        await self.send(rq.patch_scale(namespace, deployment, replicas))
+        """A scale action: the first write served (Priority.SCALE)."""
+        await self.send(rq.patch_scale(namespace, deployment, replicas), priority=Priority.SCALE)
 
     async def patch_status(
         self,
@@ -269,13 +351,19 @@ class KubeClient:
         status: dict[str, Any],
         *,
         deferrable: bool = False,
+        priority: Priority = Priority.STATUS,
     ) -> None:
-        """Merge-patch the status; ``deferrable`` (numbers only) raises WriteDeferred rather
-        than wait for the write budget."""
-        await self.send(rq.patch_status(resource, namespace, name, status), deferrable=deferrable)
+        """Merge-patch the status; ``deferrable`` raises WriteDeferred rather than wait for
+        the write budget."""
+        await self.send(
+            rq.patch_status(resource, namespace, name, status),
+            deferrable=deferrable,
+            priority=priority,
+        )
 
     async def post_event(
         self, involved: dict[str, Any], *, type_: str, reason: str, message: str
     ) -> None:
-        """An Event, aggregated: a repeated reason on one object raises its count."""
+        """An Event, aggregated: a repeated reason on one object raises its count (its
+        token: Priority.EVENT)."""
         await self.events.post(involved, type_=type_, reason=reason, message=message)

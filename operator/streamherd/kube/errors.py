@@ -31,6 +31,10 @@ class Conflict(KubeError):
     pass
 
 
+class Gone(KubeError):
+    """410: a watch asked for a resourceVersion the server no longer has: list again."""
+
+
 class Invalid(KubeError):
     """422: the object was refused (schema, admission)."""
 
@@ -62,6 +66,7 @@ BY_STATUS: dict[int, type[KubeError]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    410: Gone,
     422: Invalid,
 }
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from streamherd.kube import requests as rq
+from streamherd.kube.budget import Priority
 from streamherd.kube.errors import Conflict, NotFound, WriteDeferred
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class EventRecorder:
             name=f"{(involved.get('metadata') or {}).get('name', 'streamherd')}.{secrets.token_hex(8)}",
         )
         with contextlib.suppress(Conflict):  # a retried create that had reached the server
-            await self._kube.send(request)
+            await self._kube.send(request, priority=Priority.EVENT)
         body = request.body
         self._seen[key] = _Seen(body["metadata"]["namespace"], body["metadata"]["name"], 1, 1)
         while len(self._seen) > MAX_KEYS:

@@ -124,6 +124,20 @@ def list_(resource: Resource, namespace: str, label_selector: str | None = None)
     return Request("GET", resource.path(namespace), params)
 
 
+def watch(
+    resource: Resource, namespace: str, resource_version: str, timeout_seconds: int = 300
+) -> Request:
+    """A watch of one namespace's ``resource`` from ``resource_version`` (a LIST's), with
+    bookmarks (they carry the resourceVersion to resume from)."""
+    params = {
+        "watch": "true",
+        "resourceVersion": resource_version,
+        "allowWatchBookmarks": "true",
+        "timeoutSeconds": str(timeout_seconds),
+    }
+    return Request("GET", resource.path(namespace), params)
+
+
 def create(resource: Resource, namespace: str, body: dict[str, Any]) -> Request:
     return Request("POST", resource.path(namespace), body=body)
 
