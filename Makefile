@@ -97,7 +97,7 @@ bench: $(addprefix bench-,$(BENCHES))
 $(addprefix bench-,$(BENCHES)): bench-%: deps
 	$(PY) tests/bench/bench_$(subst -,_,$*).py
 
-bench-takeover: control-plane  # on the real API server
+bench-takeover bench-api: control-plane  # on the real API server
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis
