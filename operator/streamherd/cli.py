@@ -15,6 +15,9 @@ from streamherd.kube.budget import DEFAULT_WRITE_BURST, DEFAULT_WRITE_QPS
 
 FC = TypeVar("FC", bound=Callable[..., Any])
 
+WRITES_DRAIN_SECONDS = 30.0
+"""How long a one-shot command waits for its queued status and Event writes before exiting."""
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
@@ -321,7 +324,13 @@ def janitor(namespace: str, name: str, log_level: str) -> None:
     async def once() -> tuple[int, str]:
         kube = KubeClient.from_environment()
         try:
-            return await run_command(kube, namespace, name)
+            code, line = await run_command(kube, namespace, name)
+            if not await kube.drain(WRITES_DRAIN_SECONDS):
+                return (
+                    1,
+                    f"{line}; its status and Events were not all written within {WRITES_DRAIN_SECONDS:.0f} s",
+                )
+            return code, line
         finally:
             await kube.close()
 
@@ -458,7 +467,13 @@ def _dlq_run(options: dict[str, Any], command: Any) -> None:
 
             kube = KubeClient.from_environment()
         try:
-            return await deadletters.run(where, kube, command)
+            code, text = await deadletters.run(where, kube, command)
+            if kube is not None and not await kube.drain(WRITES_DRAIN_SECONDS):
+                return (
+                    1,
+                    f"{text}\n(its Events were not all written within {WRITES_DRAIN_SECONDS:.0f} s)",
+                )
+            return code, text
         finally:
             if kube is not None:
                 await kube.close()

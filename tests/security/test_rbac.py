@@ -181,6 +181,15 @@ def scaled_in_anyway(h: Harness) -> None:
     )
 
 
+def scaled_up_anyway(h: Harness) -> None:
+    """Without the watch, the re-list still serves the index: scaling goes on."""
+    wait_until(
+        lambda: ((h.get("Deployment", "workers") or {}).get("spec") or {}).get("replicas") == 2,
+        30,
+        message="not scaled to minReplicas without the Deployment watch",
+    )
+
+
 def ready_anyway(h: Harness) -> None:
     h.wait_ready("ConsumerGroup", "inproc", "True", timeout=30)
 
@@ -202,6 +211,15 @@ CASES = {
         "ScalingActive",
         "patch deployments/scale in namespace '{ns}'",
         replicas_stay_one,
+    ),
+    "watch": Case(
+        ("apps", "deployments", {"watch"}),
+        autoscaled,
+        "ConsumerGroup",
+        "workers",
+        "ApiAccess",
+        "watch deployments in namespace '{ns}'",
+        scaled_up_anyway,
     ),
     "hpas": Case(
         ("autoscaling", "horizontalpodautoscalers", {"list"}),

@@ -204,8 +204,18 @@ class Autoscaler:
                 f"{str(policy.metric).lower()} drives the replicas ({decision.desired} wanted)",
             )
         conditions = [condition]
+        watch_refused = self.ctx.deployments.watch_refused(self.body["metadata"]["namespace"])
         if self.deletion_cost_refused is not None:  # until a scale-in sets the costs again
             conditions.append(self.deletion_cost_refused)
+        elif watch_refused is not None:  # one ApiAccess condition: the first problem found
+            conditions.append(
+                api_problem(
+                    watch_refused,
+                    ConditionType.API_ACCESS,
+                    consequence=", so Deployment changes are seen only when the namespace is "
+                    "listed again (--deployment-relist-interval)",
+                )
+            )
         return ScalingOutcome(self._fields(current, decision.desired), conditions)
 
     def _current(self, seen: int) -> int:

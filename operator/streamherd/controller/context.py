@@ -30,6 +30,8 @@ from streamherd.kube import KubeClient
 from streamherd.kube import requests as rq
 from streamherd.metrics import Metrics
 
+CLOSE_DRAIN_SECONDS = 1.0
+"""How long the operator's shutdown (or a leader stepping down) still sends queued writes."""
 STATUS_INTERVAL = 10.0
 """The default --status-interval."""
 STATUS_WRITES_PER_SECOND = 10.0
@@ -220,4 +222,7 @@ class Context:
         await self.deployments.close()
         await self.scalers.close()
         await self.endpoints.close()
+        # The last statuses and Events, briefly (a leader stepping down still holds its
+        # Lease for a while); what is left is written afresh by the next leader's loops.
+        await self.kube.drain(CLOSE_DRAIN_SECONDS)
         await self.kube.close()

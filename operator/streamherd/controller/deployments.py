@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from streamherd.kube import Gone, KubeClient, KubeError
+from streamherd.kube import Forbidden, Gone, KubeClient, KubeError
 from streamherd.kube import requests as rq
 from streamherd.kube.manifests import deployment_state
 
@@ -67,6 +67,9 @@ class DeploymentIndex:
         """Per namespace, the resourceVersion its watch resumes from (its last list's, or
         the last event's)."""
         self._watches: dict[str, asyncio.Task[None]] = {}
+        self._watch_refused: dict[str, Forbidden] = {}
+        """Per namespace, the 403 its watch got (until a watch there is served again): the
+        index still re-lists it, but the groups there say what they miss."""
         self.received: int = 0
         """Watch events received (tests: none of a namespace no group uses)."""
 
@@ -76,6 +79,10 @@ class DeploymentIndex:
     def get(self, key: Key) -> dict[str, Any] | None:
         """The last known state (no I/O): for readers after the loop's own ``lookup``."""
         return self._states.get(key)
+
+    def watch_refused(self, namespace: str) -> Forbidden | None:
+        """The 403 of this namespace's watch, while it lasts (a list still serves)."""
+        return self._watch_refused.get(namespace)
 
     def known(self, namespace: str) -> bool:
         """Whether the namespace has been listed: only then is a missing entry missing."""
@@ -158,6 +165,7 @@ class DeploymentIndex:
             self._versions.pop(namespace, None)
         for namespace in [ns for ns in self._watches if ns not in namespaces]:
             self._watches.pop(namespace).cancel()
+            self._watch_refused.pop(namespace, None)
 
     def _watch(self, namespace: str) -> None:
         """Watch ``namespace`` (once listed) while some group uses it."""
@@ -179,6 +187,7 @@ class DeploymentIndex:
                     rq.DEPLOYMENTS, namespace, version, timeout_seconds=WATCH_SECONDS
                 ):
                     failures = 0
+                    self._watch_refused.pop(namespace, None)
                     self.received += 1
                     seen = (body.get("metadata") or {}).get("resourceVersion")
                     if seen:
@@ -186,10 +195,13 @@ class DeploymentIndex:
                     if event_type != "BOOKMARK":
                         self.observe(event_type, body)
                 failures = 0  # the server ended the watch: resume where it stopped
+                self._watch_refused.pop(namespace, None)
             except Gone:
                 logger.debug("deployments in %s: version %s gone, listing", namespace, version)
                 self._versions.pop(namespace, None)
             except KubeError as exc:
+                if isinstance(exc, Forbidden):
+                    self._watch_refused[namespace] = exc
                 failures += 1
                 delay = random.uniform(0, min(30.0, 0.5 * 2**failures))
                 logger.warning(

@@ -145,6 +145,14 @@ class StatusWriter:
         self.event_refused: Verdict | None = None
         """ApiAccess=False while Events are forbidden (until one is posted again)."""
 
+    def _outstanding(self) -> dict[str, Any] | None:
+        """The patch from ``written`` to ``current``: changed fields, and None for each field
+        removed (a key this writer dropped from ``current``: other writers' fields are in
+        neither, so they are never removed here)."""
+        patch = dict(status_patch(self.written, self.current) or {})
+        patch.update({key: None for key in self.written if key not in self.current})
+        return patch or None
+
     def _structural(self, patch: Mapping[str, Any] | None) -> bool:
         return patch is not None and not self._immediate.isdisjoint(patch)
 
@@ -170,7 +178,7 @@ class StatusWriter:
                     self.current[key] = value
         if self._heartbeat and now - self._last_heartbeat >= self._heartbeat_every:
             self._heartbeat_due = True
-        outstanding = status_patch(self.written, self.current)
+        outstanding = self._outstanding()
         if outstanding is not None or self._heartbeat_due:
             priority = Priority.STATUS if self._structural(outstanding) else Priority.NUMBERS
             self._kube.queue.put(self, priority, self._flush)
@@ -178,7 +186,7 @@ class StatusWriter:
 
     async def _flush(self) -> None:
         """Send what ``written`` lacks of ``current`` (called by the queue's sender)."""
-        patch = status_patch(self.written, self.current)
+        patch = self._outstanding()
         if patch is None and not self._heartbeat_due:
             return
         now = time.monotonic()

@@ -133,6 +133,17 @@ class KubeClient:
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
+    async def drain(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the queued writes to be sent: whether they were. A
+        one-shot command (`streamherd janitor`, `streamherd dlq`) must not exit with its
+        status counters and Events still queued (``close`` drops what is pending)."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self.queue.drained()
+        except TimeoutError:
+            return False
+        return True
+
     async def close(self) -> None:
         await self.queue.close()
         for task in list(self._retiring):
