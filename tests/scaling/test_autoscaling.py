@@ -248,3 +248,30 @@ def test_scale_in_removes_the_pods_with_the_least_pending_work(
         for p in h.api.list("pods", h.namespace)
     }
     assert costs.get(busy) == "4"
+
+
+def test_a_burst_on_a_group_at_one_replica_scales_up_before_the_next_poll(
+    harness: Harness, kubelet: Any
+) -> None:
+    """A group at one replica, idle, with a 60 s pollInterval: a burst raises its replicas
+    long before the next poll. Only the burst probe can: the waker arms it on the first new
+    entry, and its XLEN (every 0.5 s) sees the stream grow past what one replica absorbs."""
+    h = harness
+    h.consumer_deployment("workers", 1, "workers", WORK_MS="5")
+    h.stream("orders")
+    h.group(
+        "workers",
+        consumers={"deploymentRef": {"name": "workers"}},
+        autoscaling={
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "targetPerReplica": 100,
+            "pollInterval": "60s",
+        },
+    )
+    h.start()
+    h.wait_status("ConsumerGroup", "workers", lambda s: s.get("desiredReplicas") == 1)
+    produce(h, 2000)
+    # The next regular poll is up to 60 s away.
+    wait_until(lambda: replicas(h, "workers") > 1, 10, message="the burst was not seen")
+    assert any(reason == "ScaledUp" for _, reason, _ in h.events("workers"))

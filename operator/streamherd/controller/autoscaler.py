@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,8 +16,9 @@ from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.controller.apifailures import api_problem
 from streamherd.controller.consumers import deployment_name, deployment_pods, running
 from streamherd.controller.context import Context, StreamBinding
-from streamherd.controller.polling import Poller, Waker
+from streamherd.controller.polling import Poller, Prober, Waker
 from streamherd.controller.reporting import StatusWriter
+from streamherd.decisions.bursts import Baseline, Follow, follow
 from streamherd.decisions.conditions import Verdict, timestamp
 from streamherd.decisions.rates import Progress, completion_rate, smoothed
 from streamherd.decisions.scaling import Action, Decision, Memory, Observed, decide
@@ -59,9 +60,12 @@ class Autoscaler:
         self.ctx, self.body, self.writer, self.me = ctx, body, writer, me
         self.memory = Memory()
         self.rate: float | None = None
+        self.throughput: float | None = None
+        """Entries finished per second between the last two polls (any load)."""
         self._progress: Progress | None = None  # at the last poll
         self._requested: tuple[int, float] | None = None  # (replicas, when) we asked for
         self._waker: Waker | None = None
+        self._prober: Prober | None = None
         self.deletion_cost_refused: Verdict | None = None
         """ApiAccess=False since pod-deletion-cost was last forbidden (until it is set again)."""
         self._applied_generation: int | None = None
@@ -75,9 +79,16 @@ class Autoscaler:
         self.ctx.deployments.release(self.me)
 
     def unwatch(self) -> None:
+        """Followed by neither the waker nor the burst probe (until a step says again)."""
         if self._waker is not None:
             self._waker.unwatch(self.me)
             self._waker = None
+        self._unprobe()
+
+    def _unprobe(self) -> None:
+        if self._prober is not None:
+            self._prober.forget(self.me)
+            self._prober = None
 
     async def step(
         self,
@@ -87,6 +98,7 @@ class Autoscaler:
         keys: Sequence[str],
         totals: GroupTotals,
         taken_at: float,
+        lengths: Mapping[str, int | None] | None = None,
     ) -> ScalingOutcome:
         """One poll's autoscaling: keep an owned Deployment, then decide and act unless
         something stops us (no Deployment, disabled, another autoscaler)."""
@@ -142,9 +154,10 @@ class Autoscaler:
         self.ctx.metrics.replicas.labels(namespace, name, group).set(current)
         self.ctx.metrics.desired_replicas.labels(namespace, name, group).set(decision.desired)
         if current == 0:
+            self._unprobe()
             self._watch(binding.poller, keys, group)
         else:
-            self.unwatch()
+            self._follow(binding.poller, keys, group, policy, current, totals, lengths, taken_at)
         return self._decided(current, decision, policy)
 
     def _fields(self, replicas: int, desired: int | None) -> dict[str, Any]:
@@ -232,6 +245,12 @@ class Autoscaler:
         """The per-replica completion rate, smoothed (decisions.rates)."""
         progress = Progress.of(totals, now, ready)
         measured = completion_rate(self._progress, progress) if progress is not None else None
+        before = self._progress
+        self.throughput = (
+            max(0.0, (progress.finished - before.finished) / (progress.at - before.at))
+            if progress is not None and before is not None and progress.at > before.at
+            else None
+        )
         self._progress = progress
         if measured is not None:
             self.rate = smoothed(self.rate, measured)
@@ -385,12 +404,52 @@ class Autoscaler:
             )
         return None
 
-    def _watch(self, poller: Poller, keys: Sequence[str], group: str) -> None:
+    def _watch(
+        self,
+        poller: Poller,
+        keys: Sequence[str],
+        group: str,
+        then: Callable[[], None] | None = None,
+    ) -> None:
         waker = poller.waker()
         if self._waker is not None and self._waker is not waker:
             self._waker.unwatch(self.me)
         self._waker = waker
-        waker.watch(self.me, keys, group)
+        waker.watch(self.me, keys, group, then)
+
+    def _follow(
+        self,
+        poller: Poller,
+        keys: Sequence[str],
+        group: str,
+        policy: Autoscaling,
+        current: int,
+        totals: GroupTotals,
+        lengths: Mapping[str, int | None] | None,
+        taken_at: float,
+    ) -> None:
+        """At one replica or more, until the next poll: a busy group's streams are probed,
+        an idle one's first new entry (the waker) starts the probing (decisions/bursts.py)."""
+        prober = poller.prober()
+        if self._prober is not None and self._prober is not prober:
+            self._unprobe()
+        known = {k: n for k, n in (lengths or {}).items() if n is not None}
+        how = follow(policy, current, totals.backlog, known, prober.baseline_of(self.me))
+        if how is Follow.NONE or totals.backlog.value is None:
+            self.unwatch()
+            return
+        self._prober = prober
+        baseline = Baseline(
+            known, totals.backlog.value, current, self.rate, taken_at, self.throughput
+        )
+        prober.track(self.me, list(known), policy, baseline, armed=how is Follow.PROBE)
+        if how is Follow.PROBE:
+            if self._waker is not None:
+                self._waker.unwatch(self.me)
+                self._waker = None
+            return
+        me = self.me
+        self._watch(poller, keys, group, then=lambda: prober.arm(me))
 
 
 def _deployment_missing(namespace: str, deployment: str) -> ScalingOutcome:

@@ -36,7 +36,7 @@ from streamherd.gateway.ownership import claim_group, release_group
 from streamherd.keys import owners_key
 from streamherd.kube import KubeError
 from streamherd.kube import requests as rq
-from streamherd.observations import EndpointProblem, GroupClaim
+from streamherd.observations import EndpointProblem, GroupClaim, Observation, StreamStatus
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,19 @@ def dead_letter_keys(
     configured = spec.recovery.dead_letter.stream
     targets = (dead_letter_target(key, configured, cluster=cluster).key for key in keys)
     return frozenset(t for t in targets if t is not None)
+
+
+def stream_lengths(observation: Observation, keys: Sequence[str]) -> dict[str, int | None]:
+    """Each stream's length at the poll: 0 where it does not exist yet (XLEN says so too, and
+    a group created with its stream would otherwise have nothing to grow from)."""
+    out: dict[str, int | None] = {}
+    for key in keys:
+        state = observation.streams.get(key)
+        if state is None or state.status is StreamStatus.MISSING:
+            out[key] = 0
+        elif state.status is StreamStatus.OK:
+            out[key] = state.length
+    return out
 
 
 class GroupLoop:
@@ -345,7 +358,10 @@ class GroupLoop:
         verdicts = [verdict]
         taken_at = result.observation.taken_at
         if spec.consumers is not None:
-            scaling = await self.autoscaler.step(spec, group, binding, keys, totals, taken_at)
+            lengths = stream_lengths(result.observation, keys)
+            scaling = await self.autoscaler.step(
+                spec, group, binding, keys, totals, taken_at, lengths
+            )
             fields.update(scaling.fields)
             if scaling.ready is not None and verdict.status is ConditionStatus.TRUE:
                 verdicts = [scaling.ready]

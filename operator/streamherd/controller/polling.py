@@ -17,14 +17,17 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from streamherd.api.consumergroup import Autoscaling
 from streamherd.controller.discovery import Discoverer
+from streamherd.decisions.bursts import PROBE_INTERVAL, Baseline, early_poll_due
 from streamherd.decisions.sampling import OldestMemory, age_sample, carry_oldest
 from streamherd.gateway import GatewayError, GatewayPool, RedisGateway, ScanState
+from streamherd.gateway.deadletter import lengths as stream_lengths
 from streamherd.gateway.endpoint import Endpoint
 from streamherd.keys import is_auxiliary, parse_id
 from streamherd.metrics import Metrics
@@ -141,6 +144,7 @@ class Poller:
         self._task: asyncio.Task[None] | None = None
         self.stopped = False
         self._waker: Waker | None = None
+        self._prober: Prober | None = None
         self.discoverer = Discoverer(self, registry=registry, notifications=notifications)
 
     @property
@@ -177,6 +181,11 @@ class Poller:
         if self._waker is None:
             self._waker = Waker(self)
         return self._waker
+
+    def prober(self) -> Prober:
+        if self._prober is None:
+            self._prober = Prober(self)
+        return self._prober
 
     def poll_at(self, who: str, when: float) -> None:
         """Poll for ``who`` by ``when`` (monotonic) if its schedule would be later: a decision
@@ -255,6 +264,8 @@ class Poller:
         await cancelled(task)
         if self._waker is not None:
             await self._waker.stop()
+        if self._prober is not None:
+            await self._prober.stop()
         await self.discoverer.stop()
         self.stopped = True  # nobody waits for a poll that will never come
         self._publish()
@@ -435,10 +446,20 @@ class Waker:
         self._poller = poller
         self._block_ms = block_ms
         self._watching: dict[str, tuple[tuple[str, ...], str]] = {}
+        self._then: dict[str, Callable[[], None]] = {}
+        """Who is to be told of its first new entry instead of polled (once: the watch ends)."""
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def watch(self, who: str, keys: Sequence[str], group: str) -> None:
+    def watch(
+        self, who: str, keys: Sequence[str], group: str, then: Callable[[], None] | None = None
+    ) -> None:
+        """Wake ``who`` on the first entry its group has not seen: a poll now, or, given
+        ``then``, that call (and the watch ends: what follows is the caller's business)."""
+        if then is None:
+            self._then.pop(who, None)
+        else:
+            self._then[who] = then
         if self._watching.get(who) != (tuple(keys), group):
             self._watching[who] = (tuple(keys), group)
             self._changed.set()
@@ -446,8 +467,12 @@ class Waker:
             self._task = asyncio.create_task(self._run(), name=f"waker {self._poller.endpoint}")
 
     def unwatch(self, who: str) -> None:
+        self._then.pop(who, None)
         if self._watching.pop(who, None) is not None:
             self._changed.set()
+
+    def watches(self, who: str) -> bool:
+        return who in self._watching
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -494,9 +519,109 @@ class Waker:
                 continue
             if moved:
                 positions.update(moved)
-                self._poller.poll_now(
-                    who for who, (keys, _) in self._watching.items() if set(keys) & set(moved)
-                )
+                woken = [w for w, (keys, _) in self._watching.items() if set(keys) & set(moved)]
+                for who in [w for w in woken if w in self._then]:
+                    then = self._then.pop(who)
+                    self.unwatch(who)  # else each later entry would end the read at once
+                    then()
+                asleep = [w for w in woken if w in self._watching]
+                if asleep:
+                    self._poller.poll_now(asleep)
+
+
+@dataclass
+class _Probed:
+    keys: tuple[str, ...]
+    policy: Autoscaling
+    baseline: Baseline
+    armed: bool
+
+
+class Prober:
+    """Follows the busy groups at one or more replicas between their polls: every
+    ``PROBE_INTERVAL`` one pipelined XLEN of their streams, and an early poll for a group
+    whose streams grew past what its replicas absorb (decisions/bursts.py says when). Idle
+    groups are followed by the waker, which arms them on their first new entry.
+
+    Consistency: each group's loop replaces its entry at every poll (``track``) and removes
+    it when it stops following (``forget``); an early poll disarms the entry until that
+    group's next poll re-tracks it, so one poll's numbers never ask for two early polls.
+    In memory only: a restarted operator re-tracks from its first polls."""
+
+    def __init__(self, poller: Poller, interval: float = PROBE_INTERVAL) -> None:
+        self._poller = poller
+        self._interval = interval
+        self._probed: dict[str, _Probed] = {}
+        self._armed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.probes = 0
+        """Probe round trips taken (for tests and the benchmark's cost figure)."""
+
+    def track(
+        self,
+        who: str,
+        keys: Sequence[str],
+        policy: Autoscaling,
+        baseline: Baseline,
+        *,
+        armed: bool,
+    ) -> None:
+        self._probed[who] = _Probed(tuple(keys), policy, baseline, armed)
+        if armed:
+            self.arm(who)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"prober {self._poller.endpoint}")
+
+    def arm(self, who: str) -> None:
+        """Probe ``who`` from the next tick (the waker saw its first new entry)."""
+        probed = self._probed.get(who)
+        if probed is not None:
+            probed.armed = True
+            self._armed.set()
+
+    def forget(self, who: str) -> None:
+        self._probed.pop(who, None)
+
+    def baseline_of(self, who: str) -> Baseline | None:
+        probed = self._probed.get(who)
+        return probed.baseline if probed is not None else None
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancelled(task)
+
+    async def _run(self) -> None:
+        while True:
+            armed = {w: p for w, p in self._probed.items() if p.armed}
+            if not armed:
+                self._armed.clear()
+                await self._armed.wait()
+                continue
+            await asyncio.sleep(self._interval)
+            armed = {w: p for w, p in self._probed.items() if p.armed}
+            keys = sorted({k for p in armed.values() for k in p.keys})
+            if not keys:
+                continue
+            try:
+                found = await stream_lengths(self._poller.gateway, keys)
+            except GatewayError as exc:  # Redis trouble: the regular polls report it
+                logger.debug("prober on %s: %s", self._poller.endpoint, exc.message)
+                continue
+            self.probes += 1
+            now = time.monotonic()
+            due = [
+                who
+                for who, p in armed.items()
+                if early_poll_due(p.policy, p.baseline, _of(found, p.keys), now)
+            ]
+            for who in due:
+                self._probed[who].armed = False
+            if due:
+                self._poller.poll_now(due)
+
+
+def _of(found: Mapping[str, int | None], keys: Iterable[str]) -> dict[str, int | None]:
+    return {key: found.get(key) for key in keys}
 
 
 class Endpoints:
