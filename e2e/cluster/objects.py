@@ -80,9 +80,18 @@ class ClusterObjects:
         return api.create(body=obj, namespace=namespace).to_dict()  # type: ignore[no-any-return]
 
     def patch(
-        self, resource: str, namespace: str | None, name: str, patch: Any, **_: Any
+        self,
+        resource: str,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+        **_: Any,
     ) -> dict[str, Any]:
         api = self._resource(resource)
+        if subresource is not None:  # e.g. "status": another writer of a status, in tests
+            api = api.subresources[subresource]
         done = api.patch(
             body=patch, name=name, namespace=namespace, content_type="application/merge-patch+json"
         )

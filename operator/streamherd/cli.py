@@ -161,6 +161,16 @@ def _election_timing(field: str, help: str) -> Callable[[FC], FC]:
     "honoured) before the resource's condition says ApiUnavailable.",
 )
 @click.option(
+    "--api-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    envvar="STREAMHERD_API_TIMEOUT",
+    help="Seconds one API request may take before it counts as a timeout (retried within "
+    "--api-retry-for). An API server whose etcd is gone answers nothing: this is how soon the "
+    "operator notices.",
+)
+@click.option(
     "--status-interval",
     type=click.FloatRange(min=0),
     default=10.0,
@@ -213,6 +223,7 @@ def run(
     api_write_qps: float,
     api_write_burst: int,
     api_retry_for: float,
+    api_timeout: float,
     status_interval: float,
     status_writes_per_second: float,
     min_poll_interval: float,
@@ -241,6 +252,7 @@ def run(
     operator.Runtime.metrics_port = metrics_port or None
     operator.Runtime.limits = Limits(write_qps=api_write_qps, write_burst=api_write_burst)
     operator.Runtime.retry_for = api_retry_for
+    operator.Runtime.timeout = api_timeout
     paths = {p.strip() for p in discovery.split(",") if p.strip() and p.strip() != "none"}
     unknown = paths - {"registry", "notifications"}
     if unknown:

@@ -40,6 +40,8 @@ class Runtime:
     """The client-side request budget (`streamherd run --api-write-qps ...`)."""
     retry_for: float = 30.0
     """Seconds a request is retried on 429/5xx/timeouts (`--api-retry-for`)."""
+    timeout: float = 30.0
+    """Seconds one request may take (`--api-timeout`)."""
     """One source for kopf's watches and our own client (kube.auth): renewed together."""
     metrics_port: int | None = None
     poller_options: dict[str, Any] = {}
@@ -95,7 +97,12 @@ async def login(**_: Any) -> kopf.AiohttpSession:
 async def startup(logger: Any, **kwargs: Any) -> None:
     if Runtime.ctx is None:
         Runtime.ctx = Context.create(
-            KubeClient(Runtime.credentials, Runtime.limits, retry_for=Runtime.retry_for),
+            KubeClient(
+                Runtime.credentials,
+                Runtime.limits,
+                timeout=Runtime.timeout,
+                retry_for=Runtime.retry_for,
+            ),
             poller_options=Runtime.poller_options,
         )
         Runtime.ctx.status_interval = Runtime.status_interval

@@ -63,7 +63,10 @@ class Autoscaler:
         self.throughput: float | None = None
         """Entries finished per second between the last two polls (any load)."""
         self._progress: Progress | None = None  # at the last poll
-        self._requested: tuple[int, float] | None = None  # (replicas, when) we asked for
+        self._requested: tuple[int, float, int | None] | None = None
+        """(replicas, when, the Deployment's generation then) of our last scale request."""
+        self._generation: int | None = None
+        """The Deployment's generation as this step saw it (before acting)."""
         self._waker: Waker | None = None
         self._prober: Prober | None = None
         self.deletion_cost_refused: Verdict | None = None
@@ -121,7 +124,8 @@ class Autoscaler:
         if state is None:
             self.unwatch()
             return _deployment_missing(namespace, deployment)
-        current = self._current(state["replicas"])
+        self._generation = _generation(state)
+        current = self._current(state["replicas"], self._generation)
         stopped = await self._stopped(policy, namespace, deployment, current)
         if stopped is not None:
             self.unwatch()
@@ -231,11 +235,17 @@ class Autoscaler:
             )
         return ScalingOutcome(self._fields(current, decision.desired), conditions)
 
-    def _current(self, seen: int) -> int:
-        """The replicas the Deployment has, or is about to have after our own recent write."""
+    def _current(self, seen: int, generation: int | None = None) -> int:
+        """The replicas the Deployment has, or is about to have after our own recent write.
+        Ours until the watch shows it, or shows a later spec write (a generation past the
+        one we wrote on): someone else's (kubectl scale, an edit) is then what it has, not
+        hidden for the rest of the grace (at worst we scale once more to what we asked)."""
         if self._requested is not None:
-            wanted, when = self._requested
-            if seen == wanted or time.monotonic() - when > OWN_WRITE_GRACE:
+            wanted, when, written_on = self._requested
+            overwritten = (
+                generation is not None and written_on is not None and generation > written_on
+            )
+            if seen == wanted or overwritten or time.monotonic() - when > OWN_WRITE_GRACE:
                 self._requested = None
             else:
                 return wanted
@@ -278,7 +288,7 @@ class Autoscaler:
                 consequence=f", so Deployment {deployment!r} stays at {current} replicas",
             )
             return [failed], _ready(failed) if isinstance(exc, Forbidden) else None
-        self._requested = (decision.desired, time.monotonic())
+        self._requested = (decision.desired, time.monotonic(), self._generation)
         self.last_time = timestamp(datetime.now(UTC))
         self.last_reason = decision.reason
         meta = self.body["metadata"]
@@ -355,7 +365,9 @@ class Autoscaler:
         namespace = self.body["metadata"]["namespace"]
         state = self.ctx.deployments.get((namespace, deployment))
         initial = policy.min_replicas if policy.enabled else 1
-        replicas = initial if state is None else self._current(int(state["replicas"]))
+        replicas = (
+            initial if state is None else self._current(int(state["replicas"]), _generation(state))
+        )
         wanted = consumer_deployment(
             owner=self.body,
             name=deployment,
@@ -450,6 +462,11 @@ class Autoscaler:
             return
         me = self.me
         self._watch(poller, keys, group, then=lambda: prober.arm(me))
+
+
+def _generation(state: Mapping[str, Any] | None) -> int | None:
+    value = (state or {}).get("generation")
+    return int(value) if value is not None else None
 
 
 def _deployment_missing(namespace: str, deployment: str) -> ScalingOutcome:

@@ -110,7 +110,16 @@ class StatusWriter:
     (409, 5xx given up, 403) leaves ``written`` as it was and the next ``write`` queues the
     difference again; a 404 (the object deleted meanwhile) gives up until the object's loop
     writes again (it ends, or the object was re-created). The Ready Event of a transition is
-    posted once the transition is written."""
+    posted once the transition is written.
+
+    ``written`` follows the object as the (live) body shows it, not only what our sends were
+    acknowledged: another writer (a stale operator instance, a script, ``kubectl patch
+    --subresource=status``) that overwrote one of our fields makes a difference again, and
+    the next ``write`` queues it: never left standing because "we wrote that already". The
+    watch that feeds the body lags our own sends: while it shows a resourceVersion it had
+    when we sent, or one of our own earlier writes, it is older than ``written``, which is
+    kept; any other version is at least as new, and is adopted for our fields (at worst one
+    duplicate write)."""
 
     def __init__(
         self,
@@ -144,6 +153,35 @@ class StatusWriter:
         """Status PATCHes sent (tests, benchmarks)."""
         self.event_refused: Verdict | None = None
         """ApiAccess=False while Events are forbidden (until one is posted again)."""
+        self._stale_versions: set[str] = set()
+        """resourceVersions of the body older than ``written`` (see the class)."""
+        self._written_version: str | None = None
+        """The resourceVersion our last send made."""
+
+    def catch_up(self) -> None:
+        """Take ``written`` (for our fields) from the body when it is not older than it."""
+        version = self._body.get("metadata", {}).get("resourceVersion")
+        if version is None or version in self._stale_versions:
+            return
+        status = self._body.get("status")
+        status = status if isinstance(status, Mapping) else {}
+        for key in set(self.current) | set(self.written):
+            if key in status:
+                self.written[key] = status[key]
+            else:
+                self.written.pop(key, None)
+        self._stale_versions.clear()
+
+    def _sent(self, sent_at: str | None, reply: Mapping[str, Any] | None) -> None:
+        """Remember which body versions are older than the send just acknowledged."""
+        if len(self._stale_versions) > 1000:  # a watch that never catches up: adopt
+            self._stale_versions.clear()
+        if sent_at is not None:
+            self._stale_versions.add(sent_at)
+        if self._written_version is not None:
+            self._stale_versions.add(self._written_version)
+        meta = (reply or {}).get("metadata") or {}
+        self._written_version = meta.get("resourceVersion")
 
     def _outstanding(self) -> dict[str, Any] | None:
         """The patch from ``written`` to ``current``: changed fields, and None for each field
@@ -178,6 +216,7 @@ class StatusWriter:
                     self.current[key] = value
         if self._heartbeat and now - self._last_heartbeat >= self._heartbeat_every:
             self._heartbeat_due = True
+        self.catch_up()
         outstanding = self._outstanding()
         if outstanding is not None or self._heartbeat_due:
             priority = Priority.STATUS if self._structural(outstanding) else Priority.NUMBERS
@@ -195,8 +234,9 @@ class StatusWriter:
             patch[self._heartbeat] = timestamp(datetime.now(UTC))
         structural = self._structural(patch)
         meta = self._body.get("metadata", {})
+        sent_at = meta.get("resourceVersion")
         try:
-            await self._kube.patch_status(
+            reply = await self._kube.patch_status(
                 self._resource,
                 meta.get("namespace"),
                 meta.get("name"),
@@ -208,6 +248,7 @@ class StatusWriter:
                 "status of %s/%s not written: %s", meta.get("namespace"), meta.get("name"), exc
             )
             return
+        self._sent(sent_at, reply)
         self._heartbeat_due = False
         if self._heartbeat:
             self._last_heartbeat = now

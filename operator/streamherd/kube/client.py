@@ -363,14 +363,15 @@ class KubeClient:
         *,
         deferrable: bool = False,
         priority: Priority = Priority.STATUS,
-    ) -> None:
-        """Merge-patch the status; ``deferrable`` raises WriteDeferred rather than wait for
-        the write budget."""
-        await self.send(
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status; the object after it. ``deferrable`` raises WriteDeferred
+        rather than wait for the write budget."""
+        reply = await self.send(
             rq.patch_status(resource, namespace, name, status),
             deferrable=deferrable,
             priority=priority,
         )
+        return reply if isinstance(reply, dict) else None
 
     async def post_event(
         self, involved: dict[str, Any], *, type_: str, reason: str, message: str
