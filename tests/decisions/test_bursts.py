@@ -46,6 +46,13 @@ def test_an_idle_group_waits_for_the_waker() -> None:
     assert follow(policy(), 1, Reading.exact(0), {"s": 5}, None) is Follow.IDLE
 
 
+def test_on_redis_cluster_an_idle_group_is_left_to_its_polls_a_busy_one_probed() -> None:
+    # Its waker reads several slots without blocking, every 0.2 s: no idle watch there.
+    idle = follow(policy(), 1, Reading.exact(0), {"s": 5}, None, cluster=True)
+    assert idle is Follow.NONE
+    assert follow(policy(), 1, Reading.exact(3), {"s": 5}, None, cluster=True) is Follow.PROBE
+
+
 def test_a_backlog_or_growth_is_probed() -> None:
     assert follow(policy(), 1, Reading.exact(3), {"s": 5}, None) is Follow.PROBE
     grew = follow(policy(), 2, Reading.exact(0), {"s": 9}, base(lengths={"s": 5}))

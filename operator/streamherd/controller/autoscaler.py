@@ -446,7 +446,14 @@ class Autoscaler:
         if self._prober is not None and self._prober is not prober:
             self._unprobe()
         known = {k: n for k, n in (lengths or {}).items() if n is not None}
-        how = follow(policy, current, totals.backlog, known, prober.baseline_of(self.me))
+        how = follow(
+            policy,
+            current,
+            totals.backlog,
+            known,
+            prober.baseline_of(self.me),
+            cluster=poller.gateway.endpoint.cluster,
+        )
         if how is Follow.NONE or totals.backlog.value is None:
             self.unwatch()
             return

@@ -11,7 +11,9 @@ Rules:
   a pollInterval longer than the probe's;
 - busy (a backlog, or its streams grew since the poll before): probed at each probe tick;
 - idle (no backlog, nothing added): not probed; the endpoint's blocking read (the waker)
-  arms the probe on the first new entry, so an idle group costs no command of its own;
+  arms the probe on the first new entry, so an idle group costs no command of its own. Not
+  on Redis Cluster: there the waker reads the keys of several hash slots without blocking,
+  every 0.2 s, so an idle group is left to its polls (a busy one is still probed);
 - an early poll is due when the backlog at the poll, plus what the streams grew since,
   minus what the replicas finished meanwhile, asks for more replicas than the group has
   (``recommend``, the scaling rule itself). What they finish: their measured rate, or at
@@ -69,8 +71,11 @@ def follow(
     backlog: Reading,
     lengths: Mapping[str, int],
     before: Baseline | None,
+    *,
+    cluster: bool = False,
 ) -> Follow:
-    """How to follow the group until its next poll (``before``: the last poll's baseline)."""
+    """How to follow the group until its next poll (``before``: the last poll's baseline;
+    ``cluster``: the endpoint is a Redis Cluster)."""
     if (
         not policy.enabled
         or replicas < 1
@@ -83,7 +88,7 @@ def follow(
         return Follow.NONE
     if backlog.value > 0 or (before is not None and grown(before.lengths, lengths) > 0):
         return Follow.PROBE
-    return Follow.IDLE
+    return Follow.NONE if cluster else Follow.IDLE
 
 
 def grown(before: Mapping[str, int], now: Mapping[str, int | None]) -> int:
