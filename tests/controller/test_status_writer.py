@@ -8,17 +8,19 @@ from typing import Any
 
 from streamherd.controller.reporting import StatusWriter
 from streamherd.kube import requests as rq
+from streamherd.kube.queue import WriteQueue
 
 
 class Kube:
     """Records status patches; the API server's answer: the object at a new version."""
 
     def __init__(self) -> None:
+        self.queue = WriteQueue()
         self.patches: list[dict[str, Any]] = []
         self.version = 10
 
     async def patch_status(
-        self, resource: rq.Resource, namespace: str, name: str, status: dict[str, Any]
+        self, resource: rq.Resource, namespace: str, name: str, status: dict[str, Any], **_: Any
     ) -> dict[str, Any]:
         self.patches.append(status)
         self.version += 1
@@ -40,11 +42,15 @@ async def test_a_lagging_watch_makes_no_duplicate_writes() -> None:
     live = body(10)
     writer = StatusWriter(kube, rq.CONSUMER_GROUPS, live, immediate=("replicas",))  # type: ignore[arg-type]
     await writer.write({"replicas": 2})
+    await kube.queue.drained()
     await writer.write({"replicas": 2})  # the watch still shows version 10
+    await kube.queue.drained()
     live["metadata"]["resourceVersion"] = "11"  # now our write
     live["status"] = {"replicas": 2}
     await writer.write({"replicas": 2})
+    await kube.queue.drained()
     assert kube.patches == [{"replicas": 2}]
+    await kube.queue.close()
 
 
 async def test_a_field_another_writer_overwrote_is_written_again() -> None:
@@ -52,11 +58,14 @@ async def test_a_field_another_writer_overwrote_is_written_again() -> None:
     live = body(10)
     writer = StatusWriter(kube, rq.CONSUMER_GROUPS, live, immediate=("replicas",))  # type: ignore[arg-type]
     await writer.write({"replicas": 2})
+    await kube.queue.drained()
     live["metadata"]["resourceVersion"] = "12"  # someone else's write after ours (11)
     live["status"] = {"replicas": 7, "theirs": "kept"}
     await writer.write({"replicas": 2})
+    await kube.queue.drained()
     assert kube.patches == [{"replicas": 2}, {"replicas": 2}]
     assert "theirs" not in kube.patches[-1], "fields we do not own are left alone"
+    await kube.queue.close()
 
 
 async def test_two_quick_writes_before_the_watch_catches_up_are_not_repeated() -> None:
@@ -64,8 +73,12 @@ async def test_two_quick_writes_before_the_watch_catches_up_are_not_repeated() -
     live = body(10)
     writer = StatusWriter(kube, rq.CONSUMER_GROUPS, live, immediate=("replicas", "desired"))  # type: ignore[arg-type]
     await writer.write({"replicas": 2})  # -> 11
+    await kube.queue.drained()
     await writer.write({"replicas": 2, "desired": 3})  # -> 12, the body still at 10
+    await kube.queue.drained()
     live["metadata"]["resourceVersion"] = "11"  # the watch shows the first only
     live["status"] = {"replicas": 2}
     await writer.write({"replicas": 2, "desired": 3})
+    await kube.queue.drained()
     assert kube.patches == [{"replicas": 2}, {"desired": 3}]
+    await kube.queue.close()
