@@ -274,4 +274,8 @@ def test_a_burst_on_a_group_at_one_replica_scales_up_before_the_next_poll(
     produce(h, 2000)
     # The next regular poll is up to 60 s away.
     wait_until(lambda: replicas(h, "workers") > 1, 10, message="the burst was not seen")
-    assert any(reason == "ScaledUp" for _, reason, _ in h.events("workers"))
+    wait_until(  # Events are queued: posted soon after the scale
+        lambda: any(reason == "ScaledUp" for _, reason, _ in h.events("workers")),
+        10,
+        message=lambda: f"no ScaledUp Event: {h.events('workers')}",
+    )
