@@ -82,3 +82,21 @@ async def test_two_quick_writes_before_the_watch_catches_up_are_not_repeated() -
     await kube.queue.drained()
     assert kube.patches == [{"replicas": 2}, {"desired": 3}]
     await kube.queue.close()
+
+
+async def test_two_writers_of_one_object_never_write_each_others_fields() -> None:
+    """A group has several writers (its loop's, the CronJob record's, the janitor's), each
+    starting from the status as it was: one catching up with the live object must not take
+    the others' newer values as differences and write its stale copy of them back."""
+    kube = Kube()
+    live = body(10, lag=1)
+    loop = StatusWriter(kube, rq.CONSUMER_GROUPS, live, numbers_every=0)  # type: ignore[arg-type]
+    cron = StatusWriter(kube, rq.CONSUMER_GROUPS, live, immediate=("janitorCronJob",))  # type: ignore[arg-type]
+    await loop.write({"lag": 7})
+    await kube.queue.drained()
+    live["metadata"]["resourceVersion"] = "11"  # the watch shows the loop's write
+    live["status"] = {"lag": 7}
+    await cron.write({"janitorCronJob": "g-janitor"})
+    await kube.queue.drained()
+    assert kube.patches == [{"lag": 7}, {"janitorCronJob": "g-janitor"}]
+    await kube.queue.close()

@@ -153,6 +153,11 @@ class StatusWriter:
         """Status PATCHes sent (tests, benchmarks)."""
         self.event_refused: Verdict | None = None
         """ApiAccess=False while Events are forbidden (until one is posted again)."""
+        self._owned: set[str] = set()
+        """The fields this writer has been asked to write (or remove). An object has several
+        writers (a group's loop, its CronJob record, its janitor), each starting from the
+        status as it was: catching up on any other field would make another writer's newer
+        value a difference, and this writer would send its stale copy back."""
         self._stale_versions: set[str] = set()
         """resourceVersions of the body older than ``written`` (see the class)."""
         self._written_version: str | None = None
@@ -165,7 +170,7 @@ class StatusWriter:
             return
         status = self._body.get("status")
         status = status if isinstance(status, Mapping) else {}
-        for key in set(self.current) | set(self.written):
+        for key in self._owned:  # never another writer's field: ours are what we wrote
             if key in status:
                 self.written[key] = status[key]
             else:
@@ -204,6 +209,7 @@ class StatusWriter:
         soon, by the queue). Posts an Event when the Ready condition changes status or
         reason (once written)."""
         now = time.monotonic()
+        self._owned.update(desired)
         patch = status_patch(self.current, desired)
         structural = self._structural(patch)
         if patch is not None and not structural and now < self._next_numbers:
