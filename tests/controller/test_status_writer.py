@@ -100,3 +100,28 @@ async def test_two_writers_of_one_object_never_write_each_others_fields() -> Non
     await kube.queue.drained()
     assert kube.patches == [{"lag": 7}, {"janitorCronJob": "g-janitor"}]
     await kube.queue.close()
+
+
+async def test_a_field_set_to_none_is_removed_from_the_status_not_forgotten() -> None:
+    kube = Kube()
+    live = body(10, janitorCronJob="g-janitor", recovered=3)
+    writer = StatusWriter(kube, rq.CONSUMER_GROUPS, live, numbers_every=0)  # type: ignore[arg-type]
+    await writer.write({"janitorCronJob": None})
+    await kube.queue.drained()
+    assert kube.patches == [{"janitorCronJob": None}]
+    assert writer.written == {"recovered": 3}, "another writer's field is left alone"
+    await writer.write({"janitorCronJob": None})
+    await kube.queue.drained()
+    assert len(kube.patches) == 1, "removed once: nothing more to send"
+    await kube.queue.close()
+
+
+async def test_a_removal_and_a_change_queued_together_go_in_one_patch() -> None:
+    kube = Kube()
+    live = body(10, janitorCronJob="g-janitor")
+    writer = StatusWriter(kube, rq.CONSUMER_GROUPS, live, numbers_every=0)  # type: ignore[arg-type]
+    await writer.write({"janitorCronJob": None})
+    await writer.write({"observedGeneration": 2})
+    await kube.queue.drained()
+    assert kube.patches == [{"janitorCronJob": None, "observedGeneration": 2}]
+    await kube.queue.close()
