@@ -125,3 +125,16 @@ async def test_a_removal_and_a_change_queued_together_go_in_one_patch() -> None:
     await kube.queue.drained()
     assert kube.patches == [{"janitorCronJob": None, "observedGeneration": 2}]
     await kube.queue.close()
+
+
+async def test_the_heartbeat_is_not_taken_for_a_removed_field() -> None:
+    """The heartbeat is in what was written but never in what the loop asks for: it must not
+    look like a field to remove (that made a heartbeat write at every poll)."""
+    kube = Kube()
+    writer = StatusWriter(kube, rq.REDIS_STREAMS, body(10), heartbeat="lastPolled")  # type: ignore[arg-type]
+    await writer.write({"observedGeneration": 1})
+    await kube.queue.drained()
+    await writer.write({"observedGeneration": 1})
+    await kube.queue.drained()
+    assert len(kube.patches) == 1 and set(kube.patches[0]) == {"observedGeneration", "lastPolled"}
+    await kube.queue.close()

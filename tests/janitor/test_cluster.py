@@ -81,6 +81,7 @@ async def test_a_dead_letter_key_in_another_slot_is_refused_and_reported(
     try:
         outcome = await janitor.run(cluster_gateway, ["orders"], "g", spec, pod_gone)
         again = await janitor.run(cluster_gateway, ["orders"], "g", spec, pod_gone)
+        assert await kube.drain(10), "its Events were not sent"  # queued, not awaited
     finally:
         await kube.close()
 

@@ -170,12 +170,23 @@ class StatusWriter:
             return
         status = self._body.get("status")
         status = status if isinstance(status, Mapping) else {}
+        before = {key: self.written.get(key) for key in self._owned}
         for key in self._owned:  # never another writer's field: ours are what we wrote
             if key in status:
                 self.written[key] = status[key]
             else:
                 self.written.pop(key, None)
         self._stale_versions.clear()
+        changed = sorted(k for k in self._owned if self.written.get(k) != before[k])
+        if changed:
+            meta = self._body.get("metadata", {})
+            logger.debug(
+                "status of %s/%s at version %s differs from what we wrote: %s",
+                meta.get("namespace"),
+                meta.get("name"),
+                version,
+                ", ".join(changed),
+            )
 
     def _sent(self, sent_at: str | None, reply: Mapping[str, Any] | None) -> None:
         """Remember which body versions are older than the send just acknowledged."""
@@ -190,10 +201,11 @@ class StatusWriter:
 
     def _outstanding(self) -> dict[str, Any] | None:
         """The patch from ``written`` to ``current``: changed fields, and None for each field
-        removed (a key this writer dropped from ``current``: other writers' fields are in
-        neither, so they are never removed here)."""
+        of ours removed from ``current`` (only ours: the heartbeat, say, is in ``written``
+        alone, and other writers' fields are never removed here)."""
         patch = dict(status_patch(self.written, self.current) or {})
-        patch.update({key: None for key in self.written if key not in self.current})
+        removed = (k for k in self._owned if k in self.written and k not in self.current)
+        patch.update(dict.fromkeys(removed))
         return patch or None
 
     def _structural(self, patch: Mapping[str, Any] | None) -> bool:
