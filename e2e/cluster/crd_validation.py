@@ -344,10 +344,14 @@ def _validate(
 def _validate_rules(
     value: Any, schema: dict[str, Any], path: str, old: Any, root: bool = False
 ) -> list[FieldError]:
-    """The CEL rules, in the CEL validator's order: a node's own rules, then its children's."""
+    """The CEL rules, in the CEL validator's order: a node's own rules, then its children's.
+    Ratcheting (kube-apiserver 1.30+, CRDValidationRatcheting): a value an update leaves as
+    it was is not held to the rules that do not use oldSelf, so an object stored before a
+    rule existed can still have its other fields (its status) written."""
     if value is None:
         return []
-    errors = _run_rules(value, schema, path or "<root>", old)
+    unchanged = old is not None and value == old
+    errors = _run_rules(value, schema, path or "<root>", old, ratchet=unchanged)
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(value):
             errors += _validate_rules(item, schema["items"], f"{path}[{index}]", None)
@@ -359,12 +363,16 @@ def _validate_rules(
     return errors
 
 
-def _run_rules(value: Any, schema: dict[str, Any], where: str, old: Any) -> list[FieldError]:
+def _run_rules(
+    value: Any, schema: dict[str, Any], where: str, old: Any, ratchet: bool = False
+) -> list[FieldError]:
     errors = []
     for rule in schema.get("x-kubernetes-validations", []):
         uses_old = "oldSelf" in rule["rule"]
         if uses_old and old is None:
             continue  # transition rules apply on update, when there is an old value
+        if ratchet and not uses_old:
+            continue  # unchanged: its errors would be ratcheted away (and CEL is slow here)
         activation = {"self": celpy.json_to_cel(value)}
         if uses_old:
             activation["oldSelf"] = celpy.json_to_cel(old)

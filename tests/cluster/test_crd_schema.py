@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+from e2e.cluster import crd_validation
 from e2e.cluster.processes import VENV_BIN
 
 GROUP = """
@@ -61,3 +63,30 @@ def test_changing_the_group_name_is_refused(kubeconfig: Path, kube_api: Any) -> 
     done = kubectl(kubeconfig, "apply", "--validate=false", "-f", "-", stdin=renamed)
     assert done.returncode != 0
     assert "groupName is immutable" in done.stderr
+
+
+RULED = {
+    "type": "object",
+    "properties": {
+        "spec": {
+            "type": "object",
+            "properties": {"low": {"type": "integer"}, "high": {"type": "integer"}},
+            "x-kubernetes-validations": [{"rule": "self.low <= self.high", "message": "low>high"}],
+        },
+        "status": {"type": "object", "properties": {"n": {"type": "integer"}}},
+    },
+}
+
+
+def test_an_unchanged_value_is_not_held_to_a_rule_it_was_stored_without() -> None:
+    """Ratcheting, as kube-apiserver since 1.30: an object stored before a rule existed (its
+    spec breaks it) still gets its status written; a change of the spec must obey the rule.
+    Without it every status write re-ran every CEL rule of the spec (most of the emulator's
+    CPU with 2,000 ConsumerGroups; bench-load)."""
+    old = {"spec": {"low": 5, "high": 3}, "status": {"n": 1}}
+    status_written = crd_validation.admit(RULED, {**old, "status": {"n": 2}}, old)
+    assert status_written["status"] == {"n": 2}
+    with pytest.raises(crd_validation.Invalid, match="low>high"):
+        crd_validation.admit(RULED, {**old, "spec": {"low": 6, "high": 3}}, old)
+    with pytest.raises(crd_validation.Invalid, match="low>high"):
+        crd_validation.admit(RULED, old)  # a create has no old value to ratchet to
