@@ -321,6 +321,11 @@ class ApiServer(kmock.KubernetesEmulator):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._url: str | None = None
         self.internal_errors: list[BaseException] = []
+        self.request_counts: collections.Counter[tuple[str, str, str | None]] = (
+            collections.Counter()
+        )
+        """Requests served, by (method, resource plural, subresource): kept even without
+        ``record_requests`` (a benchmark's API writes per second, at no memory cost)."""
         # Hooks for the kubelet (kubelet.py): reading pod logs, and whether pods terminate
         # gracefully (deletionTimestamp first, the kubelet removes them) or at once.
         self.pod_logs: Callable[[str, str, str | None, bool], str] | None = None
@@ -1249,6 +1254,8 @@ class ApiServer(kmock.KubernetesEmulator):
         body = await raw_request.read()
         try:
             request = self._parse_request(raw_request, body)
+            plural = request.resource.plural if request.resource is not None else None
+            self.request_counts[(raw_request.method, plural or "", request.subresource)] += 1
             if self.record_requests:
                 self._requests.append(request)
             return await self._handle(request)
