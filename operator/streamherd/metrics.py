@@ -116,6 +116,13 @@ class Metrics:
             registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.poll_delay = Histogram(
+            "streamherd_group_poll_delay_ratio",
+            "How old a ConsumerGroup's last measurement was when the next one reached its "
+            "loop, in pollIntervals: about 1 on time; above 2 the loops fall behind the poller.",
+            registry=r,
+            buckets=(1, 1.1, 1.25, 1.5, 1.75, 2, 2.5, 3, 5, 10, 30, 100),
+        )
         self.polls = Counter(
             "streamherd_polls_total",
             "Polls of an endpoint, by outcome.",

@@ -149,6 +149,9 @@ class GroupLoop:
         """A key pattern's streams at the last poll (two patterns overlap on streams)."""
         self.owner_announced: str | None = None
         """The uid of the owner we last posted GroupOwnedElsewhere about (one Event each)."""
+        self.measured_at: float | None = None
+        """When the observation the last step used was taken (monotonic); None when the
+        last step used none (paused, waiting for its stream): the next delay starts anew."""
 
     async def run(self, stopped: Stopped) -> None:
         wake = self.wake = self.ctx.wakeup(self.me)
@@ -174,6 +177,7 @@ class GroupLoop:
 
     async def step(self) -> float:
         """One pass; returns how long to wait before the next (0: the next poll paces it)."""
+        previous, self.measured_at = self.measured_at, None
         meta = self.body["metadata"]
         generation = meta.get("generation")
         if is_paused(meta):
@@ -191,7 +195,9 @@ class GroupLoop:
             return await self.fail(conflict, generation)
         result = await self.next_poll(spec, binding)
         if result is None:
+            self.measured_at = previous  # still waiting: the delay runs on from the last one
             return 0
+        self.note_delay(previous, result)
         assert binding.source is not None
         if binding.source.key is None:
             keys = frozenset(result.keys_of(binding.source))
@@ -202,6 +208,15 @@ class GroupLoop:
                     return await self.fail(conflict, generation)
         await self.reconcile(spec, group, binding, result, generation)
         return 0
+
+    def note_delay(self, previous: float | None, result: PollResult) -> None:
+        """The poll-delay metric: how old the last measurement had got when this one reached
+        the loop (a slow poller and a loop behind its poller both show), in pollIntervals."""
+        assert self.poller is not None
+        if previous is not None:
+            age = time.monotonic() - previous
+            self.ctx.metrics.poll_delay.observe(age / self.poller.interval_of(self.me))
+        self.measured_at = result.observation.taken_at
 
     async def claim(
         self, binding: StreamBinding, group: str, *, again: bool = False
