@@ -68,6 +68,50 @@ class BoundedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
             super().store(body=body, patch=patch, essence=essence)
 
 
+def quiet_toggle_sets() -> None:
+    """kopf holds every resource's handlers until its indexes are filled: a ToggleSet with a
+    toggle per object of an indexed kind, and one waiter per object of every kind. Each
+    toggle made or dropped woke every waiter (notify_all) to find the set still off, so the
+    start with 2,000 ConsumerGroups and 2,000 RedisStreams woke millions of them (quadratic:
+    minutes of CPU before the first poll, py-spy in bench-load). Waiters only wait for the
+    set's state to change: they are woken when it does. The state is the set's alone (its
+    toggles, under its own condition), so nothing else can change it in between."""
+    from kopf._cogs.aiokits import aiotoggles  # kopf's own primitive: no public name
+
+    cls = aiotoggles.ToggleSet
+    if getattr(cls, "streamherd_quiet", False):
+        return
+
+    async def make_toggle(
+        self: Any, value: bool = False, *, name: str | None = None
+    ) -> aiotoggles.Toggle:
+        toggle = aiotoggles.Toggle(value, name=name, condition=self._condition)
+        async with self._condition:
+            was = self.is_on()
+            self._toggles.add(toggle)
+            if self.is_on() != was:
+                self._condition.notify_all()
+        return toggle
+
+    async def drop_toggles(self: Any, toggles: Any) -> None:
+        async with self._condition:
+            was = self.is_on()
+            self._toggles.difference_update(toggles)
+            if self.is_on() != was:
+                self._condition.notify_all()
+
+    async def drop_toggle(self: Any, toggle: Any) -> None:
+        await drop_toggles(self, (toggle,))
+
+    cls.make_toggle = make_toggle  # type: ignore[method-assign]
+    cls.drop_toggle = drop_toggle  # type: ignore[method-assign]
+    cls.drop_toggles = drop_toggles  # type: ignore[method-assign]
+    cls.streamherd_quiet = True  # type: ignore[attr-defined]
+
+
+quiet_toggle_sets()
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     """Our own names for everything kopf stores on our objects."""
     settings.persistence.finalizer = FINALIZER
