@@ -382,3 +382,14 @@ async def test_pool_shares_one_gateway_per_endpoint_and_closes_unused(secured: R
     assert a._client is None, "the last user left: the connection is closed"
     assert pool.gateways() == [c]
     await pool.close()
+
+
+async def test_more_callers_than_connections_wait_for_one_rather_than_fail(
+    gateway: RedisGateway,
+) -> None:
+    """redis-py's pool stops at 100 connections and fails the 101st at once ("Too many
+    connections"): 2,000 ConsumerGroups starting on one endpoint all claim their groups at
+    the same moment, and many were reported RedisUnavailable (bench-load). Now the 101st
+    waits for a connection another caller gives back."""
+    reads = [gateway.wait_for_entries({f"absent:{n}": "0-0"}, 300) for n in range(150)]
+    assert await asyncio.gather(*reads) == [{}] * 150

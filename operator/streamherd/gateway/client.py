@@ -18,7 +18,7 @@ from importlib import resources
 from typing import Any
 
 from redis import exceptions as rx
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -137,6 +137,12 @@ class ScanState:
         self.seen.discard(key)
 
 
+MAX_CONNECTIONS = 100
+"""Connections to one Redis endpoint at most (redis-py's default pool size)."""
+POOL_WAIT_SECONDS = 20.0
+"""How long a command waits for one of them (at least its own timeout)."""
+
+
 class RedisGateway:
     """All Redis I/O for one endpoint."""
 
@@ -247,7 +253,16 @@ class RedisGateway:
             return RedisCluster.from_url(endpoint.url, **options)
         if endpoint.sentinel is not None:
             return self._sentinel_client(options, socket_options, tls)
-        return Redis.from_url(endpoint.url, **options)
+        # Callers wait for a free connection (up to a command's time): redis-py's own pool
+        # fails at once past its 100 ("Too many connections"), and 2,000 groups starting
+        # on one endpoint claim their groups at the same moment (bench-load: RedisUnavailable).
+        pool = BlockingConnectionPool.from_url(
+            endpoint.url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=max(POOL_WAIT_SECONDS, self._command_timeout or 0.0),
+            **options,
+        )
+        return Redis.from_pool(pool)
 
     def _sentinel_client(
         self, options: dict[str, Any], socket_options: dict[str, Any], tls: dict[str, Any]
