@@ -4,9 +4,10 @@ keeps its memory while the watch lags its writes (no duplicate write of each).""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from streamherd.controller.reporting import StatusWriter
+from streamherd.controller.reporting import StatusBudget, StatusWriter
 from streamherd.kube import requests as rq
 from streamherd.kube.queue import WriteQueue
 
@@ -137,4 +138,29 @@ async def test_the_heartbeat_is_not_taken_for_a_removed_field() -> None:
     await writer.write({"observedGeneration": 1})
     await kube.queue.drained()
     assert len(kube.patches) == 1 and set(kube.patches[0]) == {"observedGeneration", "lastPolled"}
+    await kube.queue.close()
+
+
+async def test_a_heartbeat_on_its_own_is_spaced_by_the_shared_budget() -> None:
+    """Heartbeats alone (an idle stream's lastPolled, a janitor's lastJanitorRun) count in
+    the budget like numbers: with 5 writers at 1 write/s, one every 5 s each, not at every
+    ``heartbeat_every``."""
+    budget = StatusBudget(per_second=1.0)
+    others = [StatusWriter(Kube(), rq.CONSUMER_GROUPS, body(1), budget=budget) for _ in range(4)]  # type: ignore[arg-type]
+    kube = Kube()
+    writer = StatusWriter(
+        kube,  # type: ignore[arg-type]
+        rq.CONSUMER_GROUPS,
+        body(10),
+        heartbeat="lastJanitorRun",
+        heartbeat_every=0.05,
+        heartbeat_budget=budget,
+    )
+    assert budget.spacing() == 5.0 and others
+    await writer.write({"recovered": 1})
+    await kube.queue.drained()
+    await asyncio.sleep(0.2)  # four heartbeat periods: still within the budget's 5 s
+    await writer.write({"recovered": 1})
+    await kube.queue.drained()
+    assert len(kube.patches) == 1, kube.patches
     await kube.queue.close()

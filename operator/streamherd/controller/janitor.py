@@ -42,7 +42,7 @@ from streamherd.controller.janitor_pass import (
     run_pass,
 )
 from streamherd.controller.polling import scan_pattern
-from streamherd.controller.reporting import StatusWriter
+from streamherd.controller.reporting import StatusBudget, StatusWriter
 from streamherd.controller.waiting import Stopped, sleep
 from streamherd.decisions.conditions import condition
 from streamherd.decisions.recovery import (
@@ -115,7 +115,13 @@ class Janitor:
     """Runs passes for one ConsumerGroup and reports them: status counters, Events,
     Prometheus counters. Used by the operator's loop and by `streamherd janitor` alike."""
 
-    def __init__(self, kube: KubeClient, metrics: Metrics, body: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        kube: KubeClient,
+        metrics: Metrics,
+        body: Mapping[str, Any],
+        budget: StatusBudget | None = None,
+    ) -> None:
         self.body = body
         meta = body["metadata"]
         self.namespace, self.name = meta["namespace"], meta["name"]
@@ -126,6 +132,7 @@ class Janitor:
             numbers_every=0,  # counters are cumulative: a skipped write would lose a delta
             heartbeat=HEARTBEAT_FIELD,
             heartbeat_every=HEARTBEAT_SECONDS,
+            heartbeat_budget=budget,  # the operator's: its heartbeats share the numbers' budget
         )
         self.metrics = metrics
         self.progress = Progress()
@@ -215,7 +222,7 @@ class JanitorLoop:
         self.body = body
         meta = body["metadata"]
         self.namespace, self.name, self.me = meta["namespace"], meta["name"], group_id(body)
-        self.janitor = Janitor(ctx.kube, ctx.metrics, body)
+        self.janitor = Janitor(ctx.kube, ctx.metrics, body, ctx.status_budget)
         self.pods = pods
         self.tracker: PodTracker | None = None
         """Of the Deployment the spec names now (a new one when it names another)."""

@@ -100,7 +100,7 @@ class StatusWriter:
     writers started together drift apart rather than all writing in the same second; a
     shared ``budget`` stretches it when many writers would exceed the operator's total
     (StatusBudget). ``heartbeat`` (a timestamp field) is refreshed with any write, and on
-    its own after ``heartbeat_every`` seconds.
+    its own after ``heartbeat_every`` seconds, stretched by the budget the same way.
 
     No loop waits for its writes: ``write`` and ``event`` hand them to the client's queue
     (``kube.queue``), one slot per writer, and return. What keeps it consistent: ``current``
@@ -132,6 +132,7 @@ class StatusWriter:
         budget: StatusBudget | None = None,
         heartbeat: str | None = None,
         heartbeat_every: float = 60.0,
+        heartbeat_budget: StatusBudget | None = None,
     ) -> None:
         self._kube = kube
         self._resource = resource
@@ -145,6 +146,9 @@ class StatusWriter:
             budget.join(self)
         self._heartbeat = heartbeat
         self._heartbeat_every = heartbeat_every
+        self._heartbeat_budget = heartbeat_budget or budget
+        if heartbeat_budget is not None and heartbeat_budget is not budget:
+            heartbeat_budget.join(self)  # its heartbeats count among the budget's writers
         self._last_heartbeat = 0.0
         self._next_numbers = 0.0
         self._heartbeat_due = False
@@ -211,6 +215,14 @@ class StatusWriter:
     def _structural(self, patch: Mapping[str, Any] | None) -> bool:
         return patch is not None and not self._immediate.isdisjoint(patch)
 
+    def _heartbeat_spacing(self) -> float:
+        """Seconds between heartbeats written on their own: ``heartbeat_every``, stretched
+        like the numbers by the shared budget (``heartbeat_budget``, else the numbers' one):
+        2,000 RedisStreams' and 2,000 janitors' heartbeats at one a minute each would be 66
+        writes a second, four times the whole write budget."""
+        budget = self._heartbeat_budget
+        return max(self._heartbeat_every, budget.spacing() if budget is not None else 0.0)
+
     def _interval(self) -> float:
         if self._budget is None:
             return self.numbers_every
@@ -232,7 +244,7 @@ class StatusWriter:
                     self.current.pop(key, None)
                 else:
                     self.current[key] = value
-        if self._heartbeat and now - self._last_heartbeat >= self._heartbeat_every:
+        if self._heartbeat and now - self._last_heartbeat >= self._heartbeat_spacing():
             self._heartbeat_due = True
         self.catch_up()
         outstanding = self._outstanding()
