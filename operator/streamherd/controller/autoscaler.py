@@ -325,7 +325,10 @@ class Autoscaler:
             if annotations.get(DELETION_COST) == str(cost):
                 continue
             try:
-                await self.ctx.kube.merge_patch(rq.PODS, namespace, pod, deletion_cost_patch(cost))
+                # Part of the scale-in it comes before: not behind status writes.
+                await self.ctx.kube.merge_patch(
+                    rq.PODS, namespace, pod, deletion_cost_patch(cost), priority=Priority.SCALE
+                )
             except Forbidden as exc:  # a condition says it, not only a log line
                 logger.warning("no pod-deletion-cost for %s/%s: %s", namespace, deployment, exc)
                 self._deletion_cost_forbidden(exc)

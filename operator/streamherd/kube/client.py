@@ -335,9 +335,17 @@ class KubeClient:
         return result
 
     async def merge_patch(
-        self, resource: rq.Resource, namespace: str, name: str, patch: dict[str, Any]
+        self,
+        resource: rq.Resource,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        priority: Priority = Priority.STATUS,
     ) -> dict[str, Any]:
-        result: dict[str, Any] = await self.send(rq.merge_patch(resource, namespace, name, patch))
+        result: dict[str, Any] = await self.send(
+            rq.merge_patch(resource, namespace, name, patch), priority=priority
+        )
         return result
 
     async def apply(
