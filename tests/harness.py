@@ -285,6 +285,20 @@ class Harness:
             ),
         )
 
+    def wait_event(
+        self, name: str, reason: str, type_: str | None = None, timeout: float = 15
+    ) -> tuple[str, str, str]:
+        """The first Event ``reason`` (of ``type_``) on ``name``, waiting for it: the operator
+        queues its Events (kube/queue.py), so one may reach the API server after the status
+        write a test waited for."""
+        return wait_until(  # type: ignore[no-any-return]
+            lambda: next(
+                (e for e in self.events(name) if e[1] == reason and type_ in (None, e[0])), None
+            ),
+            timeout,
+            message=lambda: f"no {type_ or ''} Event {reason} on {name}: {self.events(name)}",
+        )
+
     def events(self, name: str) -> list[tuple[str, str, str]]:
         """One (type, reason, message) per occurrence: the operator aggregates a repeated
         reason into one Event's ``count`` (its message is the latest)."""

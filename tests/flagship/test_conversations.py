@@ -264,6 +264,12 @@ def test_brain_wakes_from_zero_on_a_cluster_of_many_calls(
     r.xadd("conv:399", {"msg": "the caller speaks"})
     wait_until(lambda: kubelet.processes(h.namespace), 20, message="not woken")
     wait_until(lambda: r.sismember("processed:brain", "the caller speaks"), 30)
+    # Woken for the hellos, then for the caller (Events are queued: wait for the second).
+    wait_until(
+        lambda: len([e for e in h.events("brain") if e[1] == "WokeUp"]) >= 2,
+        15,
+        message=lambda: f"not woken twice: {h.events('brain')}",
+    )
     woken = [reason for _, reason, _ in h.events("brain") if reason == "WokeUp"]
     assert len(woken) == 2, "woken for the hellos, then for the caller"
 

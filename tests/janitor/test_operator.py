@@ -47,6 +47,7 @@ def metric(h: Harness, name: str, **labels: str) -> float:
     return total
 
 
+@pytest.mark.e2e_variants("control-plane")  # the emulator run stays in the suite
 def test_a_killed_consumer_pod_is_recovered_at_once_and_its_name_removed(
     harness: Harness, kubelet: Any
 ) -> None:
@@ -238,7 +239,7 @@ def test_cron_job_mode_keeps_a_cron_job_that_does_the_same_work(
     status = h.status("ConsumerGroup", "billing")
     assert (status["recovered"], status["deadLettered"]) == (19, 1)
     assert status["lastJanitorRun"]
-    assert any(e[:2] == ("Warning", "DeadLettered") for e in h.events("billing"))
+    h.wait_event("billing", "DeadLettered", "Warning")
     # Recorded where every process sees it: what a switch to mode Operator deletes (a group
     # never in mode CronJob touches no CronJob: tests/security/test_rbac.py).
     assert status["janitorCronJob"] == "billing-janitor"
@@ -252,6 +253,7 @@ def test_cron_job_mode_keeps_a_cron_job_that_does_the_same_work(
     assert h.status("ConsumerGroup", "billing")["deadLettered"] == 1
 
 
+@pytest.mark.e2e_variants("control-plane")  # the emulator run stays in the suite
 def test_a_dead_letter_key_in_another_cluster_slot_is_a_condition(
     harness: Harness, redis_cluster: Any
 ) -> None:
@@ -326,6 +328,7 @@ def test_a_dead_letter_key_of_another_type_holds_poison_with_a_condition_until_f
     assert not h.r.xpending("orders", "billing")["pending"]
 
 
+@pytest.mark.e2e_variants("control-plane")  # the emulator run stays in the suite
 def test_requeue_on_a_stream_other_groups_read_is_a_condition_and_a_metric(
     harness: Harness,
 ) -> None:

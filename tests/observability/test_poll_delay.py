@@ -22,7 +22,7 @@ def samples(h: Harness) -> tuple[float, float]:
 def test_each_poll_a_group_uses_is_a_sample_and_a_pause_is_not_a_delay(harness: Harness) -> None:
     h = harness
     h.stream()
-    h.group("fulfilment")  # the default pollInterval, 2 s
+    h.group("fulfilment", autoscaling={"enabled": False, "pollInterval": "1s"})
     h.start()
     h.wait_ready("ConsumerGroup", "fulfilment")
     wait_until(lambda: samples(h)[0] >= 2, 20, interval=0.2, message=h.logs)
@@ -36,7 +36,7 @@ def test_each_poll_a_group_uses_is_a_sample_and_a_pause_is_not_a_delay(harness: 
     )
     paused_at, before = time.monotonic(), samples(h)[0]
     # Paused for three intervals: the loop measures nothing, and says so.
-    wait_until(lambda: time.monotonic() - paused_at >= 6, 10, interval=0.2)
+    wait_until(lambda: time.monotonic() - paused_at >= 3, 10, interval=0.2)
     assert samples(h)[0] == before, "a paused group used a poll"
     h.patch("ConsumerGroup", "fulfilment", {"metadata": {"annotations": {PAUSED: None}}})
     wait_until(lambda: samples(h)[0] >= before + 2, 20, interval=0.2, message=h.logs)

@@ -31,6 +31,7 @@ def test_a_group_reaches_every_matching_stream_and_misses_no_early_event(harness
     assert stream["length"] == 9 and stream["groups"] == 1
 
 
+@pytest.mark.e2e_variants("control-plane")  # the emulator run stays in the suite
 def test_dead_letter_streams_are_never_treated_as_sources(harness: Harness) -> None:
     h = harness
     h.stream("calls", key=None, keyPattern="conv:*")

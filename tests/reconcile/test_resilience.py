@@ -13,6 +13,7 @@ from tests.harness import Harness
 pytestmark = pytest.mark.control_plane
 
 
+@pytest.mark.e2e_variants("control-plane")  # the emulator run stays in the suite
 def test_paused_takes_no_action_until_resumed(harness: Harness) -> None:
     h = harness
     h.stream("orders")
@@ -40,6 +41,7 @@ def test_paused_takes_no_action_until_resumed(harness: Harness) -> None:
     ], "the Paused condition is gone"
 
 
+@pytest.mark.e2e_variants("control-plane")  # the emulator run stays in the suite
 def test_unmanaged_resource_is_deleted_without_touching_redis(harness: Harness) -> None:
     h = harness
     h.stream("orders", deletionPolicy="Delete")
@@ -108,8 +110,12 @@ def test_redis_outage_flips_conditions_and_recovers(harness: Harness) -> None:
     h.redis_server.start()  # comes back empty (no persistence): the group is made again
     h.wait_ready("ConsumerGroup", "fulfilment", timeout=30)
     wait_until(lambda: "fulfilment" in h.groups_in_redis("orders"), 10)
-    reasons = [reason for _, reason, _ in h.events("fulfilment")]
-    assert "RedisUnavailable" in reasons and reasons.count("GroupCreated") >= 2
+    h.wait_event("fulfilment", "RedisUnavailable")
+    wait_until(
+        lambda: [e[1] for e in h.events("fulfilment")].count("GroupCreated") >= 2,
+        15,
+        message=lambda: f"the group not said created again: {h.events('fulfilment')}",
+    )
 
 
 def test_two_resources_for_one_group_the_first_recorded_manages(harness: Harness) -> None:
@@ -144,6 +150,7 @@ def test_a_bad_resource_does_not_stop_the_others(harness: Harness) -> None:
     assert h.operator is not None and h.operator.running
 
 
+@pytest.mark.e2e_variants("control-plane")  # the emulator run stays in the suite
 def test_metrics_show_the_documented_series(harness: Harness) -> None:
     h = harness
     h.stream("orders")
@@ -187,6 +194,7 @@ def test_metrics_show_the_documented_series(harness: Harness) -> None:
         assert name in text, name
 
 
+@pytest.mark.e2e_variants("control-plane")  # the emulator run stays in the suite
 def test_a_paused_stream_is_not_polled_and_its_groups_wait(harness: Harness) -> None:
     h = harness
     h.stream("orders", metadata={"annotations": {"streamherd.io/paused": "true"}})

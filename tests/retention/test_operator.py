@@ -89,6 +89,7 @@ def test_a_lagging_group_holds_retention_back_and_is_told_so(harness_any_redis: 
     assert h.ready("RetentionPolicy", "short")["status"] == "True"
 
 
+@pytest.mark.e2e_variants("control-plane")  # the emulator run stays in the suite
 def test_hard_max_length_drops_what_it_must_and_says_so_loudly(harness: Harness) -> None:
     h = harness
     produce(h, "orders", 100)
@@ -184,6 +185,7 @@ def test_finished_call_streams_are_deleted_and_no_other(harness: Harness) -> Non
     assert h.metric("streamherd_retention_deleted_streams_total", retentionpolicy="calls") == 2
 
 
+@pytest.mark.e2e_variants("control-plane")  # the emulator run stays in the suite
 def test_a_stream_naming_a_missing_policy_says_so(harness: Harness) -> None:
     h = harness
     h.stream("orders", retentionPolicyRef={"name": "nowhere"})

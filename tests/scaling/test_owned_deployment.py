@@ -94,4 +94,4 @@ def test_removed_template_keys_disappear_and_edits_are_reverted(harness: Harness
         message=lambda: f"the edit was not reverted: {pod_template(h)}\n{h.logs()[-3000:]}",
     )
     assert (h.get("Deployment", "crm-consumers") or {})["spec"]["replicas"] == 2
-    assert any(reason == "DeploymentReverted" for _, reason, _ in h.events("crm"))
+    h.wait_event("crm", "DeploymentReverted")

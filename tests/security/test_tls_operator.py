@@ -31,6 +31,7 @@ def test_insecure_skip_verify_is_a_warning_until_verification_is_back(
     assert condition is not None
     assert (condition["status"], condition["reason"]) == ("False", "InsecureSkipVerify")
     assert "caSecretRef" in condition["message"]
+    h.wait_event("orders", "InsecureSkipVerify", "Warning")
     warnings = [e for e in h.events("orders") if e[1] == "InsecureSkipVerify"]
     assert len(warnings) == 1 and warnings[0][0] == "Warning"
 
@@ -51,6 +52,7 @@ def test_insecure_skip_verify_is_a_warning_until_verification_is_back(
     )
     h.wait_status("RedisStream", "orders", lambda s: tls_verified(h, "orders") is None)
     h.wait_ready("RedisStream", "orders")
+    h.wait_event("orders", "InsecureSkipVerify")
     assert len([e for e in h.events("orders") if e[1] == "InsecureSkipVerify"]) == 1
 
 
