@@ -1,15 +1,17 @@
 """``streamherd.tasks.cancelled``: a task whose cancellation is swallowed (as redis-py can, see
 its docstring) is cancelled again until it stops, and nothing is left running behind a caller
-that is cancelled while it waits."""
+that is cancelled while it waits. And ``Signal``/``wait_any``, the loops' waits."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from streamherd.tasks import cancelled
+from streamherd.tasks import Signal, cancelled, wait_any
 
 
 class Swallower:
@@ -88,3 +90,32 @@ async def test_tasks_that_failed_or_finished_are_waited_for_quietly() -> None:
     await asyncio.sleep(0)
     await cancelled(*done)
     assert done[1].result() == 1
+
+
+async def test_a_wait_on_signals_ends_at_the_first_set_pulse_or_timeout_and_makes_no_task() -> None:
+    """streamherd.tasks.wait_any: one future per wait (the loops' waits made three tasks
+    each, thousands a second at bench-load's scale)."""
+    edit, poll = Signal(), Signal()
+    tasks_before = len(asyncio.all_tasks())
+    started = time.monotonic()
+    assert await wait_any((edit, poll), 0.05) is False  # the timeout
+    assert time.monotonic() - started >= 0.05
+
+    waiter = asyncio.ensure_future(wait_any((edit, poll), 30))
+    await asyncio.sleep(0)
+    assert len(asyncio.all_tasks()) == tasks_before + 1, "the wait made tasks of its own"
+    poll.pulse()  # releases who waits now, holds nothing
+    assert await asyncio.wait_for(waiter, 5) is False and not poll.is_set()
+
+    edit.set()  # holds until cleared: a wait that starts later ends at once
+    assert await asyncio.wait_for(wait_any((poll, edit), 30), 1) is True
+    edit.clear()
+    assert await wait_any((edit,), 0.01) is False
+
+    cancelled_wait = asyncio.ensure_future(wait_any((edit, poll), 30))
+    await asyncio.sleep(0)
+    cancelled_wait.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cancelled_wait
+    edit.set()  # a cancelled waiter left nothing behind to resolve
+    assert edit.is_set()

@@ -1699,7 +1699,10 @@ class ApiServer(kmock.KubernetesEmulator):
             status=200, headers={"Content-Type": "application/json"}
         )
         response.enable_chunked_encoding()
-        await response.prepare(raw)
+        try:
+            await response.prepare(raw)
+        except ConnectionError:  # the client went away first (a cut connection)
+            return response
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout is not None else None
         api_version = rtype.api_version(version)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-from streamherd.metrics import Metrics
+from streamherd.metrics import LabelledMetric, Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "dashboards" / "streamherd.json"
@@ -27,18 +27,22 @@ def exported() -> dict[str, set[str]]:
     """Every series name the operator can export, with the labels it carries."""
     out: dict[str, set[str]] = {}
     for metric in vars(Metrics()).values():
-        if not isinstance(metric, Counter | Gauge | Histogram):
-            continue
-        labels = set(metric._labelnames)
-        (family,) = metric.describe()
-        if isinstance(metric, Counter):
-            out[family.name + "_total"] = labels
-        elif isinstance(metric, Histogram):
-            out[family.name + "_bucket"] = labels | {"le"}
-            out[family.name + "_count"] = labels
-            out[family.name + "_sum"] = labels
+        if isinstance(metric, LabelledMetric):  # the operator's own labelled families
+            name, labels, kind = metric.name, set(metric.labelnames), metric.kind
+        elif isinstance(metric, Counter | Gauge | Histogram):
+            (family,) = metric.describe()
+            name, labels, kind = family.name, set(metric._labelnames), family.type
         else:
-            out[family.name] = labels
+            continue
+        name = name.removesuffix("_total") if kind == "counter" else name
+        if kind == "counter":
+            out[name + "_total"] = labels
+        elif kind == "histogram":
+            out[name + "_bucket"] = labels | {"le"}
+            out[name + "_count"] = labels
+            out[name + "_sum"] = labels
+        else:
+            out[name] = labels
     return out
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from collections import defaultdict
@@ -29,6 +28,7 @@ from streamherd.gateway.endpoint import (
 from streamherd.kube import KubeClient
 from streamherd.kube import requests as rq
 from streamherd.metrics import Metrics
+from streamherd.tasks import Signal
 
 CLOSE_DRAIN_SECONDS = 1.0
 """How long the operator's shutdown (or a leader stepping down) still sends queued writes."""
@@ -147,7 +147,7 @@ class Context:
     secrets: SecretCache
     streams: dict[tuple[str, str], StreamBinding] = field(default_factory=dict)
     claims: GroupClaims = field(default_factory=GroupClaims)
-    wakeups: dict[str, dict[str, asyncio.Event]] = field(default_factory=lambda: defaultdict(dict))
+    wakeups: dict[str, dict[str, Signal]] = field(default_factory=lambda: defaultdict(dict))
     """Per resource, one event per loop that works on it (the group's, the janitor's)."""
     recovery_findings: dict[str, RecoveryFindings] = field(default_factory=dict)
     """Per ConsumerGroup (``who``), what its janitor's last pass found for the group loop's
@@ -208,9 +208,9 @@ class Context:
         """Within the start-up grace: resources may still be waiting for their loops."""
         return time.monotonic() - self.started_at < self.startup_grace
 
-    def wakeup(self, who: str, loop: str = "main") -> asyncio.Event:
-        """The event that tells one loop working on ``who`` its object changed."""
-        return self.wakeups[who].setdefault(loop, asyncio.Event())
+    def wakeup(self, who: str, loop: str = "main") -> Signal:
+        """The signal that tells one loop working on ``who`` its object changed."""
+        return self.wakeups[who].setdefault(loop, Signal())
 
     def wake(self, who: str) -> None:
         """Tell every loop working on a resource its object changed: act now, not at the

@@ -43,7 +43,7 @@ from streamherd.controller.janitor_pass import (
 )
 from streamherd.controller.polling import scan_pattern
 from streamherd.controller.reporting import StatusBudget, StatusWriter
-from streamherd.controller.waiting import Stopped, sleep
+from streamherd.controller.waiting import Stopped, StopWatcher, sleep
 from streamherd.decisions.conditions import condition
 from streamherd.decisions.recovery import (
     Pods,
@@ -233,24 +233,28 @@ class JanitorLoop:
 
     async def run(self, stopped: Stopped) -> None:
         wake = self.ctx.wakeup(self.me, "janitor")
-        while not stopped:
-            wake.clear()
-            try:
-                delay = await self.step()
-                self.ctx.api_problems.pop(self.me, None)
-            except KubeError as exc:  # said in the group's Ready, not a trace every pass
-                logger.warning("janitor of %s/%s: %s", self.namespace, self.name, exc)
-                self.ctx.api_problems[self.me] = api_problem(
-                    exc, consequence=", so the janitor does not run"
-                )
-                delay = RETRY_SECONDS
-            except GatewayError as exc:
-                logger.warning("janitor of %s/%s: %s", self.namespace, self.name, exc.message)
-                delay = RETRY_SECONDS
-            except Exception:  # the loop must outlive any one bad pass
-                logger.exception("janitor of %s/%s failed", self.namespace, self.name)
-                delay = RETRY_SECONDS
-            await sleep(stopped, wake, delay)  # an edit (or unpause) cuts it short
+        watcher = StopWatcher(stopped, wake)
+        try:
+            while not stopped:
+                wake.clear()
+                try:
+                    delay = await self.step()
+                    self.ctx.api_problems.pop(self.me, None)
+                except KubeError as exc:  # said in the group's Ready, not a trace every pass
+                    logger.warning("janitor of %s/%s: %s", self.namespace, self.name, exc)
+                    self.ctx.api_problems[self.me] = api_problem(
+                        exc, consequence=", so the janitor does not run"
+                    )
+                    delay = RETRY_SECONDS
+                except GatewayError as exc:
+                    logger.warning("janitor of %s/%s: %s", self.namespace, self.name, exc.message)
+                    delay = RETRY_SECONDS
+                except Exception:  # the loop must outlive any one bad pass
+                    logger.exception("janitor of %s/%s failed", self.namespace, self.name)
+                    delay = RETRY_SECONDS
+                await sleep(stopped, wake, delay)  # an edit (or unpause) cuts it short
+        finally:
+            await watcher.close()
 
     async def step(self) -> float:
         """One pass (or CronJob check); returns how long to wait before the next."""

@@ -13,7 +13,6 @@ A subscriber's first result is always from a poll that began after it subscribed
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -32,7 +31,7 @@ from streamherd.gateway.endpoint import Endpoint
 from streamherd.keys import is_auxiliary, parse_id
 from streamherd.metrics import Metrics
 from streamherd.observations import Observation
-from streamherd.tasks import cancelled
+from streamherd.tasks import Signal, cancelled, wait_any
 
 logger = logging.getLogger(__name__)
 
@@ -137,10 +136,15 @@ class Poller:
         """Keys measured at least once (and still polled)."""
         self._measure_next: set[str] = set()
         """Keys with pending entries the last poll had no measurement for."""
-        # Set (and replaced) on every publication: waiters need no lock, so cancelling one
-        # can never leave it stuck re-acquiring one at shutdown.
-        self._published = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._published = Signal()
+        """Pulsed at every publication, for waiters of any result (``who`` None)."""
+        self._published_for: dict[str, Signal] = {}
+        """Per subscriber waiting for its result, pulsed only by a poll taken for it: a poll
+        for one group at 100 ms wakes that group's loop, not the thousand others."""
+        self._served: dict[str, PollResult] = {}
+        """Per subscriber, the last poll taken for it (a later one, for others, published
+        before its loop ran does not hide it)."""
+        self._wake = Signal()
         self._task: asyncio.Task[None] | None = None
         self.stopped = False
         self._waker: Waker | None = None
@@ -217,6 +221,10 @@ class Poller:
     def unsubscribe(self, who: str) -> None:
         previous = self._subscriptions.pop(who, None)
         self._lengths.pop(who, None)
+        self._served.pop(who, None)
+        published = self._published_for.pop(who, None)
+        if published is not None:
+            published.pulse()  # its waiter sees it is no longer subscribed
         if previous is not None and previous.source.pattern is not None:
             self.discoverer.patterns_changed()
 
@@ -270,33 +278,44 @@ class Poller:
         self.stopped = True  # nobody waits for a poll that will never come
         self._publish()
 
-    def _publish(self) -> None:
-        published, self._published = self._published, asyncio.Event()
-        published.set()
+    def _publish(self, served: Iterable[str] | None = None) -> None:
+        """Release the waiters of this result: of any result, and of the subscribers it was
+        taken for (None: every waiter, as when the poller stops)."""
+        self._published.pulse()
+        for who in self._published_for if served is None else served:
+            if (published := self._published_for.get(who)) is not None:
+                published.pulse()
 
-    def _is_for(self, result: PollResult, after_seq: int, who: str | None) -> bool:
-        if result.seq <= after_seq:
-            return False
+    def _result_for(self, after_seq: int, who: str | None) -> PollResult | None:
         if who is None:
-            return True
-        subscription = self._subscriptions.get(who)
-        return subscription is not None and who in result.served and result.seq > subscription.since
+            result = self._result
+        else:
+            subscription = self._subscriptions.get(who)
+            result = self._served.get(who)
+            if subscription is None or result is None or result.seq <= subscription.since:
+                return None
+        return result if result is not None and result.seq > after_seq else None
 
     async def next_result(
-        self, after_seq: int, within: float, who: str | None = None
+        self, after_seq: int, within: float, who: str | None = None, unless: Signal | None = None
     ) -> PollResult | None:
         """The first result newer than ``after_seq`` (and, given ``who``, taken for that
         subscriber: due when the poll began, which began after it subscribed), waiting up to
-        ``within`` seconds; None on timeout or when the poller stops."""
+        ``within`` seconds; None on timeout, when the poller stops, or once ``unless`` is
+        set. One future per wait, no task (streamherd.tasks.Signal)."""
         deadline = time.monotonic() + within
         while not self.stopped:
-            if self._result is not None and self._is_for(self._result, after_seq, who):
-                return self._result
+            result = self._result_for(after_seq, who)
+            if result is not None:
+                return result
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (unless is not None and unless.is_set()):
                 return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._published.wait(), remaining)
+            if who is None:
+                published = self._published
+            else:
+                published = self._published_for.setdefault(who, Signal())
+            await wait_any((published,) if unless is None else (published, unless), remaining)
         return None
 
     def _next_due(self, now: float, interval: float) -> float:
@@ -325,8 +344,7 @@ class Poller:
             delay = min(
                 (s.due_at - now for s in self._subscriptions.values()), default=DEFAULT_INTERVAL
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, delay))
+            await self._wake.wait(max(0.0, delay))
 
     async def poll_once(self, due: Iterable[str] | None = None) -> PollResult:
         """One poll of the sources of ``due`` (None: every subscriber)."""
@@ -408,7 +426,10 @@ class Poller:
             del self._latest_by_source[source]
         for source in sources:
             self._latest_by_source[source] = result
-        self._publish()
+        for who in served:
+            if who in self._subscriptions:
+                self._served[who] = result
+        self._publish(served)
         return result
 
     def _known_keys(self) -> set[str]:

@@ -17,7 +17,7 @@ from streamherd.controller.board import managed_group_names, stream_verdict
 from streamherd.controller.context import Context, StreamBinding
 from streamherd.controller.polling import DEFAULT_INTERVAL, Source, scan_pattern
 from streamherd.controller.reporting import StatusWriter, report
-from streamherd.controller.waiting import Stopped, next_result, sleep
+from streamherd.controller.waiting import Stopped, StopWatcher, next_result, sleep
 from streamherd.decisions.conditions import Verdict, condition
 from streamherd.decisions.durability import DURABILITY_FIELD
 from streamherd.decisions.streams import STREAM_FIELDS, stream_status, tls_verdict
@@ -56,6 +56,7 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
     )
     binding = ctx.streams[(namespace, name)] = StreamBinding(namespace, name)
     wake = ctx.wakeup(me)
+    watcher = StopWatcher(stopped, wake)
     seq = 0
     try:
         while not stopped:
@@ -141,6 +142,7 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
             await report(writer, [binding.problem], generation, fields)
             await sleep(stopped, wake, RETRY_SECONDS)
     finally:
+        await watcher.close()
         ctx.streams.pop((namespace, name), None)
         await ctx.endpoints.release(me)
 

@@ -1,15 +1,20 @@
 """How the loops wait: for the next poll, a timeout, an edit of their object, or kopf telling
 them to stop, whichever comes first. A loop blocked on one of them alone would hold up
-deletions until kopf's cancellation timeout."""
+deletions until kopf's cancellation timeout.
+
+Every wait is one future on ``Signal``s (streamherd.tasks), never a task: a loop's wake
+signal is set by an edit of its object (Context.wake) and, once, by its stop watcher (the
+one task per loop that waits for kopf's ``stopped``); the poller pulses a subscriber's own
+signal when a poll taken for it is published."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from streamherd.controller.polling import Poller, PollResult
+from streamherd.tasks import Signal, cancelled
 
 
 class Stopped(Protocol):
@@ -19,29 +24,28 @@ class Stopped(Protocol):
     def wait(self, timeout: float | None = None) -> Awaitable[Any]: ...
 
 
-async def _first(
-    main: Awaitable[Any] | None, stopped: Stopped, wake: asyncio.Event, seconds: float
-) -> Any:
-    tasks = [asyncio.ensure_future(stopped.wait()), asyncio.ensure_future(wake.wait())]
-    if main is not None:
-        tasks.insert(0, asyncio.ensure_future(main))
-    try:
-        done, _ = await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-    if main is not None and tasks[0] in done and not tasks[0].cancelled():
-        return tasks[0].result()
-    return None
+class StopWatcher:
+    """Sets a loop's wake signal when kopf stops its daemon, so a loop waiting on that signal
+    alone also hears the stop. One task for the loop's life (kopf's ``stopped.wait()`` is a
+    coroutine that makes a task of its own each time: once, not at every wait)."""
+
+    def __init__(self, stopped: Stopped, wake: Signal) -> None:
+        self._task = asyncio.create_task(self._watch(stopped, wake), name="stop watcher")
+
+    @staticmethod
+    async def _watch(stopped: Stopped, wake: Signal) -> None:
+        await stopped.wait()
+        wake.set()
+
+    async def close(self) -> None:
+        await cancelled(self._task)
 
 
-async def sleep(stopped: Stopped, wake: asyncio.Event, seconds: float) -> None:
-    """Wait ``seconds``, or less if the object changed or the daemon is stopping."""
+async def sleep(stopped: Stopped, wake: Signal, seconds: float) -> None:
+    """Wait ``seconds``, or less if the object changed or the daemon is stopping (its
+    StopWatcher sets ``wake``)."""
     if seconds > 0 and not stopped:
-        await _first(None, stopped, wake, seconds)
+        await wake.wait(seconds)
 
 
 async def next_result(
@@ -49,14 +53,11 @@ async def next_result(
     after_seq: int,
     within: float,
     stopped: Stopped,
-    wake: asyncio.Event,
+    wake: Signal,
     who: str | None = None,
 ) -> PollResult | None:
     """The next poll result (taken for ``who``, given one), or None if the wait was cut
-    short."""
+    short (``wake`` set: an edit, or the daemon stopping)."""
     if stopped:
         return None
-    result: PollResult | None = await _first(
-        poller.next_result(after_seq, within, who), stopped, wake, within
-    )
-    return result
+    return await poller.next_result(after_seq, within, who, unless=wake)

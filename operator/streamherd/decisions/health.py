@@ -50,7 +50,7 @@ class HealthState(StrEnum):
     UNKNOWN = "Unknown"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One poll of a group, as health needs it."""
 
