@@ -23,7 +23,7 @@ from streamherd.controller.health import HealthWatch
 from streamherd.controller.polling import DEFAULT_INTERVAL, Poller, PollResult, scan_pattern
 from streamherd.controller.reporting import StatusWriter, report
 from streamherd.controller.streams import RETRY_SECONDS
-from streamherd.controller.waiting import Stopped, StopWatcher, next_result, sleep
+from streamherd.controller.waiting import Stopped, next_result, sleep, stop_watched
 from streamherd.decisions import recovery as recovery_decisions
 from streamherd.decisions.conditions import Verdict, transition
 from streamherd.decisions.ownership import KEY, PATTERN, owner_elsewhere
@@ -156,18 +156,17 @@ class GroupLoop:
     async def run(self, stopped: Stopped) -> None:
         wake = self.wake = self.ctx.wakeup(self.me)
         self.stopped = stopped
-        watcher = StopWatcher(stopped, wake)
         try:
-            while not stopped:
-                wake.clear()
-                try:
-                    delay = await self.step()
-                except KubeError as exc:  # a refused request: a condition, not a crash loop
-                    generation = self.body["metadata"].get("generation")
-                    delay = await self.fail(api_problem(exc), generation)
-                await sleep(stopped, wake, delay)
+            async with stop_watched(stopped, wake):
+                while not stopped:
+                    wake.clear()
+                    try:
+                        delay = await self.step()
+                    except KubeError as exc:  # a refused request: a condition, not a crash loop
+                        generation = self.body["metadata"].get("generation")
+                        delay = await self.fail(api_problem(exc), generation)
+                    await sleep(stopped, wake, delay)
         finally:
-            await watcher.close()
             self.unsubscribe()
             self.autoscaler.close()
             self.ctx.claims.release(self.me)

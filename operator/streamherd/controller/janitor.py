@@ -43,7 +43,7 @@ from streamherd.controller.janitor_pass import (
 )
 from streamherd.controller.polling import scan_pattern
 from streamherd.controller.reporting import StatusBudget, StatusWriter
-from streamherd.controller.waiting import Stopped, StopWatcher, sleep
+from streamherd.controller.waiting import Stopped, sleep, stop_watched
 from streamherd.decisions.conditions import condition
 from streamherd.decisions.recovery import (
     Pods,
@@ -233,8 +233,7 @@ class JanitorLoop:
 
     async def run(self, stopped: Stopped) -> None:
         wake = self.ctx.wakeup(self.me, "janitor")
-        watcher = StopWatcher(stopped, wake)
-        try:
+        async with stop_watched(stopped, wake):
             while not stopped:
                 wake.clear()
                 try:
@@ -253,8 +252,6 @@ class JanitorLoop:
                     logger.exception("janitor of %s/%s failed", self.namespace, self.name)
                     delay = RETRY_SECONDS
                 await sleep(stopped, wake, delay)  # an edit (or unpause) cuts it short
-        finally:
-            await watcher.close()
 
     async def step(self) -> float:
         """One pass (or CronJob check); returns how long to wait before the next."""

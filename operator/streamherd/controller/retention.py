@@ -26,7 +26,7 @@ from streamherd.controller.board import stream_groups
 from streamherd.controller.context import Context, StreamBinding
 from streamherd.controller.groups import start_position
 from streamherd.controller.reporting import StatusWriter, report
-from streamherd.controller.waiting import Stopped, StopWatcher, sleep
+from streamherd.controller.waiting import Stopped, sleep, stop_watched
 from streamherd.decisions.conditions import Verdict, transition
 from streamherd.decisions.retention import (
     ManagedGroup,
@@ -193,18 +193,17 @@ class PolicyLoop:
 
     async def run(self, stopped: Stopped) -> None:
         wake = self.ctx.wakeup(self.me)
-        watcher = StopWatcher(stopped, wake)
         try:
-            while not stopped:
-                wake.clear()
-                try:
-                    delay = await self.step()
-                except Exception:  # the loop must outlive any one bad pass
-                    logger.exception("retention of %s/%s failed", self.namespace, self.name)
-                    delay = WAIT_SECONDS * 2
-                await sleep(stopped, wake, delay)
+            async with stop_watched(stopped, wake):
+                while not stopped:
+                    wake.clear()
+                    try:
+                        delay = await self.step()
+                    except Exception:  # the loop must outlive any one bad pass
+                        logger.exception("retention of %s/%s failed", self.namespace, self.name)
+                        delay = WAIT_SECONDS * 2
+                    await sleep(stopped, wake, delay)
         finally:
-            await watcher.close()
             self.ctx.retention.withdraw(self.namespace, self.name)
             self.ctx.metrics.forget_retention(self.namespace, self.name)
 

@@ -17,7 +17,7 @@ from streamherd.controller.board import managed_group_names, stream_verdict
 from streamherd.controller.context import Context, StreamBinding
 from streamherd.controller.polling import DEFAULT_INTERVAL, Source, scan_pattern
 from streamherd.controller.reporting import StatusWriter, report
-from streamherd.controller.waiting import Stopped, StopWatcher, next_result, sleep
+from streamherd.controller.waiting import Stopped, next_result, sleep, stop_watched
 from streamherd.decisions.conditions import Verdict, condition
 from streamherd.decisions.durability import DURABILITY_FIELD
 from streamherd.decisions.streams import STREAM_FIELDS, stream_status, tls_verdict
@@ -56,93 +56,95 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
     )
     binding = ctx.streams[(namespace, name)] = StreamBinding(namespace, name)
     wake = ctx.wakeup(me)
-    watcher = StopWatcher(stopped, wake)
     seq = 0
     try:
-        while not stopped:
-            wake.clear()
-            generation = body["metadata"].get("generation")
-            fields: dict[str, Any] = dict.fromkeys((*STREAM_FIELDS, DURABILITY_FIELD))
-            if is_paused(body["metadata"]):
-                await ctx.endpoints.release(me)  # paused: not even polled
-                binding.poller = None
-                binding.problem = Verdict.not_ready(
-                    Reason.PAUSED, "paused by the streamherd.io/paused annotation"
-                )
-                verdicts = [
-                    binding.problem,
-                    Verdict(
-                        ConditionType.PAUSED,
-                        ConditionStatus.TRUE,
-                        Reason.PAUSED,
-                        "no actions are taken",
-                    ),
-                ]
-                await report(writer, verdicts, generation, fields=None)
-                await sleep(stopped, wake, RETRY_SECONDS)
-                continue
-            try:
-                spec = parse(RedisStreamSpec, body.get("spec"))
-                endpoint = await ctx.secrets.resolve(namespace, spec.redis)
-            except SpecError as exc:
-                binding.problem = Verdict.not_ready(Reason.INVALID_SPEC, str(exc))
-            except SecretMissing as exc:
-                binding.problem = secret_problem(exc)
-            except KubeError as exc:  # a Secret we may not read: said, not a crash loop
-                binding.problem = api_problem(exc, consequence=", so it cannot connect")
-            else:
-                source = Source(key=spec.key, pattern=spec.key_pattern)
-                poller = await ctx.endpoints.acquire(me, endpoint)
-                poller.subscribe(me, source, DEFAULT_INTERVAL)
-                if binding.poller is not poller:
-                    seq = 0
-                binding.source, binding.poller, binding.problem = source, poller, None
-                binding.create_if_missing = spec.create_if_missing
-                binding.spec = spec
-                result = await next_result(
-                    poller, seq, poller.interval_of(me) + 15, stopped, wake, me
-                )
-                if result is None:
+        async with stop_watched(stopped, wake):
+            while not stopped:
+                wake.clear()
+                generation = body["metadata"].get("generation")
+                fields: dict[str, Any] = dict.fromkeys((*STREAM_FIELDS, DURABILITY_FIELD))
+                if is_paused(body["metadata"]):
+                    await ctx.endpoints.release(me)  # paused: not even polled
+                    binding.poller = None
+                    binding.problem = Verdict.not_ready(
+                        Reason.PAUSED, "paused by the streamherd.io/paused annotation"
+                    )
+                    verdicts = [
+                        binding.problem,
+                        Verdict(
+                            ConditionType.PAUSED,
+                            ConditionStatus.TRUE,
+                            Reason.PAUSED,
+                            "no actions are taken",
+                        ),
+                    ]
+                    await report(writer, verdicts, generation, fields=None)
+                    await sleep(stopped, wake, RETRY_SECONDS)
                     continue
-                seq = result.seq
-                verdict, fields = stream_status(
-                    result.observation,
-                    key=spec.key,
-                    pattern=spec.key_pattern,
-                    keys=result.keys_of(source),
-                    discovery_complete=result.discovery_complete.get(source, False),
-                    create_if_missing=spec.create_if_missing,
-                )
-                if fields.get("length") is not None:
-                    ctx.metrics.stream_length.labels(namespace, name).set(fields["length"])
-                if verdict.status is ConditionStatus.FALSE:
-                    ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, verdict.reason).inc()
-                reachable = result.observation.problem is None
-                durable = await ctx.durability.of(poller.gateway, reachable=reachable)
-                fields[DURABILITY_FIELD] = durable.fields or None
-                fields["managedGroups"] = managed_group_names(
-                    ctx.stream_groups, namespace, name, writer.current.get("managedGroups") or ()
-                )[:256]
-                fields["discovery"] = poller.discoverer.describe() if spec.key is None else None
-                verdicts = [verdict, durable.verdict]
-                policy = spec.retention_policy_ref.name if spec.retention_policy_ref else None
-                retention = stream_verdict(ctx.policies, namespace, policy)
-                if retention is not None:
-                    verdicts.append(retention)
-                insecure = tls_verdict(spec.redis)
-                if insecure is not None:
-                    verdicts.append(insecure)
-                    if condition(writer.current, ConditionType.TLS_VERIFIED) is None:
-                        await writer.event("Warning", insecure.reason, insecure.message)
-                await report(writer, verdicts, generation, fields)
-                continue  # the next poll result paces the loop
-            ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, binding.problem.reason).inc()
-            await ctx.endpoints.release(me)
-            binding.poller = None
-            await report(writer, [binding.problem], generation, fields)
-            await sleep(stopped, wake, RETRY_SECONDS)
+                try:
+                    spec = parse(RedisStreamSpec, body.get("spec"))
+                    endpoint = await ctx.secrets.resolve(namespace, spec.redis)
+                except SpecError as exc:
+                    binding.problem = Verdict.not_ready(Reason.INVALID_SPEC, str(exc))
+                except SecretMissing as exc:
+                    binding.problem = secret_problem(exc)
+                except KubeError as exc:  # a Secret we may not read: said, not a crash loop
+                    binding.problem = api_problem(exc, consequence=", so it cannot connect")
+                else:
+                    source = Source(key=spec.key, pattern=spec.key_pattern)
+                    poller = await ctx.endpoints.acquire(me, endpoint)
+                    poller.subscribe(me, source, DEFAULT_INTERVAL)
+                    if binding.poller is not poller:
+                        seq = 0
+                    binding.source, binding.poller, binding.problem = source, poller, None
+                    binding.create_if_missing = spec.create_if_missing
+                    binding.spec = spec
+                    result = await next_result(
+                        poller, seq, poller.interval_of(me) + 15, stopped, wake, me
+                    )
+                    if result is None:
+                        continue
+                    seq = result.seq
+                    verdict, fields = stream_status(
+                        result.observation,
+                        key=spec.key,
+                        pattern=spec.key_pattern,
+                        keys=result.keys_of(source),
+                        discovery_complete=result.discovery_complete.get(source, False),
+                        create_if_missing=spec.create_if_missing,
+                    )
+                    if fields.get("length") is not None:
+                        ctx.metrics.stream_length.labels(namespace, name).set(fields["length"])
+                    if verdict.status is ConditionStatus.FALSE:
+                        ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, verdict.reason).inc()
+                    reachable = result.observation.problem is None
+                    durable = await ctx.durability.of(poller.gateway, reachable=reachable)
+                    fields[DURABILITY_FIELD] = durable.fields or None
+                    fields["managedGroups"] = managed_group_names(
+                        ctx.stream_groups,
+                        namespace,
+                        name,
+                        writer.current.get("managedGroups") or (),
+                    )[:256]
+                    fields["discovery"] = poller.discoverer.describe() if spec.key is None else None
+                    verdicts = [verdict, durable.verdict]
+                    policy = spec.retention_policy_ref.name if spec.retention_policy_ref else None
+                    retention = stream_verdict(ctx.policies, namespace, policy)
+                    if retention is not None:
+                        verdicts.append(retention)
+                    insecure = tls_verdict(spec.redis)
+                    if insecure is not None:
+                        verdicts.append(insecure)
+                        if condition(writer.current, ConditionType.TLS_VERIFIED) is None:
+                            await writer.event("Warning", insecure.reason, insecure.message)
+                    await report(writer, verdicts, generation, fields)
+                    continue  # the next poll result paces the loop
+                ctx.metrics.reconcile_errors.labels(REDIS_STREAM.kind, binding.problem.reason).inc()
+                await ctx.endpoints.release(me)
+                binding.poller = None
+                await report(writer, [binding.problem], generation, fields)
+                await sleep(stopped, wake, RETRY_SECONDS)
     finally:
-        await watcher.close()
         ctx.streams.pop((namespace, name), None)
         await ctx.endpoints.release(me)
 

@@ -4,13 +4,14 @@ deletions until kopf's cancellation timeout.
 
 Every wait is one future on ``Signal``s (streamherd.tasks), never a task: a loop's wake
 signal is set by an edit of its object (Context.wake) and, once, by its stop watcher (the
-one task per loop that waits for kopf's ``stopped``); the poller pulses a subscriber's own
+one task per loop that waits for kopf's ``stopped``: ``stop_watched``); the poller pulses a subscriber's own
 signal when a poll taken for it is published."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Protocol
 
 from streamherd.controller.polling import Poller, PollResult
@@ -24,26 +25,26 @@ class Stopped(Protocol):
     def wait(self, timeout: float | None = None) -> Awaitable[Any]: ...
 
 
-class StopWatcher:
-    """Sets a loop's wake signal when kopf stops its daemon, so a loop waiting on that signal
-    alone also hears the stop. One task for the loop's life (kopf's ``stopped.wait()`` is a
+@contextlib.asynccontextmanager
+async def stop_watched(stopped: Stopped, wake: Signal) -> AsyncIterator[Signal]:
+    """``wake``, set when kopf stops the daemon too, so a loop waiting on that signal alone
+    also hears the stop: one task for the loop's life (kopf's ``stopped.wait()`` is a
     coroutine that makes a task of its own each time: once, not at every wait)."""
 
-    def __init__(self, stopped: Stopped, wake: Signal) -> None:
-        self._task = asyncio.create_task(self._watch(stopped, wake), name="stop watcher")
-
-    @staticmethod
-    async def _watch(stopped: Stopped, wake: Signal) -> None:
+    async def watch() -> None:
         await stopped.wait()
         wake.set()
 
-    async def close(self) -> None:
-        await cancelled(self._task)
+    watcher = asyncio.create_task(watch(), name="stop watcher")
+    try:
+        yield wake
+    finally:
+        await cancelled(watcher)
 
 
 async def sleep(stopped: Stopped, wake: Signal, seconds: float) -> None:
-    """Wait ``seconds``, or less if the object changed or the daemon is stopping (its
-    StopWatcher sets ``wake``)."""
+    """Wait ``seconds``, or less if the object changed or the daemon is stopping
+    (``stop_watched`` sets ``wake``)."""
     if seconds > 0 and not stopped:
         await wake.wait(seconds)
 
