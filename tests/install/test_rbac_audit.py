@@ -249,6 +249,10 @@ def scenario(h: Harness, run: Any, janitor_config: Path, node: Any) -> None:
         recovery={"mode": "Operator", "minIdle": "1s", "interval": "1s"},
     )
     h.group("brain", stream="calls", startId="0")
+    # A group whose RedisStream does not exist: its loop asks the API server whether the
+    # stream is only starting (get redisstreams, a 404) before it says StreamNotReady. (A
+    # group's first step before its stream's loop has bound asks the same: a race, not this.)
+    h.group("orphan", stream="missing")
     # A claim on Redis group "agents" left by a ConsumerGroup deleted while no operator ran:
     # "archive" checks (a GET) that its holder is gone before it takes the group.
     ghost = {"namespace": ns, "name": "ghost", "kind": "key", "text": "invoices", "seq": 1}
@@ -264,6 +268,7 @@ def scenario(h: Harness, run: Any, janitor_config: Path, node: Any) -> None:
     h.start()
     wait_until(lambda: "is the leader of lease" in h.logs(), 30, message=lambda: h.logs()[-3000:])
     h.wait_ready("ConsumerGroup", "archive", timeout=30)
+    h.wait_ready("ConsumerGroup", "orphan", "False", "StreamNotReady", timeout=30)
     assert not h.r.hexists(owners_key("agents"), "ghost-uid")
 
     # Autoscaling: the owned Deployment, up to 2 for the backlog, back to 1 with the

@@ -20,7 +20,7 @@ from e2e.cluster.processes import wait_until
 from tests.harness import Harness
 from tests.kube.test_client import Storm
 
-WINDOW = 6.0
+WINDOW = 4.0
 """Seconds each failure lasts."""
 MAX_ATTEMPTS_PER_SECOND = 5
 """Requests per second for one object whose writes fail: its loop writes once a poll (2 s)
@@ -60,7 +60,8 @@ def test_500s_409s_and_refused_connections_are_backed_off_and_no_status_is_lost(
             time.sleep(WINDOW)
             attempts = len(kube_api[path]) - before
             storm.stop()
-            assert attempts >= 2, f"{code}: the status was not even tried ({attempts})"
+            # A 500 is retried (several attempts for one write); a 409 is not: one at least.
+            assert attempts >= (2 if code == 500 else 1), f"{code}: only {attempts} tried"
             assert attempts <= MAX_ATTEMPTS_PER_SECOND * WINDOW, f"{code}: {attempts} writes"
             assert h.operator is not None and h.operator.running
             lag = redis_lag(h)

@@ -224,7 +224,7 @@ class Poller:
         self._served.pop(who, None)
         published = self._published_for.pop(who, None)
         if published is not None:
-            published.pulse()  # its waiter sees it is no longer subscribed
+            published.pulse()  # a waiter of it checks again (and waits out its own time)
         if previous is not None and previous.source.pattern is not None:
             self.discoverer.patterns_changed()
 
@@ -286,6 +286,13 @@ class Poller:
             if (published := self._published_for.get(who)) is not None:
                 published.pulse()
 
+    def _listener(self, who: str) -> Signal:
+        """The signal a poll taken for ``who`` pulses."""
+        signal = self._published_for.get(who)
+        if signal is None:
+            signal = self._published_for[who] = Signal()
+        return signal
+
     def _result_for(self, after_seq: int, who: str | None) -> PollResult | None:
         if who is None:
             result = self._result
@@ -311,10 +318,7 @@ class Poller:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (unless is not None and unless.is_set()):
                 return None
-            if who is None:
-                published = self._published
-            else:
-                published = self._published_for.setdefault(who, Signal())
+            published = self._published if who is None else self._listener(who)
             await wait_any((published,) if unless is None else (published, unless), remaining)
         return None
 

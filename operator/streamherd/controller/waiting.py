@@ -3,8 +3,8 @@ them to stop, whichever comes first. A loop blocked on one of them alone would h
 deletions until kopf's cancellation timeout.
 
 Every wait is one future on ``Signal``s (streamherd.tasks), never a task: a loop's wake
-signal is set by an edit of its object (Context.wake) and, once, by its stop watcher (the
-one task per loop that waits for kopf's ``stopped``: ``stop_watched``); the poller pulses a subscriber's own
+signal is set by an edit of its object (Context.wake) and, once, by ``stop_watched`` (the
+one task per loop that waits for kopf's ``stopped``); the poller pulses a subscriber's own
 signal when a poll taken for it is published."""
 
 from __future__ import annotations
