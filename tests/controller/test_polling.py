@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 import redis.asyncio as aredis
 from e2e.cluster.redis import RedisServer
 
-from streamherd.controller.polling import Poller, Source
+from streamherd.controller.polling import Endpoints, Poller, Source
 from streamherd.decisions.totals import group_totals
 from streamherd.gateway import Endpoint, RedisGateway
 from streamherd.metrics import Metrics
@@ -217,3 +218,47 @@ async def test_the_operator_minimum_interval_is_a_floor(redis_server: RedisServe
     finally:
         await floored.stop()
         await gateway.close()
+
+
+def discovery_tasks(endpoint: str) -> list[asyncio.Task[Any]]:
+    names = (f"registry {endpoint}", f"notifications {endpoint}", f"absent {endpoint}")
+    return [t for t in asyncio.all_tasks() if t.get_name() in names and not t.done()]
+
+
+async def test_a_stopped_poller_starts_no_discovery_again_and_a_cut_release_is_finished_by_close(
+    redis_server: RedisServer,
+) -> None:
+    """Both left a pattern's discovery tasks running past the operator's exit, until kopf gave
+    up on them (5 s at every exit): a group unsubscribing after its stream's loop had
+    stopped the poller restarted them, and a release cut short by kopf cancelling the
+    daemon forgot a poller it had not finished stopping."""
+    endpoints = Endpoints(Metrics())
+    endpoint = Endpoint(url=redis_server.url)
+    pollers: list[Poller] = []
+    try:
+        poller = await endpoints.acquire("stream", endpoint)
+        pollers.append(poller)
+        poller.subscribe("stream", Source(pattern="conv:*"))
+        poller.subscribe("group", Source(pattern="conv:*"))
+        assert discovery_tasks(poller.endpoint), "discovery runs for a pattern"
+        await endpoints.release("stream")  # the last user of the gateway: the poller stops
+        poller.unsubscribe("group")  # the group's loop ends after its stream's
+        await asyncio.sleep(0)
+        assert discovery_tasks(poller.endpoint) == [], "restarted on a stopped poller"
+
+        # A release cancelled while it stops the poller (the daemon cancelled by kopf).
+        poller = await endpoints.acquire("stream", endpoint)
+        pollers.append(poller)
+        poller.subscribe("stream", Source(pattern="conv:*"))
+        assert discovery_tasks(poller.endpoint)
+        release = asyncio.ensure_future(endpoints.release("stream"))
+        await asyncio.sleep(0)
+        release.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await release
+        await endpoints.close()  # kopf's clean-up: whatever was left is stopped now
+        assert discovery_tasks(poller.endpoint) == []
+    finally:  # a failure above must not leave the tasks running past the test
+        for each in pollers:
+            await each.discoverer.stop()
+        await endpoints.close()

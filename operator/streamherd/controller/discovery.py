@@ -76,11 +76,14 @@ class Discoverer:
         self.absent_grace = absent_grace
         self._absent: dict[str, float] = {}
         self._absent_changed = asyncio.Event()
+        self._stopped = False
+        """Stopped with its poller: a loop unsubscribing after that (a group whose stream's
+        loop ended first) starts nothing again (its tasks ran on past the operator's exit)."""
 
     def patterns_changed(self) -> None:
         for event in self._changed.values():
             event.set()
-        if not self._tasks:
+        if not self._tasks and not self._stopped:
             name = self._poller.endpoint
             if self._paths["registry"]:
                 self._tasks.append(asyncio.create_task(self._registry(), name=f"registry {name}"))
@@ -91,6 +94,7 @@ class Discoverer:
             self._tasks.append(asyncio.create_task(self._recheck_absent(), name=f"absent {name}"))
 
     async def stop(self) -> None:
+        self._stopped = True
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             await cancelled(task)

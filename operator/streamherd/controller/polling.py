@@ -681,7 +681,12 @@ class Endpoints:
     async def _drop_unused(self) -> None:
         live = {id(g) for g in self._pool.gateways()}
         for key in [k for k in self._pollers if k not in live]:
-            await self._pollers.pop(key).stop()
+            # Forgotten only once stopped: a release cut short by a cancellation (kopf cancels
+            # a daemon that has not exited within a few cycles of the operator's stop) leaves
+            # the poller here, and close() stops the rest of it (its discoverer, its waker):
+            # popped first, they ran on until kopf gave up on them, 5 s at every exit.
+            await self._pollers[key].stop()
+            self._pollers.pop(key, None)
 
     def pollers(self) -> list[Poller]:
         return list(self._pollers.values())
