@@ -1699,10 +1699,6 @@ class ApiServer(kmock.KubernetesEmulator):
             status=200, headers={"Content-Type": "application/json"}
         )
         response.enable_chunked_encoding()
-        try:
-            await response.prepare(raw)
-        except ConnectionError:  # the client went away first (a cut connection)
-            return response
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout is not None else None
         api_version = rtype.api_version(version)
@@ -1729,6 +1725,7 @@ class ApiServer(kmock.KubernetesEmulator):
             )
 
         try:
+            await response.prepare(raw)  # a client gone first (a cut connection): below
             if cursor < 0 or send_initial:
                 # "Get State and Start at Most Recent": synthetic ADDED for what exists now.
                 cursor = self._rv

@@ -16,8 +16,6 @@ class Forwarder:
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.port = free_port()
-        self.accepted = 0
-        """Connections accepted so far (each a new TCP connection of a client)."""
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -66,7 +64,6 @@ class Forwarder:
                     client.close()
                     upstream.close()
                     return
-                self.accepted += 1
                 self._open |= {client, upstream}
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
