@@ -119,15 +119,41 @@ class Producer:
 # ------------------------------------------------------------------ measuring
 
 
-def redis_cpu(server: RedisServer) -> tuple[float, int]:
-    """(CPU seconds the server used so far, XADD calls so far)."""
+def redis_cpu(server: RedisServer) -> tuple[float, int, dict[str, tuple[int, int]]]:
+    """(CPU seconds the server used so far, XADD calls so far, per command its calls and
+    microseconds so far)."""
     r = redis.Redis.from_url(server.url)
     try:
         cpu = r.info("cpu")
-        stats = r.info("commandstats").get("cmdstat_xadd", {})
+        stats = r.info("commandstats")
     finally:
         r.close()
-    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]), int(stats.get("calls", 0))
+    commands = {
+        name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+        for name, v in stats.items()
+    }
+    used = float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+    return used, commands.get("xadd", (0, 0))[0], commands
+
+
+def command_costs(
+    before: list[tuple[float, int, dict[str, tuple[int, int]]]],
+    after: list[tuple[float, int, dict[str, tuple[int, int]]]],
+    seconds: float,
+) -> dict[str, str]:
+    """The window's commands by the time Redis spent in them (both servers; a script's own
+    calls are counted inside EVALSHA too): calls/s and percent of one core."""
+    totals: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    for b, a in zip(before, after, strict=True):
+        for name, (n, usec) in a[2].items():
+            was = b[2].get(name, (0, 0))
+            calls[name] += n - was[0]
+            totals[name] += usec - was[1]
+    return {
+        name: f"{calls[name] / seconds:.0f}/s {100 * usec / 1e6 / seconds:.2f}%"
+        for name, usec in totals.most_common(12)
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -346,6 +372,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     bound = min((le for le in window_counts if window_counts[le] >= samples), default=None)
     over_2 = samples - window_counts.get(2.0, 0.0)
     print(f"requests over {seconds:.0f}s: {by_kind}", file=sys.stderr)
+    print(f"Redis commands: {command_costs(redis_before, redis_after, seconds)}", file=sys.stderr)
     print(f"poll delay ratio samples by bucket (cumulative): {window_counts}", file=sys.stderr)
     print(f"load before/after the window: {load_before} / {load_after}", file=sys.stderr)
     return {
