@@ -119,9 +119,12 @@ class Producer:
 # ------------------------------------------------------------------ measuring
 
 
-def redis_cpu(server: RedisServer) -> tuple[float, int, dict[str, tuple[int, int]]]:
-    """(CPU seconds the server used so far, XADD calls so far, per command its calls and
-    microseconds so far)."""
+Commands = dict[str, tuple[int, int]]
+"""Per command (INFO commandstats), its calls and microseconds so far."""
+
+
+def redis_cpu(server: RedisServer) -> tuple[float, Commands]:
+    """(CPU seconds the server used so far, its commands so far)."""
     r = redis.Redis.from_url(server.url)
     try:
         cpu = r.info("cpu")
@@ -132,13 +135,16 @@ def redis_cpu(server: RedisServer) -> tuple[float, int, dict[str, tuple[int, int
         name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
         for name, v in stats.items()
     }
-    used = float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
-    return used, commands.get("xadd", (0, 0))[0], commands
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]), commands
+
+
+def xadds(sample: tuple[float, Commands]) -> int:
+    return sample[1].get("xadd", (0, 0))[0]
 
 
 def command_costs(
-    before: list[tuple[float, int, dict[str, tuple[int, int]]]],
-    after: list[tuple[float, int, dict[str, tuple[int, int]]]],
+    before: list[tuple[float, Commands]],
+    after: list[tuple[float, Commands]],
     seconds: float,
 ) -> dict[str, str]:
     """The window's commands by the time Redis spent in them (both servers; a script's own
@@ -146,8 +152,8 @@ def command_costs(
     totals: Counter[str] = Counter()
     calls: Counter[str] = Counter()
     for b, a in zip(before, after, strict=True):
-        for name, (n, usec) in a[2].items():
-            was = b[2].get(name, (0, 0))
+        for name, (n, usec) in a[1].items():
+            was = b[1].get(name, (0, 0))
             calls[name] += n - was[0]
             totals[name] += usec - was[1]
     return {
@@ -241,7 +247,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         time.sleep(args.calibrate)
         after = [redis_cpu(s) for s in servers]
         cpu_per_xadd = [
-            (a[0] - b[0]) / max(1, a[1] - b[1]) for a, b in zip(after, before, strict=True)
+            (a[0] - b[0]) / max(1, xadds(a) - xadds(b)) for a, b in zip(after, before, strict=True)
         ]
         print(
             f"producer alone: {[round(c * 1e6, 2) for c in cpu_per_xadd]} us/XADD", file=sys.stderr
@@ -362,7 +368,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
     raw = sum(a[0] - b[0] for a, b in zip(redis_after, redis_before, strict=True))
     producer_cpu = sum(
-        (a[1] - b[1]) * per
+        (xadds(a) - xadds(b)) * per
         for a, b, per in zip(redis_after, redis_before, cpu_per_xadd, strict=True)
     )
     first, last = delay_buckets(text_before), delay_buckets(text_after)
