@@ -39,6 +39,23 @@ async def test_dollar_on_an_existing_stream_starts_at_its_end(
     assert state is not None and lag.value == 0
 
 
+async def test_dollar_on_an_existing_stream_keeps_a_valid_lag_as_entries_arrive(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    """A plain XGROUP CREATE at $ on a stream of several entries leaves entries-read unset:
+    Redis's lag is null from the next XADD until the group reads, and every poll would count
+    the backlog entry by entry (bench-load: most of the Redis CPU of a new user's set-up)."""
+    await fill(r, "orders", 5)
+    ensured = await gateway.ensure_group("orders", "g", "$", create_stream=True)
+    assert ensured.entries_read == 5
+    await fill(r, "orders", 3)
+    raw = {g["name"]: g for g in await r.xinfo_groups("orders")}
+    assert raw["g"]["entries-read"] == 5 and raw["g"]["lag"] == 3, "Redis's own lag is valid"
+    observed = await gateway.observe(["orders"])
+    lag = lag_of(observed, "orders", "g")
+    assert lag.value == 3 and lag.exactness is Exactness.EXACT
+
+
 async def test_zero_reads_the_whole_stream(gateway: RedisGateway, r: aredis.Redis) -> None:
     await fill(r, "orders", 5)
     await gateway.ensure_group("orders", "g", "0", create_stream=True)

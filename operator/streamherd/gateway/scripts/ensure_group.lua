@@ -34,18 +34,30 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
   if g[2] == group then return describe('adopted') end
 end
 
-if start == '$' or start == '0' then
-  -- Redis keeps lag valid by itself for these two.
+if start == '0' then
+  -- Redis keeps lag valid by itself here (it estimates from the first entry).
   redis.call('XGROUP', 'CREATE', key, group, start)
   return describe('created')
 end
 
--- A mid-stream start: tell Redis how many entries lie at or before it, so lag is valid.
 local info = redis.call('XINFO', 'STREAM', key)
 local entries_added = nil
 for i = 1, #info, 2 do
   if info[i] == 'entries-added' then entries_added = info[i + 1] end
 end
+if start == '$' then
+  -- Every entry ever added lies at or before $. Without ENTRIESREAD Redis leaves
+  -- entries-read unset, and on a stream of more than one entry the lag turns null at the
+  -- next XADD and stays so until the group reads (7.0 and 8.x alike).
+  if entries_added then
+    redis.call('XGROUP', 'CREATE', key, group, '$', 'ENTRIESREAD', entries_added)
+  else
+    redis.call('XGROUP', 'CREATE', key, group, '$')
+  end
+  return describe('created')
+end
+
+-- A mid-stream start: tell Redis how many entries lie at or before it, so lag is valid.
 local after = #redis.call('XRANGE', key, '(' .. start, '+', 'COUNT', cap + 1)
 if entries_added and after <= cap then
   redis.call('XGROUP', 'CREATE', key, group, start, 'ENTRIESREAD', entries_added - after)
