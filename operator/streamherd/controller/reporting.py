@@ -166,12 +166,21 @@ class StatusWriter:
         """resourceVersions of the body older than ``written`` (see the class)."""
         self._written_version: str | None = None
         """The resourceVersion our last send made."""
+        self._caught_up_at: str | None = None
+        """The body's resourceVersion ``catch_up`` last adopted: the same version again holds
+        nothing new (our sends since then marked it stale), so it is not compared again."""
+        self._settled = False
+        """``written`` held all of ``current`` at the last ``write`` and neither has changed
+        since: the next ``write`` with nothing new has nothing to compare (thousands of
+        loops call ``write`` at every poll, and most polls change nothing to write)."""
 
     def catch_up(self) -> None:
         """Take ``written`` (for our fields) from the body when it is not older than it."""
         version = self._body.get("metadata", {}).get("resourceVersion")
-        if version is None or version in self._stale_versions:
+        if version is None or version in self._stale_versions or version == self._caught_up_at:
             return
+        self._caught_up_at = version
+        self._settled = False
         status = self._body.get("status")
         status = status if isinstance(status, Mapping) else {}
         before = {key: self.written.get(key) for key in self._owned}
@@ -233,12 +242,15 @@ class StatusWriter:
         soon, by the queue). Posts an Event when the Ready condition changes status or
         reason (once written)."""
         now = time.monotonic()
-        self._owned.update(desired)
+        if not self._owned.issuperset(desired):
+            self._owned.update(desired)
+            self._caught_up_at = None  # a field newly ours: catch up on it too
         patch = status_patch(self.current, desired)
         structural = self._structural(patch)
         if patch is not None and not structural and now < self._next_numbers:
             patch = None  # numbers only, and written recently: a later poll writes them
         if patch is not None:
+            self._settled = False
             for key, value in patch.items():
                 if value is None:
                     self.current.pop(key, None)
@@ -247,7 +259,10 @@ class StatusWriter:
         if self._heartbeat and now - self._last_heartbeat >= self._heartbeat_spacing():
             self._heartbeat_due = True
         self.catch_up()
+        if self._settled and not self._heartbeat_due:
+            return patch
         outstanding = self._outstanding()
+        self._settled = outstanding is None
         if outstanding is not None or self._heartbeat_due:
             priority = Priority.STATUS if self._structural(outstanding) else Priority.NUMBERS
             self._kube.queue.put(self, priority, self._flush)
@@ -284,6 +299,7 @@ class StatusWriter:
             self._last_heartbeat = now
         self._next_numbers = now + self._interval() * random.uniform(0.9, 1.0)
         self.writes += 1
+        self._settled = False
         before = dict(self.written)
         for key, value in patch.items():
             if value is None:
