@@ -6,7 +6,7 @@ from typing import Any
 from streamherd.api.base import API_GROUP, API_VERSION
 from streamherd.api.consumergroup import ConsumerGroupSpec, ConsumerGroupStatus
 from streamherd.api.kinds import CONSUMER_GROUP, KINDS, REDIS_STREAM, RETENTION_POLICY, Kind
-from streamherd.api.parsing import SpecError, parse
+from streamherd.api.parsing import SpecError, SpecParser, parse
 from streamherd.api.redisstream import RedisStreamSpec, RedisStreamStatus
 from streamherd.api.retentionpolicy import RetentionPolicySpec, RetentionPolicyStatus
 
@@ -42,6 +42,7 @@ __all__ = [
     "RetentionPolicySpec",
     "RetentionPolicyStatus",
     "SpecError",
+    "SpecParser",
     "is_managed",
     "is_paused",
     "parse",

@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from streamherd.api import CONSUMER_GROUP, SpecError, is_managed, is_paused, parse
+from streamherd.api import CONSUMER_GROUP, SpecError, SpecParser, is_managed, is_paused, parse
 from streamherd.api.consumergroup import ConsumerGroupSpec, RecoveryStrategy
 from streamherd.api.redisstream import DeletionPolicy, RedisMode, RedisStreamSpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
@@ -135,6 +135,7 @@ class GroupLoop:
         self.autoscaler = Autoscaler(ctx, body, self.writer, self.me)
         self.health = HealthWatch(ctx, body, self.writer)
         self.created = meta.get("creationTimestamp")
+        self.parse_spec = SpecParser(ConsumerGroupSpec)
         self.ensured_at: dict[str, float] = {}
         """When we last created the group on a key: a poll taken before that still shows it
         missing, and must not make us "adopt" what we just created."""
@@ -184,7 +185,7 @@ class GroupLoop:
         if is_paused(meta):
             return await self.pause(generation)
         try:
-            spec = parse(ConsumerGroupSpec, self.body.get("spec"))
+            spec = self.parse_spec(self.body.get("spec"))
         except SpecError as exc:
             return await self.fail(Verdict.not_ready(Reason.INVALID_SPEC, str(exc)), generation)
         group = spec.group_name or self.name

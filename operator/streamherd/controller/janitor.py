@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streamherd import __version__
-from streamherd.api import SpecError, is_paused, parse
+from streamherd.api import SpecError, SpecParser, is_paused, parse
 from streamherd.api.consumergroup import (
     ConsumerGroupSpec,
     JanitorMode,
@@ -224,6 +224,7 @@ class JanitorLoop:
         self.namespace, self.name, self.me = meta["namespace"], meta["name"], group_id(body)
         self.janitor = Janitor(ctx.kube, ctx.metrics, body, ctx.status_budget)
         self.pods = pods
+        self.parse_spec = SpecParser(ConsumerGroupSpec)
         self.tracker: PodTracker | None = None
         """Of the Deployment the spec names now (a new one when it names another)."""
         self.cron_status = StatusWriter(
@@ -258,7 +259,7 @@ class JanitorLoop:
         if is_paused(self.body["metadata"]):
             return IDLE_SECONDS
         try:
-            spec = parse(ConsumerGroupSpec, self.body.get("spec"))
+            spec = self.parse_spec(self.body.get("spec"))
         except SpecError:
             return IDLE_SECONDS  # the group loop reports it
         recovery = spec.recovery

@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from streamherd.api import REDIS_STREAM, SpecError, is_managed, is_paused, parse
+from streamherd.api import REDIS_STREAM, SpecError, SpecParser, is_managed, is_paused, parse
 from streamherd.api.redisstream import DeletionPolicy, RedisStreamSpec
 from streamherd.api.status import ConditionStatus, ConditionType, Reason
 from streamherd.controller.apifailures import api_problem
@@ -57,6 +57,7 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
     binding = ctx.streams[(namespace, name)] = StreamBinding(namespace, name)
     wake = ctx.wakeup(me)
     seq = 0
+    parse_spec = SpecParser(RedisStreamSpec)
     try:
         async with stop_watched(stopped, wake):
             while not stopped:
@@ -82,7 +83,7 @@ async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
                     await sleep(stopped, wake, RETRY_SECONDS)
                     continue
                 try:
-                    spec = parse(RedisStreamSpec, body.get("spec"))
+                    spec = parse_spec(body.get("spec"))
                     endpoint = await ctx.secrets.resolve(namespace, spec.redis)
                 except SpecError as exc:
                     binding.problem = Verdict.not_ready(Reason.INVALID_SPEC, str(exc))

@@ -58,17 +58,20 @@ def apply_verdicts(
     """The conditions after ``verdicts``: lastTransitionTime moves only when a condition's
     status changes; conditions of other types are kept as they are."""
     by_type = {c.get("type"): dict(c) for c in conditions or []}
+    now_text = ""
     for verdict in verdicts:
         old = by_type.get(verdict.type)
-        moved = old is None or old.get("status") != verdict.status
+        since = None
+        if old is not None and old.get("status") == verdict.status:
+            since = old.get("lastTransitionTime")
+        if since is None:  # formatted only when needed: this runs at every poll of every loop
+            since = now_text = now_text or timestamp(now)
         by_type[verdict.type] = {
             "type": str(verdict.type),
             "status": str(verdict.status),
             "reason": str(verdict.reason),
             "message": bounded(verdict.message),
-            "lastTransitionTime": timestamp(now)
-            if moved
-            else old.get("lastTransitionTime", timestamp(now)),  # type: ignore[union-attr]
+            "lastTransitionTime": since,
             "observedGeneration": generation,
         }
     return sorted(
