@@ -265,6 +265,7 @@ def run(
     operator.Runtime.status_writes_per_second = status_writes_per_second
     operator.Runtime.deployment_relist_every = deployment_relist_interval
     identity: Any = operator_identity()  # kopf's Identity type (a NewType of str) is private
+    operator.tune_garbage_collection()
     liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
 
     async def operate(stop_flag: asyncio.Event | None = None) -> None:

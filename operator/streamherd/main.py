@@ -4,6 +4,7 @@ controller loop; the loops hold the logic, the gateway and kube modules hold the
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,21 @@ class Runtime:
     status_interval: float = STATUS_INTERVAL
     status_writes_per_second: float = STATUS_WRITES_PER_SECOND
     deployment_relist_every: float = RELIST_SECONDS
+
+
+GC_THRESHOLDS = (50_000, 20, 10)
+"""The garbage collector's generation thresholds while the operator runs (CPython's are
+(700, 10, 10)). A poll's results live for one poll interval (seconds), a status or a health
+sample for minutes: at CPython's pace nearly all of them outlive two young collections and
+reach the old generation, which then fills by a quarter every few seconds and is collected
+whole, every object of every loop scanned each time. With 3,000 loops that was a third of
+the operator's CPU (bench-load at half size: 14 s of full collections, 8 s of young ones,
+in 67 s of CPU). A young generation of 50,000 allocations (a few MB, collected every second
+or so) lets a poll's objects die young; cycles are still freed, only later."""
+
+
+def tune_garbage_collection() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class BoundedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
