@@ -55,17 +55,18 @@ class Runtime:
     deployment_relist_every: float = RELIST_SECONDS
 
 
-GC_THRESHOLDS = (10_000, 10, 10)
+GC_THRESHOLDS = (50_000, 20, 10)
 """The garbage collector's generation thresholds while the operator runs (CPython's are
 (700, 10, 10)). A poll's results live for one poll interval (seconds), a status or a health
 sample for minutes: at CPython's pace nearly all of them outlive two young collections and
 reach the old generation, which then fills by a quarter every few seconds and is collected
 whole, every object of every loop scanned each time. With 3,000 loops that was a third of
 the operator's CPU (bench-load at half size: 14 s of full collections, 8 s of young ones,
-in 67 s of CPU). A young generation of 10,000 allocations lets most of a poll's objects die
-young; cycles are still freed, only later. Measured side by side at half size (one run
-each): CPython's 45.6 % of a core and 223 MiB; 10,000: 36.9 %, 244 MiB; 50,000 (and 20):
-33.4 %, 255 MiB (garbage waits longer: the memory goal is the further one)."""
+in 67 s of CPU). A young generation of 50,000 allocations lets a poll's objects die young;
+cycles are still freed, only later, which costs memory. bench-load, one run each in turn:
+half size, CPython's 45.6 % of a core and 223 MiB, (10,000, 10, 10) 36.9 % and 244 MiB,
+these 33.4 % and 255 MiB; full size, (10,000, 10, 10) 68.2 %, 388 MiB and 4,306 polls
+later than 2 intervals, these 59.8 %, 397 MiB and 126."""
 
 
 def tune_garbage_collection() -> None:
