@@ -122,6 +122,10 @@ class GroupState:
     counted_lag_bound: bool = False
     """The count stopped before the last entry (the cap, or the script's budget of entries
     counted): ``counted_lag`` is a lower bound."""
+    looked_up_after: str | None = None
+    """The group's last-delivered-id, when ``first_unread_id`` was looked up after it in this
+    poll (a lag > 0; not when it came from the poll's hints): the hint for the next poll
+    (``decisions.sampling.carry_first_unread``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ import redis.asyncio as aredis
 from e2e.cluster.redis import RedisServer
 
 from streamherd.controller.polling import Endpoints, Poller, Source
+from streamherd.decisions.sampling import age_sample
 from streamherd.decisions.totals import group_totals
 from streamherd.gateway import Endpoint, RedisGateway
 from streamherd.metrics import Metrics
@@ -119,6 +120,32 @@ class Counting:
 
     def of(self, key: str) -> int:
         return sum(1 for keys in self.polls if key in keys)
+
+
+async def test_a_sleeping_group_on_a_busy_stream_costs_a_lookup_only_on_its_age_turns(
+    poller: Poller, redis_server: RedisServer
+) -> None:
+    """Its first unread entry stays where it was while entries keep coming: looked up in the
+    first poll and again only on the key's age turns (one poll in ``age_every``), and right
+    in every poll. (A group that has read nothing yet is looked up at every poll: see
+    observe.lua.)"""
+    r = aredis.Redis.from_url(redis_server.url, decode_responses=True)
+    await r.xgroup_create("orders", "g", "0", mkstream=True)
+    await r.xadd("orders", {"n": "read"})
+    await r.xreadgroup("g", "c", {"orders": ">"}, count=1)
+    first = await r.xadd("orders", {"n": "0"})
+    poller.subscribe("g", Source(key="orders"), 60)
+    lookups = []
+    for turn in range(1, 11):
+        await r.xadd("orders", {"n": turn})
+        before = int((await r.info("commandstats")).get("cmdstat_xrange", {}).get("calls", 0))
+        result = await poller.poll_once()
+        after = int((await r.info("commandstats")).get("cmdstat_xrange", {}).get("calls", 0))
+        assert result.observation.streams["orders"].groups["g"].first_unread_id == first
+        lookups.append(after - before)
+    expected = [1 if turn == 1 or age_sample({"orders"}, turn, 5) else 0 for turn in range(1, 11)]
+    assert lookups == expected and sum(lookups) <= 3
+    await r.aclose()
 
 
 async def test_a_new_subscriber_gets_a_poll_that_includes_it_first(poller: Poller) -> None:

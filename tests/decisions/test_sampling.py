@@ -1,7 +1,12 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamherd.decisions.sampling import OldestMemory, age_sample, carry_oldest
+from streamherd.decisions.sampling import (
+    OldestMemory,
+    age_sample,
+    carry_first_unread,
+    carry_oldest,
+)
 from streamherd.observations import GroupState, StreamState, StreamStatus
 
 
@@ -60,3 +65,47 @@ def test_the_oldest_pending_id_is_carried_between_measurements() -> None:
     assert memory == {("a", "h"): "1100-0"}
     memory, _ = carry_oldest({}, memory)
     assert memory == {}, "a stream no longer polled is forgotten"
+
+
+def lagging(name: str, first: str | None, after: str | None = None) -> GroupState:
+    return GroupState(name, 1, 0, 3, 7, None, True, first_unread_id=first, looked_up_after=after)
+
+
+def test_first_unread_hints_are_what_was_looked_up_and_what_is_still_in_use() -> None:
+    sent = {"a": {"100-0": "110-0", "200-0": "210-0"}, "gone": {"1-0": "2-0"}}
+    streams = {
+        "a": StreamState(
+            "a",
+            StreamStatus.OK,
+            length=9,
+            groups={
+                "uses-hint": lagging("uses-hint", "110-0"),  # still at 100-0: kept
+                "looked-up": lagging("looked-up", "310-0", after="300-0"),  # new position
+                "at-tail": lagging("at-tail", None),
+            },
+        ),
+        "b": StreamState("b", StreamStatus.MISSING),
+        "gone": StreamState("gone", StreamStatus.ERROR, error="boom"),
+    }
+    hints = carry_first_unread(streams, sent)
+    assert hints == {"a": {"100-0": "110-0", "300-0": "310-0"}}, (
+        "200-0 left by every group; b and gone not OK; at-tail has nothing to hint"
+    )
+    assert carry_first_unread({}, hints) == {}, "only the streams of this poll"
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["1-0", "2-0", "3-0"]), st.sampled_from(["5-0", "6-0"])),
+        max_size=6,
+    ),
+    st.lists(st.one_of(st.none(), st.sampled_from(["5-0", "6-0", "7-0"])), max_size=4),
+)
+def test_hints_never_grow_past_one_pair_per_group_and_hint_sent(
+    sent_pairs: list[tuple[str, str]], firsts: list[str | None]
+) -> None:
+    sent = {"a": dict(sent_pairs)}
+    groups = {f"g{i}": lagging(f"g{i}", first) for i, first in enumerate(firsts)}
+    hints = carry_first_unread({"a": StreamState("a", StreamStatus.OK, groups=groups)}, sent)
+    used = {first for first in firsts if first}
+    assert hints.get("a", {}) == {k: v for k, v in sent["a"].items() if v in used}

@@ -2,12 +2,15 @@
 
 import asyncio
 import time
+from typing import Any
 
+import pytest
 import redis.asyncio as aredis
 from e2e.cluster.redis import VALKEY, RedisServer
 from tests.gateway.helpers import lag_of
 from tests.gateway.test_groups import fill
 
+from streamherd.decisions.sampling import carry_first_unread
 from streamherd.decisions.totals import group_totals
 from streamherd.gateway import Endpoint, RedisGateway
 from streamherd.observations import EndpointProblem, Exactness, Reading, StreamStatus
@@ -211,6 +214,102 @@ async def test_lag_in_seconds_is_the_first_unread_entrys_age_on_redis_clock(
     assert totals.lag_age_ms.value == stream.server_time_ms - int(ids[3].split("-")[0])
     assert (totals.lag_age_ms.value or 0) >= 300
     assert group_totals(observed, ["orders"], "tail").lag_age_ms == Reading.exact(0)
+
+
+async def xrange_calls(r: aredis.Redis) -> int:
+    """XRANGE calls the server has run, a script's own included (INFO commandstats)."""
+    stats = await r.info("commandstats")
+    return int(stats.get("cmdstat_xrange", {}).get("calls", 0))
+
+
+async def test_a_group_that_stays_at_its_position_is_looked_up_once_then_hinted(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    """A sleeping group on a busy stream (every group at zero replicas): the first poll looks
+    its first unread entry up and says after which position; with that hint later polls run
+    no XRANGE for it, and still give the right id while entries keep coming."""
+    ids = await fill(r, "orders", 10)
+    await r.xgroup_create("orders", "g", "0")
+    await r.xgroup_create("orders", "h", "0")
+    await r.xreadgroup("g", "c", {"orders": ">"}, count=3)
+    await r.xreadgroup("h", "c", {"orders": ">"}, count=3)  # the same position as g
+    first = await gateway.observe(["orders"])
+    g, h = first.streams["orders"].groups["g"], first.streams["orders"].groups["h"]
+    assert g.first_unread_id == h.first_unread_id == ids[3]
+    looked_up = {s.looked_up_after for s in (g, h)} - {None}
+    assert looked_up == {ids[2]}, "one lookup for a position two groups share"
+    hints = carry_first_unread(first.streams, {})
+    assert hints == {"orders": {ids[2]: ids[3]}}
+    for _ in range(3):
+        await fill(r, "orders", 5)
+        before = await xrange_calls(r)
+        again = await gateway.observe(["orders"], first_unread_hints=hints)
+        assert await xrange_calls(r) == before, "the hint saved the lookup"
+        state = again.streams["orders"].groups["g"]
+        assert state.first_unread_id == ids[3] and state.looked_up_after is None
+        assert lag_of(again, "orders", "g").value == (await r.xlen("orders")) - 3
+        hints = carry_first_unread(again.streams, hints)
+        assert hints == {"orders": {ids[2]: ids[3]}}, "a hint in use is kept"
+
+
+async def moved(r: aredis.Redis, ids: list[str]) -> str:
+    await r.xreadgroup("g", "c", {"orders": ">"}, count=2)
+    return ids[5]
+
+
+async def trimmed_past(r: aredis.Redis, ids: list[str]) -> str:
+    await r.xtrim("orders", minid=ids[6], approximate=False)
+    return ids[6]
+
+
+async def first_deleted(r: aredis.Redis, ids: list[str]) -> str:
+    await r.xtrim("orders", minid=ids[3], approximate=False)  # nothing left at or before the group
+    await r.xdel("orders", ids[3])
+    return ids[4]
+
+
+async def deleted_mid_stream(r: aredis.Redis, ids: list[str]) -> str:
+    await r.xdel("orders", ids[3])  # its lag turns null: counted, not hinted
+    return ids[4]
+
+
+@pytest.mark.parametrize("change", [moved, trimmed_past, first_deleted, deleted_mid_stream])
+async def test_a_hint_is_used_only_where_redis_proves_it_still_holds(
+    gateway: RedisGateway, r: aredis.Redis, change: Any
+) -> None:
+    """The group moved on, the stream was trimmed past the hinted entry, or the entry was
+    deleted: the script sees it in the lag and the length, and looks the entry up again."""
+    ids = await fill(r, "orders", 10)
+    await r.xgroup_create("orders", "g", "0")
+    await r.xreadgroup("g", "c", {"orders": ">"}, count=3)
+    first = await gateway.observe(["orders"])
+    hints = carry_first_unread(first.streams, {})
+    assert hints == {"orders": {ids[2]: ids[3]}}
+    truth = await change(r, ids)
+    observed = await gateway.observe(["orders"], first_unread_hints=hints)
+    assert observed.streams["orders"].groups["g"].first_unread_id == truth
+
+
+async def test_a_stream_re_created_at_the_same_position_is_the_one_case_a_hint_misleads(
+    gateway: RedisGateway, r: aredis.Redis
+) -> None:
+    """Why the poller sends no hints on a key's age turn: deleted and re-created between two
+    polls, with a group at the same last-delivered-id (and ENTRIESREAD, so its lag is valid)
+    and an entry the old stream never had, Redis's state cannot tell. Without the hint the
+    lookup is right."""
+    for n in range(1, 6):
+        await r.xadd("orders", {"n": n}, id=f"{n}00-0")
+    await r.xgroup_create("orders", "g", "300-0", entries_read=3)
+    hints = carry_first_unread((await gateway.observe(["orders"])).streams, {})
+    assert hints == {"orders": {"300-0": "400-0"}}
+    await r.delete("orders")
+    for entry in ("100-0", "200-0", "300-0", "350-0"):
+        await r.xadd("orders", {"n": 1}, id=entry)
+    await r.xgroup_create("orders", "g", "300-0", entries_read=3)
+    hinted = await gateway.observe(["orders"], first_unread_hints=hints)
+    assert hinted.streams["orders"].groups["g"].first_unread_id == "400-0", "misled"
+    fresh = await gateway.observe(["orders"])
+    assert fresh.streams["orders"].groups["g"].first_unread_id == "350-0"
 
 
 async def test_lag_in_seconds_of_ids_chosen_by_the_producer_is_unknown(

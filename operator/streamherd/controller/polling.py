@@ -24,7 +24,12 @@ from typing import Any
 from streamherd.api.consumergroup import Autoscaling
 from streamherd.controller.discovery import Discoverer
 from streamherd.decisions.bursts import PROBE_INTERVAL, Baseline, early_poll_due
-from streamherd.decisions.sampling import OldestMemory, age_sample, carry_oldest
+from streamherd.decisions.sampling import (
+    OldestMemory,
+    age_sample,
+    carry_first_unread,
+    carry_oldest,
+)
 from streamherd.gateway import GatewayError, GatewayPool, RedisGateway, ScanState
 from streamherd.gateway.deadletter import lengths as stream_lengths
 from streamherd.gateway.endpoint import Endpoint
@@ -132,6 +137,13 @@ class Poller:
         """The last measured oldest pending entry per (key, group), carried into the polls
         that do not measure it. Derived from Redis alone: a restart starts empty and the
         first poll of a key measures it, so nothing needs to survive a restart."""
+        self._first_unread: dict[str, dict[str, str]] = {}
+        """Per key, last-delivered-id -> the first entry after it, from earlier polls: the
+        observe script's hints (``carry_first_unread``). Derived from Redis alone and checked
+        by the script against Redis's state before use, so a restart, a re-list or another
+        replica can only make it empty, not wrong (the one case Redis's state cannot show, a
+        stream re-created at the same position, lasts until the key's next age turn: see
+        poll_once); pruned to the keys still polled."""
         self._measured: set[str] = set()
         """Keys measured at least once (and still polled)."""
         self._measure_next: set[str] = set()
@@ -394,9 +406,16 @@ class Poller:
                 turn = self._source_polls[source] = self._source_polls.get(source, 0) + 1
                 ages_for |= age_sample(its_keys, turn, self._age_every)
             ages_for |= (every_key - self._measured) | (self._measure_next & every_key)
+            # A key's age turn looks its first unread entries up afresh (no hints), which
+            # bounds what a stream deleted and re-created between two polls, at the same
+            # last-delivered-id, could get wrong to one turn of age_every polls.
+            hints = {
+                k: self._first_unread[k] for k in every_key - ages_for if k in self._first_unread
+            }
             observation = await self.gateway.observe(
                 every_key,
                 ages_for=ages_for,
+                first_unread_hints=hints,
                 details_for={s.key for s in sources if s.key is not None},
                 # Dead-letter streams grow slowly: their lengths every 5th poll of their
                 # subscriber (as ages).
@@ -423,6 +442,13 @@ class Poller:
                     if k[0] not in observation.streams and k[0] in known
                 )
                 self._oldest = carried
+                first_unread = carry_first_unread(observation.streams, hints)
+                first_unread.update(
+                    (k, v)
+                    for k, v in self._first_unread.items()
+                    if k not in observation.streams and k in known
+                )
+                self._first_unread = first_unread
                 self._measure_next = (self._measure_next - every_key) | measure_next
         self._record(observation)
         result = self._result = PollResult(seq, observation, keys, complete, served)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Mapping
 
-from streamherd.observations import StreamState
+from streamherd.observations import StreamState, StreamStatus
 
 
 def age_sample(keys: Iterable[str], poll_number: int, every: int) -> set[str]:
@@ -51,3 +51,33 @@ def carry_oldest(
             else:
                 state.oldest_pending_id = kept[key, name] = last
     return kept, unmeasured
+
+
+FirstUnreadHints = Mapping[str, Mapping[str, str]]
+"""stream key -> {last-delivered-id: the id of the first entry after it}."""
+
+
+def carry_first_unread(
+    streams: Mapping[str, StreamState], sent: FirstUnreadHints
+) -> dict[str, dict[str, str]]:
+    """The hints for the next poll of these streams: what this poll looked up (a group's
+    ``looked_up_after`` and ``first_unread_id``), and of the hints it was sent, those some
+    group still used (a hint nobody's first unread entry matches is of a position every
+    group has left). A stream that is not OK is forgotten. Bounded by the groups: one pair
+    per distinct last-delivered-id of a lagging group. Whether a hint still holds is for the
+    script to judge (observe.lua), never for the caller."""
+    hints: dict[str, dict[str, str]] = {}
+    for key, stream in streams.items():
+        if stream.status is not StreamStatus.OK:
+            continue
+        pairs: dict[str, str] = {}
+        used = {g.first_unread_id for g in stream.groups.values() if g.first_unread_id}
+        for after, first in sent.get(key, {}).items():
+            if first in used:
+                pairs[after] = first
+        for group in stream.groups.values():
+            if group.looked_up_after is not None and group.first_unread_id is not None:
+                pairs[group.looked_up_after] = group.first_unread_id
+        if pairs:
+            hints[key] = pairs
+    return hints

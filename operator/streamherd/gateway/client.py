@@ -622,12 +622,16 @@ class RedisGateway:
         ages_for: Collection[str] | None = None,
         details_for: Collection[str] = (),
         lengths_for: Collection[str] = (),
+        first_unread_hints: Mapping[str, Mapping[str, str]] | None = None,
     ) -> Observation:
         """One poll of ``keys`` and all their groups, in one pipeline (per cluster node).
 
         ages_for: keys whose groups' oldest pending entry (its id) is measured (None: all).
         details_for: keys that also get XINFO STREAM (first/last entry ids).
         lengths_for: other keys whose XLEN is read in the same pipeline (dead-letter streams).
+        first_unread_hints: per key, last-delivered-id -> the first entry after it, as an
+        earlier observation found it (``GroupState.looked_up_after``): the script skips the
+        lookup where the hint provably still holds (observe.lua says when).
         Never raises for Redis trouble: the Observation then carries the problem, and every
         number in it is unknown rather than zero.
         """
@@ -644,6 +648,7 @@ class RedisGateway:
                         self.lag_count_cap,
                         "".join("1" if ages_for is None or k in ages_for else "0" for k in batch),
                         self.lag_count_budget,
+                        *_hints_of(batch, first_unread_hints),
                     ],
                 ),
             )
@@ -739,6 +744,8 @@ class RedisGateway:
                 pos += 3
                 if kind == "u":
                     state.first_unread_id = value
+                elif kind == "a":
+                    state.looked_up_after = value
                 elif kind == "o":
                     state.oldest_pending_id = value
                 elif kind == "c":
@@ -754,6 +761,16 @@ class RedisGateway:
                 groups={g.name: g for g in states},
                 server_time_ms=server_time_ms,
             )
+
+
+def _hints_of(batch: Sequence[str], hints: Mapping[str, Mapping[str, str]] | None) -> list[str]:
+    """observe.lua's ARGV[3+i]: "L F L F ..." for the batch's i-th key (none when no key
+    of the batch has a hint)."""
+    if not hints or not any(key in hints for key in batch):
+        return []
+    return [
+        " ".join(f"{after} {first}" for after, first in hints.get(key, {}).items()) for key in batch
+    ]
 
 
 def _rotated(batch: list[str], turn: int) -> list[str]:

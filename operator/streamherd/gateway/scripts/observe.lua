@@ -7,6 +7,14 @@
 -- ARGV[1] cap for counting undelivered entries when Redis reports lag as null (per group)
 -- ARGV[2] one char per key, '1': measure the oldest pending entry (its id)
 -- ARGV[3] budget: entries counted at most in this call, over all its keys and groups
+-- ARGV[3+i] hints for KEYS[i] (may be absent or empty): "L F L F ...", F the first entry
+--         after last-delivered-id L as an earlier call found it ('a' below). Used for a
+--         group at L whose lag is valid and below the stream's length: then an entry at or
+--         before L is still there, so the head was not trimmed past F, and an XDEL of F
+--         would have made the lag null; no entry can be added between L and F. The lookup
+--         it saves is most of what a sleeping group on a busy stream costs. A group with
+--         everything unread (lag = length) is looked up every time: a head trimmed past F
+--         looks the same there (8.x then reports lag = length).
 --
 -- Reply: the server's time in ms (ages are measured against Redis's own clock, the clock
 -- of the entry ids), then per key: status ('ok', or the error text), and when 'ok':
@@ -19,12 +27,15 @@
 --         entry is there; a null lag with nothing after the group is 'c' 0)
 --     'u' id of the first entry after last-delivered-id (lag > 0 or null): when the oldest
 --         entry the group has not read was added (lag in seconds)
+--     'a' last-delivered-id, after 'u' when it was looked up here (not hinted): the hint
+--         the caller may send next time
 --     't' lag > 0 but nothing lies after last-delivered-id (a stale 7.x lag, #13337); value 1
 --     'o' id of the oldest (lowest-id) pending entry (keys asked for in ARGV[2]): when it
 --         was added (its idle time would be reset by every claim: not an age)
 -- The common case is five values a group: the reply is what a poll costs to parse. A group
 -- at the tail (lag 0) costs no command; a lagging one one XRANGE ... COUNT 1 (O(log n)),
--- which also tells a stale lag from a real one. A null lag (an XDEL tombstone after the
+-- which also tells a stale lag from a real one, and then none while it stays at that
+-- last-delivered-id (the hints of ARGV[3+i]). A null lag (an XDEL tombstone after the
 -- group) is counted in reads of CHUNK entries, whole entries (XRANGE has no ids-only form),
 -- within the call's budget: one XRANGE ... COUNT 1000 of 1 KB entries holds the server for
 -- tens of ms, ten reads of 100 for a few (tests/bench/bench_lag_count.py). Entries may be
@@ -58,9 +69,14 @@ for i, key in ipairs(KEYS) do
   else
     local want_age = string.byte(ages, i) == 49 -- '1'
     local after = {}  -- last-delivered-id -> the id of the first entry after it (or false)
+    local hinted = {}
+    if ARGV[3 + i] and ARGV[3 + i] ~= '' then
+      for l, f in string.gmatch(ARGV[3 + i], '(%S+) (%S+)') do hinted[l] = f end
+    end
     local extras, x = {}, 0
+    local length = redis.call('XLEN', key)
     n = n + 1; out[n] = 'ok'
-    n = n + 1; out[n] = redis.call('XLEN', key)
+    n = n + 1; out[n] = length
     n = n + 1; out[n] = #groups
     local extras_at = n + 1
     n = n + 1
@@ -100,16 +116,24 @@ for i, key in ipairs(KEYS) do
       elseif lag > 0 then
         -- Groups at one position share the lookup. pcall: a last-delivered-id at the largest
         -- id has no exclusive successor (an error: nothing can follow it).
-        local first = after[g[8]]
-        if first == nil then
+        local first, looked_up = after[g[8]], false
+        if first == nil and lag < length and hinted[g[8]] then
+          first = hinted[g[8]]
+          after[g[8]] = first
+        elseif first == nil then
           local found = redis.pcall('XRANGE', key, '(' .. g[8], '+', 'COUNT', 1)
           first = (not found.err) and found[1] and found[1][1] or false
-          after[g[8]] = first
+          after[g[8]], looked_up = first, true
         end
         x = x + 1; extras[x] = j
         if first then
           x = x + 1; extras[x] = 'u'
           x = x + 1; extras[x] = first
+          if looked_up then
+            x = x + 1; extras[x] = j
+            x = x + 1; extras[x] = 'a'
+            x = x + 1; extras[x] = g[8]
+          end
         else
           x = x + 1; extras[x] = 't'
           x = x + 1; extras[x] = 1
