@@ -137,13 +137,14 @@ class Poller:
         """The last measured oldest pending entry per (key, group), carried into the polls
         that do not measure it. Derived from Redis alone: a restart starts empty and the
         first poll of a key measures it, so nothing needs to survive a restart."""
-        self._first_unread: dict[str, dict[str, str]] = {}
-        """Per key, last-delivered-id -> the first entry after it, from earlier polls: the
-        observe script's hints (``carry_first_unread``). Derived from Redis alone and checked
-        by the script against Redis's state before use, so a restart, a re-list or another
-        replica can only make it empty, not wrong (the one case Redis's state cannot show, a
-        stream re-created at the same position, lasts until the key's next age turn: see
-        poll_once); pruned to the keys still polled."""
+        self._first_unread: dict[str, str] = {}
+        """Per key, the observe script's hints ("L F ...": the first entry F found after
+        last-delivered-id L), from earlier polls (``carry_first_unread``). Derived from Redis
+        alone and checked by the script against Redis's state before use, so a restart, a
+        re-list or another replica can only make it empty, not wrong (the one case Redis's
+        state cannot show, a stream re-created at the same position, lasts until the key's
+        next age turn: see poll_once). Updated for the keys each poll observed; pruned to
+        the keys still polled whenever it holds more keys than those."""
         self._measured: set[str] = set()
         """Keys measured at least once (and still polled)."""
         self._measure_next: set[str] = set()
@@ -442,13 +443,17 @@ class Poller:
                     if k[0] not in observation.streams and k[0] in known
                 )
                 self._oldest = carried
-                first_unread = carry_first_unread(observation.streams, hints)
-                first_unread.update(
-                    (k, v)
-                    for k, v in self._first_unread.items()
-                    if k not in observation.streams and k in known
-                )
-                self._first_unread = first_unread
+                # In place, for the keys observed: thousands of keys, polled a few at a time.
+                carried_hints = carry_first_unread(observation.streams, hints)
+                memory = self._first_unread
+                for key in observation.streams:
+                    if key in carried_hints:
+                        memory[key] = carried_hints[key]
+                    else:
+                        memory.pop(key, None)
+                if len(memory) > len(known):
+                    for key in [k for k in memory if k not in known]:
+                        del memory[key]
                 self._measure_next = (self._measure_next - every_key) | measure_next
         self._record(observation)
         result = self._result = PollResult(seq, observation, keys, complete, served)

@@ -53,31 +53,35 @@ def carry_oldest(
     return kept, unmeasured
 
 
-FirstUnreadHints = Mapping[str, Mapping[str, str]]
-"""stream key -> {last-delivered-id: the id of the first entry after it}."""
+FirstUnreadHints = Mapping[str, str]
+"""stream key -> "L F L F ...": F the id of the first entry after last-delivered-id L, as an
+earlier poll looked it up (observe.lua's hint argument for the key, kept in its form: a poll
+sends thousands of them)."""
 
 
 def carry_first_unread(
     streams: Mapping[str, StreamState], sent: FirstUnreadHints
-) -> dict[str, dict[str, str]]:
-    """The hints for the next poll of these streams: what this poll looked up (a group's
-    ``looked_up_after`` and ``first_unread_id``), and of the hints it was sent, those some
-    group still used (a hint nobody's first unread entry matches is of a position every
-    group has left). A stream that is not OK is forgotten. Bounded by the groups: one pair
-    per distinct last-delivered-id of a lagging group. Whether a hint still holds is for the
-    script to judge (observe.lua), never for the caller."""
-    hints: dict[str, dict[str, str]] = {}
+) -> dict[str, str]:
+    """The hints for the next poll of these streams: the ones this poll was sent, plus what
+    it looked up (a group's ``looked_up_after`` and ``first_unread_id``). A stream that is
+    not OK is forgotten. What a poll was not sent for a key (its age turn: the poller sends
+    none then) is dropped: the hints of a key start again from its lookups once every
+    ``age_every`` polls, so they hold at most a few pairs per group whatever the positions
+    left meanwhile. Whether a hint still holds is for the script to judge (observe.lua),
+    never for the caller. The common case (hints sent, nothing looked up) allocates
+    nothing new for the key."""
+    hints: dict[str, str] = {}
     for key, stream in streams.items():
         if stream.status is not StreamStatus.OK:
             continue
-        pairs: dict[str, str] = {}
-        used = {g.first_unread_id for g in stream.groups.values() if g.first_unread_id}
-        for after, first in sent.get(key, {}).items():
-            if first in used:
-                pairs[after] = first
+        hint = sent.get(key, "")
         for group in stream.groups.values():
             if group.looked_up_after is not None and group.first_unread_id is not None:
-                pairs[group.looked_up_after] = group.first_unread_id
-        if pairs:
-            hints[key] = pairs
+                pair = f"{group.looked_up_after} {group.first_unread_id}"
+                if not hint:
+                    hint = pair
+                elif f" {pair} " not in f" {hint} ":
+                    hint = f"{hint} {pair}"
+        if hint:
+            hints[key] = hint
     return hints

@@ -622,16 +622,17 @@ class RedisGateway:
         ages_for: Collection[str] | None = None,
         details_for: Collection[str] = (),
         lengths_for: Collection[str] = (),
-        first_unread_hints: Mapping[str, Mapping[str, str]] | None = None,
+        first_unread_hints: Mapping[str, str] | None = None,
     ) -> Observation:
         """One poll of ``keys`` and all their groups, in one pipeline (per cluster node).
 
         ages_for: keys whose groups' oldest pending entry (its id) is measured (None: all).
         details_for: keys that also get XINFO STREAM (first/last entry ids).
         lengths_for: other keys whose XLEN is read in the same pipeline (dead-letter streams).
-        first_unread_hints: per key, last-delivered-id -> the first entry after it, as an
-        earlier observation found it (``GroupState.looked_up_after``): the script skips the
-        lookup where the hint provably still holds (observe.lua says when).
+        first_unread_hints: per key, "L F L F ...": F the first entry after last-delivered-id
+        L as an earlier observation found it (``GroupState.looked_up_after``,
+        ``decisions.sampling.carry_first_unread``): the script skips the lookup where the
+        hint provably still holds (observe.lua says when).
         Never raises for Redis trouble: the Observation then carries the problem, and every
         number in it is unknown rather than zero.
         """
@@ -763,14 +764,13 @@ class RedisGateway:
             )
 
 
-def _hints_of(batch: Sequence[str], hints: Mapping[str, Mapping[str, str]] | None) -> list[str]:
-    """observe.lua's ARGV[3+i]: "L F L F ..." for the batch's i-th key (none when no key
-    of the batch has a hint)."""
-    if not hints or not any(key in hints for key in batch):
+def _hints_of(batch: Sequence[str], hints: Mapping[str, str] | None) -> list[str]:
+    """observe.lua's ARGV[4]: the batch's hints, "|"-separated in its order, one argument
+    (none when no key of the batch has a hint)."""
+    if not hints:
         return []
-    return [
-        " ".join(f"{after} {first}" for after, first in hints.get(key, {}).items()) for key in batch
-    ]
+    joined = "|".join([hints.get(key, "") for key in batch])
+    return [joined] if joined.strip("|") else []
 
 
 def _rotated(batch: list[str], turn: int) -> list[str]:

@@ -7,8 +7,9 @@
 -- ARGV[1] cap for counting undelivered entries when Redis reports lag as null (per group)
 -- ARGV[2] one char per key, '1': measure the oldest pending entry (its id)
 -- ARGV[3] budget: entries counted at most in this call, over all its keys and groups
--- ARGV[3+i] hints for KEYS[i] (may be absent or empty): "L F L F ...", F the first entry
---         after last-delivered-id L as an earlier call found it ('a' below). Used for a
+-- ARGV[4] hints (may be absent): per key in KEYS' order, "|"-separated (one argument for
+--         the call: a poll sends thousands), "L F L F ...", F the first entry after
+--         last-delivered-id L as an earlier call found it ('a' below). Used for a
 --         group at L whose lag is valid and below the stream's length: then an entry at or
 --         before L is still there, so the head was not trimmed past F, and an XDEL of F
 --         would have made the lag null; no entry can be added between L and F. The lookup
@@ -35,7 +36,7 @@
 -- The common case is five values a group: the reply is what a poll costs to parse. A group
 -- at the tail (lag 0) costs no command; a lagging one one XRANGE ... COUNT 1 (O(log n)),
 -- which also tells a stale lag from a real one, and then none while it stays at that
--- last-delivered-id (the hints of ARGV[3+i]). A null lag (an XDEL tombstone after the
+-- last-delivered-id (the hints of ARGV[4]). A null lag (an XDEL tombstone after the
 -- group) is counted in reads of CHUNK entries, whole entries (XRANGE has no ids-only form),
 -- within the call's budget: one XRANGE ... COUNT 1000 of 1 KB entries holds the server for
 -- tens of ms, ten reads of 100 for a few (tests/bench/bench_lag_count.py). Entries may be
@@ -56,6 +57,13 @@ local function size_of(entries)
   end
   return size
 end
+local hints_of = {}
+if ARGV[4] and ARGV[4] ~= '' then
+  local k = 0
+  for segment in string.gmatch(ARGV[4] .. '|', '([^|]*)|') do
+    k = k + 1; hints_of[k] = segment
+  end
+end
 local time = redis.call('TIME')
 local out, n = {tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)}, 1
 
@@ -70,8 +78,8 @@ for i, key in ipairs(KEYS) do
     local want_age = string.byte(ages, i) == 49 -- '1'
     local after = {}  -- last-delivered-id -> the id of the first entry after it (or false)
     local hinted = {}
-    if ARGV[3 + i] and ARGV[3 + i] ~= '' then
-      for l, f in string.gmatch(ARGV[3 + i], '(%S+) (%S+)') do hinted[l] = f end
+    if hints_of[i] and hints_of[i] ~= '' then
+      for l, f in string.gmatch(hints_of[i], '(%S+) (%S+)') do hinted[l] = f end
     end
     local extras, x = {}, 0
     local length = redis.call('XLEN', key)
