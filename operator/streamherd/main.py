@@ -120,11 +120,9 @@ class SurvivorFreezing:
         self.thaw()
 
 
-def tune_garbage_collection() -> SurvivorFreezing:
+def tune_garbage_collection() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
-    freezing = SurvivorFreezing()
-    freezing.install()
-    return freezing
+    SurvivorFreezing().install()
 
 
 class BoundedDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):

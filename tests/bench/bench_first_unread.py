@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import redis.asyncio as aredis
 from e2e.cluster.redis import RedisServer
+from tests.gateway.helpers import command_calls
 
 from streamherd.controller.polling import Poller, Source
 from streamherd.gateway import Endpoint, RedisGateway
@@ -43,11 +44,6 @@ class WithoutHints(RedisGateway):
 async def redis_cpu_ms(r: aredis.Redis) -> float:
     cpu = await r.info("cpu")
     return (float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])) * 1000
-
-
-async def xrange_calls(r: aredis.Redis) -> int:
-    stats = await r.info("commandstats")
-    return int(stats.get("cmdstat_xrange", {}).get("calls", 0))
 
 
 async def measure(
@@ -69,11 +65,15 @@ async def measure(
             for key in keys[n % 20 :: 20]:
                 produce.xadd(key, {"n": n})
             await produce.execute()
-            cpu, ms, calls = time.process_time(), await redis_cpu_ms(r), await xrange_calls(r)
+            cpu, ms, calls = (
+                time.process_time(),
+                await redis_cpu_ms(r),
+                await command_calls(r, "xrange"),
+            )
             await poller.poll_once()
             client += time.process_time() - cpu
             redis_ms += await redis_cpu_ms(r) - ms
-            xranges += await xrange_calls(r) - calls
+            xranges += await command_calls(r, "xrange") - calls
         return {
             "client_ms": client * 1000 / polls,
             "redis_ms": redis_ms / polls,

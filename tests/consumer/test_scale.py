@@ -11,17 +11,13 @@ import redis.asyncio as aredis
 from e2e.cluster.processes import async_wait_until
 from e2e.cluster.redis import RedisServer
 from tests.consumer.conftest import running
+from tests.gateway.helpers import command_calls
 
 from streamherd.consumer import Consumer, Entry, StreamClient
 
 CALLS = 5000
 EVENTS = 3
 BATCH = 50
-
-
-async def scans(r: aredis.Redis) -> int:
-    stats = await r.info("commandstats")
-    return int(stats.get("cmdstat_scan", {}).get("calls", 0))
 
 
 async def start_calls(
@@ -58,7 +54,7 @@ async def test_thousands_of_pattern_streams(server: RedisServer, r: aredis.Redis
 
     client = StreamClient.from_url(server.url, group="g", consumer="c1")
     c = Consumer(client, pattern="conv:*", batch_handler=handle_batch, batch=BATCH)
-    scans_before = await scans(r)
+    scans_before = await command_calls(r, "scan")
     began = time.monotonic()
     async with running(c) as task:
         await async_wait_until(
@@ -67,7 +63,7 @@ async def test_thousands_of_pattern_streams(server: RedisServer, r: aredis.Redis
             message=lambda: f"{len(handled)} of {len(expected)} handled",
         )
         drained = time.monotonic() - began
-        scans_at_start = await scans(r) - scans_before
+        scans_at_start = await command_calls(r, "scan") - scans_before
         assert scans_at_start >= 1, "one scan at start-up learns the streams that exist"
         # New calls while it runs: learned through the registry of new streams.
         expected |= await start_calls(publisher, r, range(CALLS, CALLS + 100))
@@ -77,7 +73,9 @@ async def test_thousands_of_pattern_streams(server: RedisServer, r: aredis.Redis
             message=lambda: f"{len(handled)} of {len(expected)} handled",
         )
         await asyncio.sleep(2.5)  # two more history reads and a sweep: shows no more scans
-        assert await scans(r) - scans_before == scans_at_start, "no keyspace scan after start"
+        assert await command_calls(r, "scan") - scans_before == scans_at_start, (
+            "no keyspace scan after start"
+        )
         assert not task.done()
     assert set(handled) == expected and len(handled) == len(expected), "each once"
     assert max(reads) <= BATCH, f"a read over {CALLS} streams returned {max(reads)} entries"

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aredis
 from e2e.cluster.redis import VALKEY, RedisServer
-from tests.gateway.helpers import lag_of
+from tests.gateway.helpers import command_calls, lag_of
 from tests.gateway.test_groups import fill
 
 from streamherd.decisions.sampling import carry_first_unread
@@ -216,12 +216,6 @@ async def test_lag_in_seconds_is_the_first_unread_entrys_age_on_redis_clock(
     assert group_totals(observed, ["orders"], "tail").lag_age_ms == Reading.exact(0)
 
 
-async def xrange_calls(r: aredis.Redis) -> int:
-    """XRANGE calls the server has run, a script's own included (INFO commandstats)."""
-    stats = await r.info("commandstats")
-    return int(stats.get("cmdstat_xrange", {}).get("calls", 0))
-
-
 async def test_a_group_that_stays_at_its_position_is_looked_up_once_then_hinted(
     gateway: RedisGateway, r: aredis.Redis
 ) -> None:
@@ -242,9 +236,9 @@ async def test_a_group_that_stays_at_its_position_is_looked_up_once_then_hinted(
     assert hints == {"orders": f"{ids[2]} {ids[3]}"}
     for _ in range(3):
         await fill(r, "orders", 5)
-        before = await xrange_calls(r)
+        before = await command_calls(r, "xrange")
         again = await gateway.observe(["orders"], first_unread_hints=hints)
-        assert await xrange_calls(r) == before, "the hint saved the lookup"
+        assert await command_calls(r, "xrange") == before, "the hint saved the lookup"
         state = again.streams["orders"].groups["g"]
         assert state.first_unread_id == ids[3] and state.looked_up_after is None
         assert lag_of(again, "orders", "g").value == (await r.xlen("orders")) - 3
