@@ -9,11 +9,12 @@ ARG BASE=docker.io/library/python:3.12-slim-bookworm
 FROM ${BASE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/streamherd
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md constraints.txt /src/
 COPY operator /src/operator
-# A wheel from the source, then only it and its dependencies into the venv: no build tools,
-# sources or caches reach the final stage.
-RUN /opt/streamherd/bin/pip install /src \
+# A wheel from the source, then only it and its dependencies into the venv, at the versions
+# constraints.txt pins (what the suite passed with): no build tools, sources or caches reach
+# the final stage.
+RUN /opt/streamherd/bin/pip install -c /src/constraints.txt /src \
  && /opt/streamherd/bin/pip uninstall -y pip setuptools wheel \
  && find /opt/streamherd -name '__pycache__' -type d -prune -exec rm -rf {} +
 

@@ -11,13 +11,14 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # tests/bench/bench_<name>.py is `make bench-<name>` (an underscore there is a hyphen here).
 BENCHES := $(subst _,-,$(patsubst tests/bench/bench_%.py,%,$(wildcard tests/bench/bench_*.py)))
 
-.PHONY: help deps system-deps control-plane test pytest e2e lint crds chart bench demo clean image image-test $(addprefix bench-,$(BENCHES))
+.PHONY: help deps lock system-deps control-plane test pytest e2e lint crds chart bench demo clean image image-test $(addprefix bench-,$(BENCHES))
 
 help:
 	@echo "make demo        the operator on a local simulated cluster with a real Redis, live"
 	@echo "make test        install everything needed, then lint + the whole test suite"
 	@echo "make e2e         what make test runs short or not at all: long variants, full-length scenarios"
 	@echo "make control-plane  build etcd, kube-apiserver, kube-controller-manager (cached)"
+	@echo "make lock        refresh constraints.txt (the pinned packages) from the newest releases"
 	@echo "make lint        ruff + mypy (strict on the package) + the layer contracts"
 	@echo "make crds        regenerate crds/ from the API models (and the chart's copy)"
 	@echo "make chart       refresh the chart's copies and manifests/install.yaml"
@@ -40,11 +41,25 @@ system-deps:
 	  $(SUDO) systemctl disable --now redis-server redis-sentinel >/dev/null 2>&1 || true; \
 	fi
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package the venv and the image install: a fresh machine gets
+# what the suite last passed with, not what was released since (a new redis-py's type hints
+# once failed mypy in CI). `make lock` refreshes it from the newest releases; then run make test.
+LOCK := constraints.txt
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench,demo]'
+	$(PY) -m pip install -q -c $(LOCK) -e '.[test,bench,demo]'
 	touch $@
+
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --upgrade pip
+# async-timeout too: redis-py needs it below Python 3.11.3, as the image's (Debian bookworm's
+# 3.11.2) is, and a newer host would leave it out.
+	.lock-venv/bin/pip install -q '.[test,bench,demo]' async-timeout
+	{ echo "# make lock: every distribution of '.[test,bench,demo]', pinned (pip constraints)."; \
+	  .lock-venv/bin/pip freeze --all --exclude pip --exclude streamherd; } > $(LOCK)
+	rm -rf .lock-venv
 
 deps: system-deps $(STAMP)
 

@@ -18,6 +18,7 @@ from e2e import image
 from e2e.cluster.processes import OperatorProcess, wait_until
 from e2e.cluster.redis import RedisServer
 from tests.harness import Harness
+from tests.test_packaging import normalised, pinned_versions
 
 from streamherd import __version__
 
@@ -58,6 +59,27 @@ def test_carries_the_package_its_scripts_and_no_build_tools(container: str) -> N
     tools = inside(container, "sh", "-c", "for t in pip gcc cc git; do command -v $t || true; done")
     assert tools == "", f"build tools in the final image: {tools}"
     assert inside(container, "sh", "-c", "echo $PYTHONDONTWRITEBYTECODE") == "1"
+
+
+def test_installs_the_versions_constraints_txt_pins(container: str) -> None:
+    """The image is built from the lock, as the suite's own environment is: a release of
+    redis-py or kopf after the last `make lock` cannot reach an image unseen."""
+    listed = inside(
+        container,
+        "python3",
+        "-c",
+        "import importlib.metadata as m;"
+        "print(' '.join(f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions()))",
+    )
+    inside_image = dict(item.split("==") for item in listed.split())
+    pins = pinned_versions()
+    differing = {
+        name: (version, pins.get(normalised(name)))
+        for name, version in inside_image.items()
+        if normalised(name) not in {"pip", "streamherd"} and pins.get(normalised(name)) != version
+    }
+    assert not differing, f"in the image (left) against constraints.txt (right): {differing}"
+    assert {"kopf", "redis"} <= {normalised(n) for n in inside_image}
 
 
 def test_the_root_file_system_is_not_writable_but_tmp_is(container: str) -> None:
