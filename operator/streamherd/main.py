@@ -356,9 +356,10 @@ async def consumergroup_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **k
     index = consumers.PodIndex(
         kwargs["pods"], kwargs["pods_by_replicaset"], kwargs["replicasets_by_deployment"]
     )
+    parse_spec = groups.spec_parser()
     async with asyncio.TaskGroup() as loops:
-        loops.create_task(groups.run(ctx(), body, stopped), name="group loop")
-        loops.create_task(janitor.run(ctx(), body, stopped, index), name="janitor loop")
+        loops.create_task(groups.run(ctx(), body, stopped, parse_spec), name="group loop")
+        loops.create_task(janitor.run(ctx(), body, stopped, index, parse_spec), name="janitor loop")
 
 
 @kopf.on.delete(API_GROUP, API_VERSION, "consumergroups", registry=registry)

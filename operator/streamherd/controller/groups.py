@@ -116,7 +116,12 @@ def stream_lengths(observation: Observation, keys: Sequence[str]) -> dict[str, i
 class GroupLoop:
     """The state one ConsumerGroup's loop keeps between polls."""
 
-    def __init__(self, ctx: Context, body: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        body: Mapping[str, Any],
+        parse_spec: SpecParser[ConsumerGroupSpec] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.body = body
         meta = body["metadata"]
@@ -135,7 +140,7 @@ class GroupLoop:
         self.autoscaler = Autoscaler(ctx, body, self.writer, self.me)
         self.health = HealthWatch(ctx, body, self.writer)
         self.created = meta.get("creationTimestamp")
-        self.parse_spec = SpecParser(ConsumerGroupSpec)
+        self.parse_spec = parse_spec or SpecParser(ConsumerGroupSpec)
         self.ensured_at: dict[str, float] = {}
         """When we last created the group on a key: a poll taken before that still shows it
         missing, and must not make us "adopt" what we just created."""
@@ -618,8 +623,20 @@ def _seconds(ms: int | None) -> float | None:
     return round(ms / 1000, 3) if ms is not None else None
 
 
-async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped) -> None:
-    await GroupLoop(ctx, body).run(stopped)
+def spec_parser() -> SpecParser[ConsumerGroupSpec]:
+    """One per ConsumerGroup, shared by its group loop and its janitor loop: they read the
+    same body, so one parsed copy of the spec serves both (a spec parsed and kept twice was
+    ~4 KiB a group)."""
+    return SpecParser(ConsumerGroupSpec)
+
+
+async def run(
+    ctx: Context,
+    body: Mapping[str, Any],
+    stopped: Stopped,
+    parse_spec: SpecParser[ConsumerGroupSpec] | None = None,
+) -> None:
+    await GroupLoop(ctx, body, parse_spec).run(stopped)
 
 
 async def release(gateway: RedisGateway, group: str, uid: str) -> None:

@@ -217,14 +217,20 @@ class Janitor:
 class JanitorLoop:
     """The operator's janitor for one ConsumerGroup (a kopf daemon of its own)."""
 
-    def __init__(self, ctx: Context, body: Mapping[str, Any], pods: PodIndex) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        body: Mapping[str, Any],
+        pods: PodIndex,
+        parse_spec: SpecParser[ConsumerGroupSpec] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.body = body
         meta = body["metadata"]
         self.namespace, self.name, self.me = meta["namespace"], meta["name"], group_id(body)
         self.janitor = Janitor(ctx.kube, ctx.metrics, body, ctx.status_budget)
         self.pods = pods
-        self.parse_spec = SpecParser(ConsumerGroupSpec)
+        self.parse_spec = parse_spec or SpecParser(ConsumerGroupSpec)
         self.tracker: PodTracker | None = None
         """Of the Deployment the spec names now (a new one when it names another)."""
         self.cron_status = StatusWriter(
@@ -312,8 +318,15 @@ class JanitorLoop:
         return self.tracker
 
 
-async def run(ctx: Context, body: Mapping[str, Any], stopped: Stopped, pods: PodIndex) -> None:
-    await JanitorLoop(ctx, body, pods).run(stopped)
+async def run(
+    ctx: Context,
+    body: Mapping[str, Any],
+    stopped: Stopped,
+    pods: PodIndex,
+    parse_spec: SpecParser[ConsumerGroupSpec] | None = None,
+) -> None:
+    """``parse_spec``: the group loop's (``groups.spec_parser``), else one of its own."""
+    await JanitorLoop(ctx, body, pods, parse_spec).run(stopped)
 
 
 # ------------------------------------------------------------------ mode CronJob
