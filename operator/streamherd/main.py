@@ -276,7 +276,7 @@ def ctx() -> Context:
 
 
 @kopf.on.probe(id="pollers", registry=registry)
-def probe_pollers(**_: Any) -> dict[str, Any]:
+async def probe_pollers(**_: Any) -> dict[str, Any]:
     context = Runtime.ctx
     if context is None:
         return {}
@@ -311,21 +311,21 @@ async def redisstream_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_: 
 
 
 @kopf.index(API_GROUP, API_VERSION, "consumergroups", registry=registry)
-def consumer_groups_by_stream(
+async def consumer_groups_by_stream(
     namespace: str | None, name: str, body: kopf.Body, **_: Any
 ) -> dict[Any, Any]:
     return board.index_group(str(namespace), name, body)
 
 
 @kopf.index(API_GROUP, API_VERSION, "retentionpolicies", registry=registry)
-def retention_policies(namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
+async def retention_policies(namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
     return {(namespace, name): True}
 
 
 @kopf.on.update(API_GROUP, API_VERSION, "redisstreams", registry=registry)
 @kopf.on.update(API_GROUP, API_VERSION, "consumergroups", registry=registry)
 @kopf.on.update(API_GROUP, API_VERSION, "retentionpolicies", registry=registry)
-def changed(body: kopf.Body, **_: Any) -> None:
+async def changed(body: kopf.Body, **_: Any) -> None:
     kind = body["kind"]
     ctx().wake(f"{kind}:{body.metadata.namespace}/{body.metadata.name}")
 
@@ -372,24 +372,24 @@ async def consumergroup_deleted(body: kopf.Body, **_: Any) -> None:
 
 
 @kopf.index("", "v1", "pods", registry=registry)
-def pods(body: kopf.Body, **_: Any) -> Any:
+async def pods(body: kopf.Body, **_: Any) -> Any:
     return consumers.pod_by_name(body)
 
 
 @kopf.index("", "v1", "pods", registry=registry)
-def pods_by_replicaset(body: kopf.Body, **_: Any) -> Any:
+async def pods_by_replicaset(body: kopf.Body, **_: Any) -> Any:
     return consumers.pod_by_replicaset(body)
 
 
 @kopf.on.event("", "v1", "pods", registry=registry)
-def pod_seen(body: kopf.Body, **_: Any) -> None:
+async def pod_seen(body: kopf.Body, **_: Any) -> None:
     """Remember which ReplicaSet each pod had, past its deletion (controller/consumers)."""
     if Runtime.ctx is not None:
         Runtime.ctx.pod_history.observe(body, time.monotonic())
 
 
 @kopf.index("apps", "v1", "replicasets", registry=registry)
-def replicasets_by_deployment(body: kopf.Body, **_: Any) -> Any:
+async def replicasets_by_deployment(body: kopf.Body, **_: Any) -> Any:
     return consumers.replicaset_by_deployment(body)
 
 

@@ -40,3 +40,26 @@ def test_the_group_loop_and_the_janitor_loop_share_one_parsed_spec(
     assert isinstance(parsers["group"], SpecParser)
     assert parsers["group"] is parsers["janitor"]
     assert parsers["group"].model is ConsumerGroupSpec
+
+
+def test_every_kopf_handler_runs_on_the_event_loop() -> None:
+    """kopf runs a sync handler in its thread pool. Ours touch what belongs to the event loop
+    (a loop's wake Signal resolves asyncio futures; the pod history is read by the loops):
+    from a thread that is a race, and a future resolved there does not wake the event loop.
+    So every handler is a coroutine function (kopf awaits those on the loop)."""
+    import inspect
+
+    source = inspect.getsource(main)
+    decorated = set()
+    lines = source.splitlines()
+    for number, line in enumerate(lines):
+        if line.lstrip().startswith("@kopf."):
+            following = next(
+                text for text in lines[number:] if text.startswith(("def ", "async def "))
+            )
+            decorated.add(following.split("def ", 1)[1].split("(", 1)[0])
+    assert {"changed", "pod_seen", "pods", "consumergroup_daemon"} <= decorated
+    sync = sorted(
+        name for name in decorated if not inspect.iscoroutinefunction(getattr(main, name))
+    )
+    assert not sync, f"sync kopf handlers (run in kopf's threads): {sync}"

@@ -4,6 +4,7 @@ watches every loop's stop flag (not a task or two per loop)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -75,5 +76,22 @@ def test_a_loop_that_ends_on_its_own_is_no_longer_watched() -> None:
         flag.stopped = True
         await asyncio.sleep(3 * waiting.STOP_CHECK_EVERY)
         assert not wake.is_set()  # its signal is not set for a loop that has gone
+
+    asyncio.run(scenario())
+
+
+def test_loops_of_one_daemon_share_its_flag_and_all_hear_the_stop() -> None:
+    """A ConsumerGroup's group loop and janitor loop watch their daemon's one flag."""
+
+    async def scenario() -> None:
+        flag, other = Flag(), Flag()
+        wakes = [Signal(), Signal()]
+        async with contextlib.AsyncExitStack() as stack:
+            for wake in wakes:
+                await stack.enter_async_context(waiting.stop_watched(flag, wake))
+            bystander = await stack.enter_async_context(waiting.stop_watched(other, Signal()))
+            flag.stopped = True
+            await until(lambda: all(w.is_set() for w in wakes), 10 * waiting.STOP_CHECK_EVERY)
+            assert not bystander.is_set()
 
     asyncio.run(scenario())

@@ -35,27 +35,37 @@ class _StopWatch:
     """Every watched loop of one event loop, and the one task that looks at their flags.
 
     A task per loop that awaited kopf's ``stopped.wait()`` cost two tasks per loop (kopf
-    makes one of its own for each wait), their coroutines, futures and contexts: ~2.5 KiB a
-    loop, three loops per RedisStream and ConsumerGroup pair (bench-load). A flag is a
-    bool to read (kopf's ``DaemonStopped``), so one task reads them all: ~0.1 us a loop
-    each ``STOP_CHECK_EVERY``. The task runs while anything is watched and ends after."""
+    makes one of its own for each wait), their coroutines, futures and contexts: ~18 MiB at
+    bench-load's full size (three loops per RedisStream and ConsumerGroup pair). A flag is a
+    bool to read (kopf's ``DaemonStopped``, ~0.5 us), and the loops of one daemon share
+    theirs, so one task reads each flag once per ``STOP_CHECK_EVERY``: ~2 ms a round for
+    bench-load's 4,000 daemons. The task runs while anything is watched and ends after."""
 
     def __init__(self) -> None:
-        self.watched: dict[object, tuple[Stopped, Signal]] = {}
+        self.flags: dict[int, tuple[Stopped, dict[object, Signal]]] = {}
+        """id(flag) -> (the flag, the wake signal of each loop watching it, by its key)."""
         self.task: asyncio.Task[None] | None = None
 
     def add(self, key: object, stopped: Stopped, wake: Signal) -> None:
-        self.watched[key] = (stopped, wake)
+        self.flags.setdefault(id(stopped), (stopped, {}))[1][key] = wake
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name="stop watch")
 
+    def remove(self, key: object, stopped: Stopped) -> None:
+        entry = self.flags.get(id(stopped))
+        if entry is not None:
+            entry[1].pop(key, None)
+            if not entry[1]:
+                del self.flags[id(stopped)]
+
     async def _run(self) -> None:
-        while self.watched:
+        while self.flags:
             await asyncio.sleep(STOP_CHECK_EVERY)
-            fired = [key for key, (stopped, _) in self.watched.items() if stopped]
-            for key in fired:
-                _, wake = self.watched.pop(key)
-                wake.set()
+            fired = [flag for flag, (stopped, _) in self.flags.items() if stopped]
+            for flag in fired:
+                _, wakes = self.flags.pop(flag)
+                for wake in wakes.values():
+                    wake.set()
 
 
 _stop_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StopWatch] = (
@@ -77,7 +87,7 @@ async def stop_watched(stopped: Stopped, wake: Signal) -> AsyncIterator[Signal]:
     try:
         yield wake
     finally:
-        watch.watched.pop(key, None)
+        watch.remove(key, stopped)
 
 
 async def sleep(stopped: Stopped, wake: Signal, seconds: float) -> None:
