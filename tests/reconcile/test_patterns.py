@@ -75,3 +75,6 @@ def test_deleting_a_pattern_cleans_up_its_streams_and_keeps_their_dead_letters(
     h.delete("ConsumerGroup", "brain")
     h.wait_gone("ConsumerGroup", "brain")
     assert set(h.groups_in_redis("conv:1:dlq")) == {"brain"}, "no group destroyed there"
+    # Each daemon ended on its own when kopf stopped it: cancelled instead, kopf would have
+    # re-checked each deletion only 10 s later.
+    assert "is cancelled" not in h.logs(), h.logs()[-3000:]
